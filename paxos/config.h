@@ -1,0 +1,76 @@
+#ifndef LOCKD_PAXOS_CONFIG_H_
+#define LOCKD_PAXOS_CONFIG_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace lockd::paxos {
+
+#ifdef LOCKD_PAXOS_SIMULATION_BUGS
+// Deliberately unsafe variants, compiled only into the simulator so that it
+// can show its checkers catch them. Never present in a production build.
+struct InjectedBugs {
+  // The acceptor accepts phase 2 messages without comparing ballots.
+  bool accept_ignores_ballot = false;
+  // A new leader ignores the values reported in promises and fills every
+  // unchosen slot with a no-op.
+  bool leader_ignores_promised_values = false;
+};
+#endif
+
+// Static configuration of one replica. Time is counted in ticks; the driver
+// decides how long a tick is (lockd uses 10 ms).
+struct Config {
+  // This replica's id; must be listed in `members`. Ids are non-zero.
+  uint32_t id = 0;
+  // Every replica of the cell, this one included.
+  std::vector<uint32_t> members;
+
+  // A leader sends a heartbeat (and retransmits unacknowledged accepts)
+  // every `heartbeat_ticks`.
+  int heartbeat_ticks = 2;
+  // A follower that hears nothing from a leader for a random number of ticks
+  // in [election_ticks, 2 * election_ticks) starts an election.
+  int election_ticks = 10;
+  // A replica that heard from a live leader within `lease_ticks` refuses to
+  // promise to another candidate; a leader holds a read lease for
+  // `lease_ticks - max_drift_ticks` after a majority acknowledged it.
+  // Requires lease_ticks <= election_ticks.
+  int lease_ticks = 10;
+  // Allowance for clock rate differences between replicas over one lease,
+  // plus one tick of quantization. See docs/paxos.md for the bound.
+  int max_drift_ticks = 2;
+
+  // Pipelining: at most this many slots proposed but not yet chosen.
+  int max_inflight_slots = 64;
+  // Batching: at most this many commands and bytes in one slot.
+  int max_batch_commands = 1024;
+  size_t max_batch_bytes = 1 << 20;
+  // Proposals queued at the leader waiting for a slot; beyond this Propose()
+  // fails with RESOURCE_EXHAUSTED.
+  size_t max_pending_proposals = 100000;
+  // At most this many entries in one fetch reply or retransmitted accept.
+  int max_entries_per_message = 256;
+  // An acceptor whose commit point is this many slots ahead of a candidate
+  // refuses it (BEHIND) so that promises stay small; the candidate catches
+  // up by fetching first.
+  uint64_t max_candidate_lag_slots = 4096;
+
+  // Seeds the replica's own random generator (election timeouts).
+  uint64_t random_seed = 1;
+
+#ifdef LOCKD_PAXOS_SIMULATION_BUGS
+  InjectedBugs bugs;
+#endif
+
+  // Returns OK iff the configuration is usable, else INVALID_ARGUMENT saying
+  // which field is wrong and why.
+  absl::Status Validate() const;
+};
+
+}  // namespace lockd::paxos
+
+#endif  // LOCKD_PAXOS_CONFIG_H_

@@ -1,0 +1,26 @@
+#include "paxos/memory_storage.h"
+
+namespace lockd::paxos {
+
+void ApplyPersistBatch(const PersistBatch& batch, DurableState& state) {
+  if (batch.snapshot.has_value()) {
+    state.snapshot = batch.snapshot;
+    state.entries.erase(state.entries.begin(),
+                        state.entries.upper_bound(batch.snapshot->index()));
+  }
+  const uint64_t snapshot_index =
+      state.snapshot.has_value() ? state.snapshot->index() : 0;
+  for (const paxospb::Entry& entry : batch.entries) {
+    if (entry.slot() > snapshot_index) state.entries[entry.slot()] = entry;
+  }
+  if (batch.hard_state.has_value()) state.hard_state = *batch.hard_state;
+}
+
+absl::Status MemoryStorage::Save(const PersistBatch& batch) {
+  if (batch.empty()) return absl::OkStatus();
+  ApplyPersistBatch(batch, state_);
+  ++saves_;
+  return absl::OkStatus();
+}
+
+}  // namespace lockd::paxos

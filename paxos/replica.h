@@ -1,0 +1,260 @@
+#ifndef LOCKD_PAXOS_REPLICA_H_
+#define LOCKD_PAXOS_REPLICA_H_
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "paxos/ballot.h"
+#include "paxos/config.h"
+#include "paxos/random.h"
+#include "paxos/storage.h"
+#include "protos/paxos.pb.h"
+
+namespace lockd::paxos {
+
+enum class Role { kFollower, kCandidate, kLeader };
+
+const char* RoleName(Role role);
+
+// What the layer above may want to know about leadership. Changes are
+// reported in Ready::soft_state.
+struct SoftState {
+  Role role = Role::kFollower;
+  // The replica believed to lead (0 if unknown).
+  uint32_t leader_id = 0;
+  // Identifies one leadership: the leader's packed ballot (see
+  // PackBallot()). Strictly greater for every later leadership. 0 if none.
+  uint64_t epoch = 0;
+
+  bool operator==(const SoftState& other) const {
+    return role == other.role && leader_id == other.leader_id &&
+           epoch == other.epoch;
+  }
+  bool operator!=(const SoftState& other) const { return !(*this == other); }
+};
+
+// The outputs of the replica since the last Ready, in the order the driver
+// must handle them:
+//   1. Save `persist` to Storage (synced) - nothing below may happen before.
+//   2. Send `messages`.
+//   3. Restore `install_snapshot` into the state machine, then apply
+//      `committed` in order.
+//   4. Call Replica::Advance().
+struct Ready {
+  PersistBatch persist;
+  std::vector<paxospb::Message> messages;
+  std::optional<paxospb::Snapshot> install_snapshot;
+  // Chosen entries, consecutive slots in increasing order, each exactly once
+  // over the replica's life (a restart replays from the last snapshot).
+  std::vector<paxospb::Entry> committed;
+  std::optional<SoftState> soft_state;
+};
+
+// A Multi-Paxos replica: proposer, acceptor and learner of one cell member.
+//
+// A pure, deterministic state machine: it performs no I/O and reads no clock.
+// The driver feeds it messages (Step), time (Tick) and client commands
+// (Propose), and collects its outputs with GetReady()/Advance(). Given the
+// same inputs in the same order it produces the same outputs.
+//
+// Protocol summary (details in docs/paxos.md):
+// * Leader election: a follower that hears no leader for its randomized
+//   election timeout first probes (pre-vote, nothing persisted), then runs
+//   phase 1 with ballot (round, id) for every slot from its first unchosen
+//   one. A replica that heard from a live leader within the lease refuses.
+// * The new leader re-proposes, per slot, the highest-ballot value reported
+//   in the promises (a no-op for holes), then runs phase 2 only: slots are
+//   pipelined (max_inflight_slots) and batched (max_batch_commands).
+// * A slot is chosen when a majority, the leader included, accepted it. The
+//   commit point travels on accepts and heartbeats; followers that miss
+//   entries fetch them, or a snapshot when the leader compacted them.
+// * Messages to itself are delivered by Advance(), i.e. only after the
+//   batch that produced them is durable.
+//
+// Not thread-safe: the driver serializes all calls.
+class Replica {
+ public:
+  // Builds a replica from its durable state (empty for a new replica).
+  // Returns INVALID_ARGUMENT for a bad config, DATA_LOSS if `state` is
+  // inconsistent (a slot at or below the commit point is missing).
+  static absl::StatusOr<std::unique_ptr<Replica>> Create(const Config& config,
+                                                          DurableState state);
+
+  Replica(const Replica&) = delete;
+  Replica& operator=(const Replica&) = delete;
+
+  // Queues a command for the next batch. Returns UNAVAILABLE if this replica
+  // is not the leader (LeaderHint() names the leader if known) and
+  // RESOURCE_EXHAUSTED if the proposal queue is full. A queued proposal is
+  // either chosen or lost with the leadership (the epoch in soft_state
+  // changes); it is never chosen twice by this replica's doing.
+  absl::Status Propose(std::string command);
+
+  // Handles one message from a peer. Messages from non-members are ignored.
+  void Step(const paxospb::Message& message);
+
+  // Advances logical time by one tick.
+  void Tick();
+
+  // True if GetReady() has anything to hand out.
+  bool HasReady();
+
+  // Collects the outputs since the last call. REQUIRES: the previous Ready
+  // was acknowledged with Advance().
+  Ready GetReady();
+
+  // Acknowledges that the last Ready was fully handled (persisted, sent,
+  // applied). Delivers the messages this replica addressed to itself.
+  void Advance();
+
+  // Records a snapshot of the state machine at `index` and truncates the log
+  // at or below it. REQUIRES: index was handed out in Ready::committed (or
+  // with a snapshot). Returns INVALID_ARGUMENT otherwise.
+  absl::Status Compact(uint64_t index, std::string data);
+
+  // True iff this replica is the leader and holds a read lease: a majority
+  // acknowledged it within lease_ticks - max_drift_ticks, and any lease of a
+  // previous leader must have expired.
+  bool HasLease() const;
+
+  uint32_t id() const { return config_.id; }
+  Role role() const { return role_; }
+  uint32_t LeaderHint() const { return leader_id_; }
+  uint64_t epoch() const;
+  SoftState soft_state() const;
+  // Highest slot such that every slot up to it is known chosen here.
+  uint64_t commit() const { return commit_; }
+  // Slots handed out to the state machine so far (snapshot included).
+  uint64_t emitted() const { return emitted_; }
+  uint64_t snapshot_index() const;
+  const paxospb::Ballot& promised() const { return promised_; }
+  uint64_t ticks() const { return ticks_; }
+  // Leader only: slots proposed but not yet chosen, and commands waiting for
+  // a slot.
+  size_t inflight_slots() const { return inflight_.size(); }
+  size_t pending_proposals() const { return pending_.size(); }
+  // Leader only: the lowest slot awaiting acceptance and who accepted it.
+  std::string DebugInflight() const;
+
+ private:
+  // A slot the leader proposed at its current ballot and awaits acceptance
+  // of.
+  struct InflightSlot {
+    paxospb::Value value;
+    absl::flat_hash_set<uint32_t> acks;
+  };
+
+  Replica(const Config& config, DurableState state);
+
+  // Acceptor.
+  void HandleProbe(uint32_t from, const paxospb::Probe& probe);
+  void HandlePrepare(uint32_t from, const paxospb::Prepare& prepare);
+  void HandleAccept(uint32_t from, const paxospb::Accept& accept);
+  void HandleFetchRequest(uint32_t from, const paxospb::FetchRequest& request);
+  // Why this acceptor would refuse to promise to `candidate` whose first
+  // unchosen slot is `first_unchosen`; REASON_UNSPECIFIED if it would not.
+  paxospb::Reject::Reason RefusalReason(uint32_t candidate,
+                                        uint64_t first_unchosen) const;
+  void Refuse(uint32_t to, paxospb::Reject::Reason reason,
+              const paxospb::Ballot& refused);
+
+  // Proposer.
+  void HandleProbeGrant(uint32_t from);
+  void HandlePromise(uint32_t from, const paxospb::Promise& promise);
+  void HandleAccepted(uint32_t from, const paxospb::Accepted& accepted);
+  void HandleReject(uint32_t from, const paxospb::Reject& reject);
+  void StartProbe();
+  void StartPrepare();
+  void BecomeLeader();
+  void BecomeFollower(uint32_t leader_id);
+  void FlushProposals();
+  void SendHeartbeats(bool retransmit);
+  void AdvanceLeaderCommit();
+  // The newest tick t such that a majority (this replica included) has
+  // acknowledged a message sent at or after t in this leadership.
+  uint64_t QuorumAckTick() const;
+
+  // Learner.
+  void HandleFetchReply(uint32_t from, const paxospb::FetchReply& reply);
+  void LearnCommit(const paxospb::Ballot& ballot, uint64_t leader_commit);
+  void MaybeFetch(uint32_t from_replica, bool force);
+  void InstallSnapshot(const paxospb::Snapshot& snapshot);
+
+  // Durable-state helpers: every change goes through these so that the next
+  // Ready persists it.
+  void SetPromised(const paxospb::Ballot& ballot);
+  void StoreEntry(const paxospb::Entry& entry);
+  void SetCommit(uint64_t commit);
+
+  void Send(uint32_t to, paxospb::Message message);
+  void ObserveBallot(const paxospb::Ballot& ballot);
+  void ResetElectionTimer();
+  bool IsMember(uint32_t id) const;
+  size_t Quorum() const { return config_.members.size() / 2 + 1; }
+
+  const Config config_;
+  Random random_;
+
+  // Durable state (mirrors what Storage holds once the pending batch is
+  // saved).
+  paxospb::Ballot promised_;
+  uint64_t commit_ = 0;
+  std::map<uint64_t, paxospb::Entry> entries_;
+  std::optional<paxospb::Snapshot> snapshot_;
+
+  // Changes not yet handed out in a Ready.
+  bool hard_state_dirty_ = false;
+  std::map<uint64_t, paxospb::Entry> unsaved_entries_;
+  bool snapshot_dirty_ = false;
+  std::optional<paxospb::Snapshot> pending_install_;
+  std::vector<paxospb::Message> outbox_;
+  std::vector<paxospb::Message> self_outbox_;
+  // Messages to self from the Ready in flight, delivered by Advance().
+  std::vector<paxospb::Message> self_inflight_;
+  bool ready_outstanding_ = false;
+  uint64_t emitted_ = 0;
+  SoftState reported_soft_state_;
+
+  // Volatile state.
+  uint64_t ticks_ = 0;
+  Role role_ = Role::kFollower;
+  uint32_t leader_id_ = 0;
+  paxospb::Ballot leader_ballot_;
+  uint64_t last_leader_contact_tick_ = 0;
+  bool heard_from_leader_ = false;
+  int election_elapsed_ = 0;
+  int randomized_election_ticks_ = 0;
+  uint64_t max_round_seen_ = 0;
+  uint64_t known_leader_commit_ = 0;
+  uint64_t last_fetch_tick_ = 0;
+  bool fetch_outstanding_ = false;
+
+  // Candidate.
+  bool preparing_ = false;
+  paxospb::Ballot ballot_;
+  absl::flat_hash_set<uint32_t> probe_grants_;
+  std::map<uint32_t, std::vector<paxospb::Entry>> promises_;
+  int resend_elapsed_ = 0;
+
+  // Leader.
+  uint64_t elected_tick_ = 0;
+  uint64_t next_slot_ = 1;
+  std::map<uint64_t, InflightSlot> inflight_;
+  std::deque<std::string> pending_;
+  absl::flat_hash_map<uint32_t, uint64_t> peer_ack_tick_;
+  int heartbeat_elapsed_ = 0;
+};
+
+}  // namespace lockd::paxos
+
+#endif  // LOCKD_PAXOS_REPLICA_H_
