@@ -18,6 +18,9 @@ struct InjectedBugs {
   // A new leader ignores the values reported in promises and fills every
   // unchosen slot with a no-op.
   bool leader_ignores_promised_values = false;
+  // A follower treats any entry it holds as chosen once the leader's commit
+  // point covers its slot, even one accepted at an older ballot.
+  bool learner_ignores_ballot = false;
 };
 #endif
 

@@ -781,6 +781,10 @@ void Replica::HandleReject(uint32_t from, const paxospb::Reject& reject) {
 void Replica::LearnCommit(const paxospb::Ballot& ballot,
                           uint64_t leader_commit) {
   known_leader_commit_ = std::max(known_leader_commit_, leader_commit);
+  bool any_ballot = false;
+#ifdef LOCKD_PAXOS_SIMULATION_BUGS
+  any_ballot = config_.bugs.learner_ignores_ballot;
+#endif
   uint64_t commit = commit_;
   while (commit < leader_commit) {
     auto it = entries_.find(commit + 1);
@@ -788,7 +792,8 @@ void Replica::LearnCommit(const paxospb::Ballot& ballot,
     // leader proposed, which is the chosen one. Anything else (a hole, or a
     // value from an older ballot) must be fetched.
     if (it == entries_.end() ||
-        !(it->second.chosen() || BallotEqual(it->second.ballot(), ballot))) {
+        !(it->second.chosen() || BallotEqual(it->second.ballot(), ballot) ||
+          any_ballot)) {
       break;
     }
     it->second.set_chosen(true);

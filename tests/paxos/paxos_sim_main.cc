@@ -26,7 +26,7 @@ ABSL_FLAG(int, steps, 5000, "Events per seed before the healing phase.");
 ABSL_FLAG(int, replicas, 3, "Replicas per cell (1 to 9).");
 ABSL_FLAG(std::string, bug, "none",
           "Enable a deliberately unsafe variant: none, accept_ignores_ballot, "
-          "leader_ignores_promised_values, ack_before_sync.");
+          "leader_ignores_promised_values, ack_before_sync, learner_ignores_ballot.");
 ABSL_FLAG(bool, verbose, false, "Print every violation and per-seed totals.");
 
 int main(int argc, char** argv) {

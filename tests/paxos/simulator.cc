@@ -21,13 +21,15 @@ namespace lockd::paxos::sim {
 
 absl::StatusOr<Bug> ParseBug(const std::string& name) {
   for (Bug bug : {Bug::kNone, Bug::kAcceptIgnoresBallot,
-                  Bug::kLeaderIgnoresPromisedValues, Bug::kAckBeforeSync}) {
+                  Bug::kLeaderIgnoresPromisedValues, Bug::kAckBeforeSync,
+                  Bug::kLearnerIgnoresBallot}) {
     if (BugName(bug) == name) return bug;
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown bug '", name,
       "'; expected one of none, accept_ignores_ballot, "
-      "leader_ignores_promised_values, ack_before_sync"));
+      "leader_ignores_promised_values, ack_before_sync, "
+      "learner_ignores_ballot"));
 }
 
 std::string BugName(Bug bug) {
@@ -40,13 +42,15 @@ std::string BugName(Bug bug) {
       return "leader_ignores_promised_values";
     case Bug::kAckBeforeSync:
       return "ack_before_sync";
+    case Bug::kLearnerIgnoresBallot:
+      return "learner_ignores_ballot";
   }
   return "unknown";
 }
 
 std::vector<Bug> AllBugs() {
   return {Bug::kAcceptIgnoresBallot, Bug::kLeaderIgnoresPromisedValues,
-          Bug::kAckBeforeSync};
+          Bug::kAckBeforeSync, Bug::kLearnerIgnoresBallot};
 }
 
 namespace {
@@ -73,9 +77,20 @@ struct FaultMix {
   double crash_mid_ready = 0;
   double max_drift = 0;
   int64_t mean_propose_interval_us = 0;
+  // Process stalls (a VM pause): the replica's clock stops and its input
+  // queues up. They break the timing assumptions leases rely on, so a seed
+  // with stalls checks safety but not leases.
+  bool stalls = false;
 };
 
-enum class EventKind { kTick, kDeliver, kPropose, kFault, kRestart };
+enum class EventKind {
+  kTick,
+  kDeliver,
+  kPropose,
+  kClientRequest,
+  kFault,
+  kRestart
+};
 
 struct Event {
   int64_t time_us = 0;
@@ -84,6 +99,7 @@ struct Event {
   int replica = 0;
   uint64_t generation = 0;
   paxospb::Message message;
+  std::string command;
 };
 
 struct EventLater {
@@ -104,6 +120,7 @@ struct Machine {
   std::vector<PersistBatch> unsynced;
   double tick_period_us = kTickUs;
   uint64_t generation = 0;
+  int64_t stalled_until_us = 0;
   uint64_t applied = 0;
   uint64_t chain = 0;
   // What this replica told others it durably holds.
@@ -158,6 +175,8 @@ class World {
           options_.bug == Bug::kAcceptIgnoresBallot;
       config.bugs.leader_ignores_promised_values =
           options_.bug == Bug::kLeaderIgnoresPromisedValues;
+      config.bugs.learner_ignores_ballot =
+          options_.bug == Bug::kLearnerIgnoresBallot;
       StartMachine(i);
     }
     ScheduleFault();
@@ -216,10 +235,11 @@ class World {
     // for lease 10, drift 2 (see docs/paxos.md).
     mix_.max_drift = random_.Bernoulli(0.8) ? 0.05 : 0;
     mix_.mean_propose_interval_us = random_.Range(500, 10000);
+    mix_.stalls = random_.Bernoulli(0.3);
   }
 
   void Schedule(EventKind kind, int replica, int64_t delay_us,
-                paxospb::Message message = {}) {
+                paxospb::Message message = {}, std::string command = {}) {
     Event event;
     event.time_us = now_us_ + std::max<int64_t>(delay_us, 0);
     event.sequence = next_sequence_++;
@@ -230,6 +250,7 @@ class World {
             ? machines_[replica].generation
             : 0;
     event.message = std::move(message);
+    event.command = std::move(command);
     events_.push(std::move(event));
   }
 
@@ -238,7 +259,9 @@ class World {
   }
 
   void ScheduleFault() {
-    if (healed_ || (!mix_.crashes && !mix_.partitions)) return;
+    if (healed_ || (!mix_.crashes && !mix_.partitions && !mix_.stalls)) {
+      return;
+    }
     Schedule(EventKind::kFault, 0,
              random_.Range(1, 2 * mix_.mean_fault_interval_us));
   }
@@ -256,6 +279,13 @@ class World {
       case EventKind::kTick: {
         Machine& machine = machines_[event.replica];
         if (!machine.core || event.generation != machine.generation) break;
+        if (Stalled(machine)) {
+          // A stalled clock loses its ticks.
+          Schedule(EventKind::kTick, event.replica,
+                   machine.stalled_until_us - now_us_ +
+                       static_cast<int64_t>(machine.tick_period_us));
+          break;
+        }
         machine.core->Tick();
         ProcessReady(event.replica);
         ScheduleTick(event.replica);
@@ -264,8 +294,14 @@ class World {
       case EventKind::kDeliver: {
         const int target = static_cast<int>(event.message.to()) - 1;
         Machine& machine = machines_[target];
-        if (getenv("SIMTRACE") && healed_ && (target == 1 || event.message.from() == 2)) fprintf(stderr, "t=%lld %s core=%d %s\n", (long long)now_us_, event.message.ShortDebugString().substr(0,300).c_str(), machine.core ? (int)machine.core->role() : -1, DescribeReplicas().c_str());
         if (!machine.core) break;
+        if (Stalled(machine)) {
+          // Input waits in the socket until the process runs again.
+          Schedule(EventKind::kDeliver, target,
+                   machine.stalled_until_us - now_us_,
+                   std::move(event.message));
+          break;
+        }
         machine.core->Step(event.message);
         ProcessReady(target);
         break;
@@ -275,6 +311,9 @@ class World {
         Schedule(EventKind::kPropose, 0, NextProposeDelay());
         break;
       }
+      case EventKind::kClientRequest:
+        ProposeTo(event.replica, event.command);
+        break;
       case EventKind::kFault:
         if (healed_) break;
         InjectFault();
@@ -291,6 +330,10 @@ class World {
     }
     CheckLeases();
     return true;
+  }
+
+  bool Stalled(const Machine& machine) const {
+    return now_us_ < machine.stalled_until_us;
   }
 
   void ScheduleTick(int replica) {
@@ -539,10 +582,20 @@ class World {
         leaders.empty()
             ? static_cast<int>(random_.Uniform(options_.replicas))
             : leaders[random_.Uniform(leaders.size())];
-    Machine& machine = machines_[target];
-    if (!machine.core) return false;
     proposed_.insert(command);
     ++result_.proposals;
+    return ProposeTo(target, command);
+  }
+
+  // Returns true iff `target` queued the command now.
+  bool ProposeTo(int target, const std::string& command) {
+    Machine& machine = machines_[target];
+    if (!machine.core) return false;
+    if (Stalled(machine)) {
+      Schedule(EventKind::kClientRequest, target,
+               machine.stalled_until_us - now_us_, {}, command);
+      return false;
+    }
     if (!machine.core->Propose(command).ok()) return false;
     ProcessReady(target);
     return true;
@@ -554,8 +607,9 @@ class World {
     if (mix_.partitions) {
       kinds.insert(kinds.end(),
                    {"partition", "asymmetric_partition", "isolate_leader",
-                    "heal_partitions"});
+                    "flaky_links", "heal_partitions"});
     }
+    if (mix_.stalls) kinds.push_back("stall");
     const std::string kind = kinds[random_.Uniform(kinds.size())];
     const int n = options_.replicas;
     if (kind == "crash") {
@@ -579,6 +633,22 @@ class World {
       if (a == b) return;
       blocked_.insert({a, b});
       CountFault("asymmetric_partition");
+    } else if (kind == "flaky_links") {
+      // Cut each direction of each link independently: partitions that are
+      // neither symmetric nor transitive.
+      blocked_.clear();
+      for (int a = 0; a < n; ++a) {
+        for (int b = 0; b < n; ++b) {
+          if (a != b && random_.Bernoulli(0.3)) blocked_.insert({a, b});
+        }
+      }
+      CountFault("flaky_links");
+    } else if (kind == "stall") {
+      Machine& machine = machines_[random_.Uniform(n)];
+      if (!machine.core || Stalled(machine)) return;
+      machine.stalled_until_us = now_us_ + random_.Range(50000, 1500000);
+      timing_faults_ = true;
+      CountFault("stall");
     } else if (kind == "isolate_leader") {
       for (int i = 0; i < n; ++i) {
         if (!machines_[i].core || machines_[i].core->role() != Role::kLeader) {
@@ -642,6 +712,7 @@ class World {
   }
 
   void CheckLeases() {
+    if (timing_faults_) return;
     int holders = 0;
     std::string who;
     for (const Machine& machine : machines_) {
@@ -689,6 +760,7 @@ class World {
   uint64_t next_command_ = 0;
   std::set<std::pair<int, int>> blocked_;
   bool healed_ = false;
+  bool timing_faults_ = false;
 
   // Global knowledge for the checkers.
   absl::flat_hash_set<std::string> proposed_;

@@ -20,10 +20,13 @@ enum class Bug {
   kLeaderIgnoresPromisedValues,
   // Storage acknowledges a write before it is synced; a crash loses it.
   kAckBeforeSync,
+  // Follower treats an entry from an older ballot as chosen.
+  kLearnerIgnoresBallot,
 };
 
 // Parses a --bug flag value ("none", "accept_ignores_ballot",
-// "leader_ignores_promised_values", "ack_before_sync").
+// "leader_ignores_promised_values", "ack_before_sync",
+// "learner_ignores_ballot").
 absl::StatusOr<Bug> ParseBug(const std::string& name);
 std::string BugName(Bug bug);
 std::vector<Bug> AllBugs();
