@@ -114,8 +114,8 @@ std::string CpuModel() {
   std::string line;
   while (std::getline(cpuinfo, line)) {
     if (line.rfind("model name", 0) == 0) {
-      return std::string(absl::StripAsciiWhitespace(
-          line.substr(line.find(':') + 1)));
+      return std::string(
+          absl::StripAsciiWhitespace(line.substr(line.find(':') + 1)));
     }
   }
   return "unknown";
@@ -123,8 +123,9 @@ std::string CpuModel() {
 
 double Percentile(std::vector<double>& sorted, double p) {
   if (sorted.empty()) return 0;
-  const size_t index = std::min(
-      sorted.size() - 1, static_cast<size_t>(p * static_cast<double>(sorted.size())));
+  const size_t index =
+      std::min(sorted.size() - 1,
+               static_cast<size_t>(p * static_cast<double>(sorted.size())));
   return sorted[index];
 }
 
@@ -252,7 +253,8 @@ Measurement Measure(const std::string& storage, int batch_cap,
     while (started.size() < static_cast<size_t>(outstanding)) {
       std::string command = absl::StrCat(next_id++, ":", padding);
       started.emplace(command, Clock::now());
-      const absl::Status status = cell.replica(leader).Propose(std::move(command));
+      const absl::Status status =
+          cell.replica(leader).Propose(std::move(command));
       CHECK(status.ok()) << status;
     }
   };
@@ -297,7 +299,8 @@ int Main() {
   std::vector<std::string> storages =
       absl::StrSplit(absl::GetFlag(FLAGS_storage), ',');
   std::vector<int> batches;
-  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_batch), ',')) {
+  for (absl::string_view part :
+       absl::StrSplit(absl::GetFlag(FLAGS_batch), ',')) {
     int cap = 0;
     if (!absl::SimpleAtoi(part, &cap) || cap < 1) {
       std::fprintf(stderr, "paxos_bench: bad --batch value '%s'\n",
@@ -310,11 +313,12 @@ int Main() {
   const bool own_dir = dir.empty();
   if (own_dir) dir = MakeTempDir();
 
-  std::printf("# paxos_bench: core only, 3 replicas in one process, no faults\n");
+  std::printf(
+      "# paxos_bench: core only, 3 replicas in one process, no faults\n");
   std::printf("# cpu: %s (%ld online)\n", CpuModel().c_str(),
               sysconf(_SC_NPROCESSORS_ONLN));
-  std::printf("# disk: %s, 4 KiB write+fdatasync median %.3f ms\n",
-              dir.c_str(), MeasureFsyncMs(dir));
+  std::printf("# disk: %s, 4 KiB write+fdatasync median %.3f ms\n", dir.c_str(),
+              MeasureFsyncMs(dir));
   std::printf(
       "# clients: %d commands outstanding (closed loop), %d-byte commands, "
       "window %d slots, %.1f s per row\n",

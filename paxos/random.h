@@ -24,7 +24,8 @@ class Random {
 
   // Uniform in [lo, hi]. REQUIRES: lo <= hi.
   int64_t Range(int64_t lo, int64_t hi) {
-    return lo + static_cast<int64_t>(Uniform(static_cast<uint64_t>(hi - lo) + 1));
+    return lo +
+           static_cast<int64_t>(Uniform(static_cast<uint64_t>(hi - lo) + 1));
   }
 
   // True with probability p.

@@ -8,6 +8,14 @@
 #include "glog/logging.h"
 
 namespace lockd::paxos {
+namespace {
+
+bool SameValue(const paxospb::Value& a, const paxospb::Value& b) {
+  return std::equal(a.commands().begin(), a.commands().end(),
+                    b.commands().begin(), b.commands().end());
+}
+
+}  // namespace
 
 const char* RoleName(Role role) {
   switch (role) {
@@ -32,8 +40,8 @@ absl::Status Config::Validate() const {
   std::vector<uint32_t> sorted = members;
   std::sort(sorted.begin(), sorted.end());
   if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("members has a duplicate id: ", absl::StrJoin(members, ",")));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "members has a duplicate id: ", absl::StrJoin(members, ",")));
   }
   if (std::find(members.begin(), members.end(), id) == members.end()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -58,9 +66,9 @@ absl::Status Config::Validate() const {
         max_drift_ticks, " lease_ticks=", lease_ticks,
         " election_ticks=", election_ticks));
   }
-  if (max_inflight_slots < 1 || max_batch_commands < 1 ||
-      max_batch_bytes < 1 || max_pending_proposals < 1 ||
-      max_entries_per_message < 1 || max_candidate_lag_slots < 1) {
+  if (max_inflight_slots < 1 || max_batch_commands < 1 || max_batch_bytes < 1 ||
+      max_pending_proposals < 1 || max_entries_per_message < 1 ||
+      max_candidate_lag_slots < 1) {
     return absl::InvalidArgumentError(
         "max_inflight_slots, max_batch_commands, max_batch_bytes, "
         "max_pending_proposals, max_entries_per_message and "
@@ -75,9 +83,9 @@ absl::StatusOr<std::unique_ptr<Replica>> Replica::Create(const Config& config,
   const uint64_t snapshot_index =
       state.snapshot.has_value() ? state.snapshot->index() : 0;
   if (state.hard_state.commit() < snapshot_index) {
-    return absl::DataLossError(absl::StrCat(
-        "durable commit point ", state.hard_state.commit(),
-        " is below the snapshot index ", snapshot_index));
+    return absl::DataLossError(
+        absl::StrCat("durable commit point ", state.hard_state.commit(),
+                     " is below the snapshot index ", snapshot_index));
   }
   for (uint64_t slot = snapshot_index + 1; slot <= state.hard_state.commit();
        ++slot) {
@@ -193,9 +201,9 @@ absl::Status Replica::Propose(std::string command) {
         " is not the leader and knows of no leader; retry shortly"));
   }
   if (pending_.size() >= config_.max_pending_proposals) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "proposal queue is full (", config_.max_pending_proposals,
-        " commands); retry after earlier proposals commit"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("proposal queue is full (", config_.max_pending_proposals,
+                     " commands); retry after earlier proposals commit"));
   }
   pending_.push_back(std::move(command));
   return absl::OkStatus();
@@ -345,9 +353,9 @@ void Replica::Advance() {
 
 absl::Status Replica::Compact(uint64_t index, std::string data) {
   if (index > emitted_ || index > commit_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot snapshot at index ", index, ": only ", emitted_,
-        " slots were handed to the state machine"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot snapshot at index ", index, ": only ", emitted_,
+                     " slots were handed to the state machine"));
   }
   if (index <= snapshot_index()) {
     return absl::InvalidArgumentError(
@@ -453,6 +461,14 @@ void Replica::HandlePrepare(uint32_t from, const paxospb::Prepare& prepare) {
     Refuse(from, paxospb::Reject::HIGHER_BALLOT, ballot);
     return;
   }
+  // A promise must list every entry from first_unchosen on. Once some of
+  // them were compacted into a snapshot it cannot, not even when repeating a
+  // promise already made at this ballot: an incomplete promise would let the
+  // candidate take a chosen slot for a hole.
+  if (snapshot_index() >= prepare.first_unchosen() && from != config_.id) {
+    Refuse(from, paxospb::Reject::BEHIND, ballot);
+    return;
+  }
   if (!BallotEqual(ballot, promised_)) {
     const paxospb::Reject::Reason reason =
         RefusalReason(from, prepare.first_unchosen());
@@ -504,8 +520,20 @@ void Replica::HandleAccept(uint32_t from, const paxospb::Accept& accept) {
     const uint64_t slot = proposed.slot();
     if (slot == 0) continue;
     // A slot known chosen keeps its chosen value: any proposal at a higher
-    // ballot carries that same value, so acknowledging it is truthful.
-    if (slot > commit_) {
+    // ballot carries that same value, so acknowledging it is truthful. A
+    // different value there means the proposer lost a chosen value; never
+    // acknowledge that.
+    if (slot <= commit_) {
+      auto known = entries_.find(slot);
+      if (known != entries_.end() &&
+          !SameValue(known->second.value(), proposed.value())) {
+        LOG(ERROR) << "replica " << config_.id
+                   << " refuses to acknowledge slot " << slot << " from ballot "
+                   << BallotString(ballot)
+                   << ": it differs from the chosen value";
+        continue;
+      }
+    } else {
       paxospb::Entry entry;
       entry.set_slot(slot);
       *entry.mutable_ballot() = ballot;
@@ -529,7 +557,8 @@ void Replica::HandleFetchRequest(uint32_t from,
     *reply->mutable_snapshot() = *snapshot_;
     slot = snapshot_->index() + 1;
   }
-  for (int count = 0; slot <= commit_ && count < config_.max_entries_per_message;
+  for (int count = 0;
+       slot <= commit_ && count < config_.max_entries_per_message;
        ++slot, ++count) {
     *reply->add_entries() = entries_.at(slot);
   }
@@ -569,8 +598,8 @@ void Replica::StartPrepare() {
   preparing_ = true;
   resend_elapsed_ = 0;
   promises_.clear();
-  ballot_ = MakeBallot(std::max(max_round_seen_, promised_.round()) + 1,
-                       config_.id);
+  ballot_ =
+      MakeBallot(std::max(max_round_seen_, promised_.round()) + 1, config_.id);
   ObserveBallot(ballot_);
   for (uint32_t member : config_.members) {
     paxospb::Message message;
@@ -586,8 +615,11 @@ void Replica::HandlePromise(uint32_t from, const paxospb::Promise& promise) {
       !BallotEqual(promise.ballot(), ballot_)) {
     return;
   }
+  // Merge rather than replace: a repeated promise must not hide an entry an
+  // earlier one reported.
   std::vector<paxospb::Entry>& entries = promises_[from];
-  entries.assign(promise.entries().begin(), promise.entries().end());
+  entries.insert(entries.end(), promise.entries().begin(),
+                 promise.entries().end());
   if (promises_.size() >= Quorum() && promises_.count(config_.id)) {
     BecomeLeader();
   }
@@ -627,11 +659,12 @@ void Replica::BecomeLeader() {
   for (uint64_t slot = commit_ + 1; slot <= last_slot; ++slot) {
     InflightSlot& inflight = inflight_[slot];
     auto it = merged.find(slot);
-    if (it != merged.end() && !ignore_values) inflight.value = it->second.value();
+    if (it != merged.end() && !ignore_values)
+      inflight.value = it->second.value();
   }
   LOG(INFO) << "replica " << config_.id << " leads with ballot "
-            << BallotString(ballot_) << "; re-proposing slots "
-            << commit_ + 1 << ".." << last_slot;
+            << BallotString(ballot_) << "; re-proposing slots " << commit_ + 1
+            << ".." << last_slot;
   SendHeartbeats(/*retransmit=*/true);
   // The leader accepts its own proposals through the same path (delivered
   // after the batch is durable).
@@ -742,7 +775,8 @@ void Replica::AdvanceLeaderCommit() {
     if (it == inflight_.end()) break;
     // The leader's own acceptance is required: it proves the entry is in
     // this replica's durable log before the commit point covers it.
-    if (it->second.acks.size() < Quorum() || !it->second.acks.count(config_.id)) {
+    if (it->second.acks.size() < Quorum() ||
+        !it->second.acks.count(config_.id)) {
       break;
     }
     auto entry = entries_.find(commit + 1);
@@ -758,7 +792,8 @@ void Replica::HandleReject(uint32_t from, const paxospb::Reject& reject) {
   ObserveBallot(reject.promised());
   switch (reject.reason()) {
     case paxospb::Reject::HIGHER_BALLOT:
-      if ((role_ == Role::kLeader || (role_ == Role::kCandidate && preparing_)) &&
+      if ((role_ == Role::kLeader ||
+           (role_ == Role::kCandidate && preparing_)) &&
           BallotEqual(reject.refused(), ballot_) &&
           BallotLess(ballot_, reject.promised())) {
         BecomeFollower(0);
@@ -823,7 +858,8 @@ void Replica::InstallSnapshot(const paxospb::Snapshot& snapshot) {
   SetCommit(snapshot.index());
 }
 
-void Replica::HandleFetchReply(uint32_t from, const paxospb::FetchReply& reply) {
+void Replica::HandleFetchReply(uint32_t from,
+                               const paxospb::FetchReply& reply) {
   fetch_outstanding_ = false;
   // A leader learns every slot from its own phase 1 and re-proposes it; a
   // late reply to a fetch it sent as a candidate must not move its commit

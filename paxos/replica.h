@@ -88,7 +88,7 @@ class Replica {
   // Returns INVALID_ARGUMENT for a bad config, DATA_LOSS if `state` is
   // inconsistent (a slot at or below the commit point is missing).
   static absl::StatusOr<std::unique_ptr<Replica>> Create(const Config& config,
-                                                          DurableState state);
+                                                         DurableState state);
 
   Replica(const Replica&) = delete;
   Replica& operator=(const Replica&) = delete;

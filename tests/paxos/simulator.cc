@@ -25,11 +25,11 @@ absl::StatusOr<Bug> ParseBug(const std::string& name) {
                   Bug::kLearnerIgnoresBallot}) {
     if (BugName(bug) == name) return bug;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown bug '", name,
-      "'; expected one of none, accept_ignores_ballot, "
-      "leader_ignores_promised_values, ack_before_sync, "
-      "learner_ignores_ballot"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown bug '", name,
+                   "'; expected one of none, accept_ignores_ballot, "
+                   "leader_ignores_promised_values, ack_before_sync, "
+                   "learner_ignores_ballot"));
 }
 
 std::string BugName(Bug bug) {
@@ -154,7 +154,7 @@ class World {
       member_ids_.push_back(static_cast<uint32_t>(i + 1));
     }
     const int batch_commands = static_cast<int>(random_.Range(1, 16));
-    compact_every_ = static_cast<uint64_t>(random_.Range(20, 200));
+    compact_every_ = static_cast<uint64_t>(random_.Range(2, 200));
     machines_.resize(options_.replicas);
     for (int i = 0; i < options_.replicas; ++i) {
       Machine& machine = machines_[i];
@@ -198,8 +198,7 @@ class World {
       // as a client would.
       if (now_us_ >= next_marker_attempt) {
         marker_accepted = ProposeToLeader(marker) || marker_accepted;
-        next_marker_attempt =
-            now_us_ + (marker_accepted ? 50 : 1) * kTickUs;
+        next_marker_attempt = now_us_ + (marker_accepted ? 50 : 1) * kTickUs;
       }
       if (marker_accepted && EveryoneApplied(marker)) {
         result_.heal_ticks = (now_us_ - heal_start) / kTickUs + 1;
@@ -208,9 +207,10 @@ class World {
       if (!StepOnce()) break;
     }
     if (result_.heal_ticks == 0) {
-      Violation(absl::StrCat("progress: after healing, not every replica "
-                             "applied a fresh command within ",
-                             kHealBoundTicks, " ticks; ", DescribeReplicas()));
+      Violation(
+          absl::StrCat("progress: after healing, not every replica "
+                       "applied a fresh command within ",
+                       kHealBoundTicks, " ticks; ", DescribeReplicas()));
     }
     CheckAcknowledgedKept();
     result_.chosen_slots = chosen_.size();
@@ -227,9 +227,9 @@ class World {
     mix_.mean_fault_interval_us = random_.Range(50000, 1000000);
     mix_.crashes = random_.Bernoulli(0.8);
     mix_.partitions = random_.Bernoulli(0.8);
-    mix_.crash_mid_ready =
-        mix_.crashes && random_.Bernoulli(0.5) ? random_.Uniform(20) / 1000.0
-                                               : 0;
+    mix_.crash_mid_ready = mix_.crashes && random_.Bernoulli(0.5)
+                               ? random_.Uniform(20) / 1000.0
+                               : 0;
     // Rates must stay within the drift the configuration allows:
     // (lease - drift) * (1 + r) <= (lease - 1) * (1 - r), i.e. r <= 1/17
     // for lease 10, drift 2 (see docs/paxos.md).
@@ -353,9 +353,9 @@ class World {
     absl::StatusOr<std::unique_ptr<Replica>> core =
         Replica::Create(machine.config, machine.disk);
     if (!core.ok()) {
-      Violation(absl::StrCat("replica ", machine.id,
-                             " cannot restart from its disk: ",
-                             core.status().ToString()));
+      Violation(absl::StrCat(
+          "replica ", machine.id,
+          " cannot restart from its disk: ", core.status().ToString()));
       return;
     }
     machine.core = std::move(*core);
@@ -481,11 +481,11 @@ class World {
   void CheckDurability(Machine& machine) {
     const DurableState& disk = machine.disk;
     if (BallotLess(disk.hard_state.promised(), machine.max_promise_sent)) {
-      Violation(absl::StrCat(
-          "durability: replica ", machine.id, " promised ballot ",
-          BallotString(machine.max_promise_sent),
-          " but after a crash its disk holds only ",
-          BallotString(disk.hard_state.promised())));
+      Violation(absl::StrCat("durability: replica ", machine.id,
+                             " promised ballot ",
+                             BallotString(machine.max_promise_sent),
+                             " but after a crash its disk holds only ",
+                             BallotString(disk.hard_state.promised())));
     }
     const uint64_t snapshot_index =
         disk.snapshot.has_value() ? disk.snapshot->index() : 0;
@@ -502,10 +502,10 @@ class World {
       if (entry == disk.entries.end() ||
           (!entry->second.chosen() &&
            BallotLess(entry->second.ballot(), ballot))) {
-        Violation(absl::StrCat(
-            "durability: replica ", machine.id, " acknowledged slot ", slot,
-            " at ballot ", BallotString(ballot),
-            " but after a crash its disk does not hold it"));
+        Violation(absl::StrCat("durability: replica ", machine.id,
+                               " acknowledged slot ", slot, " at ballot ",
+                               BallotString(ballot),
+                               " but after a crash its disk does not hold it"));
       }
       ++it;
     }
@@ -525,8 +525,9 @@ class World {
     }
     auto known = chain_.find(index);
     if (known == chain_.end()) {
-      Violation(absl::StrCat("replica ", machine.id, " installed a snapshot at ",
-                             index, " that no replica has applied"));
+      Violation(absl::StrCat("replica ", machine.id,
+                             " installed a snapshot at ", index,
+                             " that no replica has applied"));
     } else if (known->second != chain) {
       Violation(absl::StrCat("agreement: replica ", machine.id,
                              " installed a snapshot at ", index,
@@ -579,9 +580,8 @@ class World {
       }
     }
     const int target =
-        leaders.empty()
-            ? static_cast<int>(random_.Uniform(options_.replicas))
-            : leaders[random_.Uniform(leaders.size())];
+        leaders.empty() ? static_cast<int>(random_.Uniform(options_.replicas))
+                        : leaders[random_.Uniform(leaders.size())];
     proposed_.insert(command);
     ++result_.proposals;
     return ProposeTo(target, command);
@@ -695,9 +695,9 @@ class World {
                       " leader=", core.LeaderHint(),
                       " promised=", BallotString(core.promised()),
                       " commit=", core.commit(), " applied=", machine.applied,
-                      " snapshot=", core.snapshot_index(), " inflight=",
-                      core.DebugInflight(), " pending=",
-                      core.pending_proposals(), "] ");
+                      " snapshot=", core.snapshot_index(),
+                      " inflight=", core.DebugInflight(),
+                      " pending=", core.pending_proposals(), "] ");
     }
     return out;
   }
@@ -722,9 +722,9 @@ class World {
       }
     }
     if (holders > 1) {
-      Violation(absl::StrCat("lease: replicas ", who,
-                             " hold a read lease at the same instant (t=",
-                             now_us_, "us)"));
+      Violation(absl::StrCat(
+          "lease: replicas ", who,
+          " hold a read lease at the same instant (t=", now_us_, "us)"));
     }
   }
 
