@@ -16,9 +16,21 @@ void ApplyPersistBatch(const PersistBatch& batch, DurableState& state) {
   if (batch.hard_state.has_value()) state.hard_state = *batch.hard_state;
 }
 
+void MemoryStorage::Write(const PersistBatch& batch) {
+  if (!batch.empty()) unsynced_.push_back(batch);
+}
+
+void MemoryStorage::Sync() {
+  for (const PersistBatch& batch : unsynced_) {
+    ApplyPersistBatch(batch, durable_);
+  }
+  unsynced_.clear();
+}
+
 absl::Status MemoryStorage::Save(const PersistBatch& batch) {
   if (batch.empty()) return absl::OkStatus();
-  ApplyPersistBatch(batch, state_);
+  Write(batch);
+  Sync();
   ++saves_;
   return absl::OkStatus();
 }

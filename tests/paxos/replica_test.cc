@@ -728,7 +728,7 @@ TEST_P(AcceptorPrepareTest, PromisesOnlyAtOrAbovePromisedBallot) {
     ASSERT_TRUE(ready.persist.hard_state.has_value());
     EXPECT_EQ(B(ready.persist.hard_state->promised()), B(ballot));
   }
-  EXPECT_EQ(B(node->storage().state().hard_state.promised()), B(ballot));
+  EXPECT_EQ(B(node->storage().durable().hard_state.promised()), B(ballot));
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -764,7 +764,7 @@ TEST_P(AcceptorAcceptTest, AcceptsOnlyAtOrAbovePromisedBallot) {
   const paxospb::Message& reply = ready.messages[0];
   EXPECT_EQ(reply.to(), test.from);
   const std::map<uint64_t, paxospb::Entry>& stored =
-      node->storage().state().entries;
+      node->storage().durable().entries;
 
   if (!test.accepts) {
     ASSERT_TRUE(reply.has_reject()) << reply.DebugString();
@@ -794,7 +794,7 @@ TEST_P(AcceptorAcceptTest, AcceptsOnlyAtOrAbovePromisedBallot) {
                                              Pair(3, ElementsAre("c", "d")),
                                              Pair(4, ElementsAre("new4"))));
   EXPECT_EQ(B(node->replica().promised()), B(ballot));
-  EXPECT_EQ(B(node->storage().state().hard_state.promised()), B(ballot));
+  EXPECT_EQ(B(node->storage().durable().hard_state.promised()), B(ballot));
   EXPECT_EQ(node->replica().LeaderHint(), test.from);
 }
 
@@ -834,7 +834,7 @@ TEST(AcceptorTest, PromisedBallotNeverDecreasesAndIsDurableBeforeReplies) {
         << B(previous) << " -> " << B(promised) << " at step " << step;
     previous = promised;
     // Whatever the replies claim is durable once the Ready is saved.
-    EXPECT_EQ(B(node.storage().state().hard_state.promised()), B(promised));
+    EXPECT_EQ(B(node.storage().durable().hard_state.promised()), B(promised));
     for (const paxospb::Message& reply : ready.messages) {
       if (reply.has_promise()) {
         ++promises;
@@ -844,7 +844,7 @@ TEST(AcceptorTest, PromisedBallotNeverDecreasesAndIsDurableBeforeReplies) {
         EXPECT_EQ(B(reply.accepted().ballot()), B(promised));
         for (uint64_t accepted_slot : reply.accepted().slots()) {
           const paxospb::Entry& entry =
-              node.storage().state().entries.at(accepted_slot);
+              node.storage().durable().entries.at(accepted_slot);
           EXPECT_EQ(B(entry.ballot()), B(ballot));
         }
       } else if (reply.has_reject()) {
@@ -1126,7 +1126,7 @@ TEST(ProposerTest, PreparesOnlyAfterAProbeMajority) {
   }
   EXPECT_EQ(node.replica().role(), Role::kCandidate);
   // A probe persists nothing and raises no ballot.
-  EXPECT_EQ(B(node.storage().state().hard_state.promised()), "0.0");
+  EXPECT_EQ(B(node.storage().durable().hard_state.promised()), "0.0");
   // Unanswered probes are re-sent; still no prepare.
   std::vector<paxospb::Message> sent = node.TickN(kHeartbeatTicks);
   EXPECT_THAT(OfKind(sent, paxospb::Message::kPrepare), IsEmpty());
@@ -1144,7 +1144,7 @@ TEST(ProposerTest, PreparesOnlyAfterAProbeMajority) {
   EXPECT_THAT(Recipients(prepares), ElementsAre(2, 3));
   ASSERT_FALSE(prepares.empty());
   EXPECT_EQ(B(prepares[0].prepare().ballot()), "1.1");
-  EXPECT_EQ(B(node.storage().state().hard_state.promised()), "1.1");
+  EXPECT_EQ(B(node.storage().durable().hard_state.promised()), "1.1");
 }
 
 TEST(ProposerTest, LeadsOnlyOnceItsOwnPromiseIsDurable) {
@@ -1204,7 +1204,7 @@ TEST(ProposerTest, CommitsOnlyOnceItsOwnAcceptanceIsDurable) {
   EXPECT_EQ(node.replica().commit(), 1u);
   EXPECT_THAT(Summarize(Node::CommittedBy(node.Drain())),
               ElementsAre(Pair(1, ElementsAre("x"))));
-  EXPECT_EQ(node.storage().state().hard_state.commit(), 1u);
+  EXPECT_EQ(node.storage().durable().hard_state.commit(), 1u);
 }
 
 // ===========================================================================
@@ -1504,7 +1504,7 @@ TEST_P(TakeoverTest, ValueAcceptedByAMinorityIsReproposed) {
   const paxospb::Ballot old_ballot = MakeBallot(1, 3);
   cluster.Inject(AcceptMessage(3, 1, old_ballot,
                                {MakeEntry(test.slot, old_ballot, {"V"})}, 0));
-  ASSERT_EQ(cluster.storage(1).state().entries.count(test.slot), 1u);
+  ASSERT_EQ(cluster.storage(1).durable().entries.count(test.slot), 1u);
   // Replica 1 waits out replica 3's lease before it promises anyone else.
   for (int i = 0; i < kLeaseTicks; ++i) cluster.Tick(1);
   ASSERT_TRUE(cluster.Campaign(test.new_leader));
@@ -1652,7 +1652,7 @@ TEST_P(PromiseMergeTest, LeaderReproposesHighestBallotValuePerSlot) {
   }
   // And it accepted them itself, at its own ballot.
   std::vector<SlotCommands> own_log;
-  for (const auto& [slot, entry] : node.storage().state().entries) {
+  for (const auto& [slot, entry] : node.storage().durable().entries) {
     EXPECT_EQ(B(entry.ballot()), "6.1") << "slot " << slot;
     own_log.emplace_back(slot, Commands(entry.value()));
   }
@@ -1668,7 +1668,7 @@ TEST_P(PromiseMergeTest, LeaderReproposesHighestBallotValuePerSlot) {
   const std::vector<paxospb::Entry> committed = Node::CommittedBy(node.Drain());
   EXPECT_THAT(Summarize(committed), ElementsAreArray(test.expected));
   EXPECT_EQ(node.replica().commit(), test.expected.size());
-  EXPECT_EQ(node.storage().state().hard_state.commit(), test.expected.size());
+  EXPECT_EQ(node.storage().durable().hard_state.commit(), test.expected.size());
 }
 
 std::vector<MergeCase> MergeCases() {
@@ -1873,7 +1873,7 @@ TEST(SnapshotTest, CompactTruncatesTheLogAndRejectsBadIndexes) {
   ASSERT_TRUE(cluster.storage(leader).Save(ready.persist).ok());
   replica.Advance();
   EXPECT_THAT(
-      Summarize(cluster.storage(leader).state().entries),
+      Summarize(cluster.storage(leader).durable().entries),
       ElementsAre(Pair(4, ElementsAre("d")), Pair(5, ElementsAre("e"))));
 
   for (uint64_t index : {1u, 3u}) {
@@ -1883,8 +1883,8 @@ TEST(SnapshotTest, CompactTruncatesTheLogAndRejectsBadIndexes) {
   EXPECT_TRUE(
       replica.Compact(5, EncodeSnapshot({"a", "b", "c", "d", "e"})).ok());
   cluster.Process(leader);
-  EXPECT_THAT(cluster.storage(leader).state().entries, IsEmpty());
-  EXPECT_EQ(cluster.storage(leader).state().snapshot->index(), 5u);
+  EXPECT_THAT(cluster.storage(leader).durable().entries, IsEmpty());
+  EXPECT_EQ(cluster.storage(leader).durable().snapshot->index(), 5u);
 }
 
 TEST(SnapshotTest, CompactBeyondWhatWasHandedOutIsRejected) {
@@ -2402,10 +2402,10 @@ TEST_P(LearnerTest, OnlyAnEntryOfTheLeadersBallotIsKnownChosen) {
   EXPECT_THAT(Summarize(Node::CommittedBy(readies)),
               ElementsAre(Pair(1, ElementsAre("new"))));
   EXPECT_EQ(node.replica().commit(), 1u);
-  const paxospb::Entry& stored = node.storage().state().entries.at(1);
+  const paxospb::Entry& stored = node.storage().durable().entries.at(1);
   EXPECT_THAT(Commands(stored.value()), ElementsAre("new"));
   EXPECT_TRUE(stored.chosen());
-  EXPECT_EQ(node.storage().state().hard_state.commit(), 1u);
+  EXPECT_EQ(node.storage().durable().hard_state.commit(), 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -2483,7 +2483,7 @@ TEST(StepTest, MessagesFromNonMembersAndMisaddressedAreIgnored) {
       1, 2, MakeBallot(9, 3), {MakeEntry(1, MakeBallot(9, 3), {"y"})}, 1));
   EXPECT_FALSE(node.replica().HasReady());
   EXPECT_EQ(B(node.replica().promised()), "0.0");
-  EXPECT_THAT(node.storage().state().entries, IsEmpty());
+  EXPECT_THAT(node.storage().durable().entries, IsEmpty());
 }
 
 }  // namespace

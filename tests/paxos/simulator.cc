@@ -115,9 +115,8 @@ struct Machine {
   uint32_t id = 0;
   Config config;
   std::unique_ptr<Replica> core;
-  DurableState disk;
-  // Batches the buggy storage acknowledged but has not synced yet.
-  std::vector<PersistBatch> unsynced;
+  // Survives crashes; with Bug::kAckBeforeSync, writes linger unsynced.
+  MemoryStorage disk;
   double tick_period_us = kTickUs;
   uint64_t generation = 0;
   int64_t stalled_until_us = 0;
@@ -351,7 +350,7 @@ class World {
     machine.tick_period_us = kTickUs * (1.0 + drift);
     machine.config.random_seed = options_.seed * 31 + machine.generation;
     absl::StatusOr<std::unique_ptr<Replica>> core =
-        Replica::Create(machine.config, machine.disk);
+        Replica::Create(machine.config, machine.disk.durable());
     if (!core.ok()) {
       Violation(absl::StrCat(
           "replica ", machine.id,
@@ -371,7 +370,7 @@ class World {
     Machine& machine = machines_[index];
     if (!machine.core) return;
     machine.core.reset();
-    machine.unsynced.clear();
+    machine.disk.Crash();
     ++machine.generation;
     CheckDurability(machine);
     if (!healed_) {
@@ -385,14 +384,12 @@ class World {
     if (batch.empty()) return;
     if (options_.bug == Bug::kAckBeforeSync) {
       // Acknowledge now, make durable only when the next batch arrives.
-      for (const PersistBatch& earlier : machine.unsynced) {
-        ApplyPersistBatch(earlier, machine.disk);
-      }
-      machine.unsynced.clear();
-      machine.unsynced.push_back(batch);
+      machine.disk.Sync();
+      machine.disk.Write(batch);
       return;
     }
-    ApplyPersistBatch(batch, machine.disk);
+    const absl::Status status = machine.disk.Save(batch);
+    if (!status.ok()) Violation(status.ToString());
   }
 
   void ProcessReady(int index) {
@@ -479,7 +476,7 @@ class World {
   }
 
   void CheckDurability(Machine& machine) {
-    const DurableState& disk = machine.disk;
+    const DurableState& disk = machine.disk.durable();
     if (BallotLess(disk.hard_state.promised(), machine.max_promise_sent)) {
       Violation(absl::StrCat("durability: replica ", machine.id,
                              " promised ballot ",
