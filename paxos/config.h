@@ -21,6 +21,9 @@ struct InjectedBugs {
   // A follower treats any entry it holds as chosen once the leader's commit
   // point covers its slot, even one accepted at an older ballot.
   bool learner_ignores_ballot = false;
+  // The leader dates a lease acknowledgement by when the reply arrived
+  // rather than by when the acknowledged message was sent.
+  bool lease_from_ack_receipt = false;
 };
 #endif
 

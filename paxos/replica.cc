@@ -756,7 +756,11 @@ void Replica::HandleAccepted(uint32_t from, const paxospb::Accepted& accepted) {
   }
   if (from != config_.id) {
     uint64_t& ack_tick = peer_ack_tick_[from];
-    ack_tick = std::max(ack_tick, accepted.sent_tick());
+    uint64_t acknowledged_tick = accepted.sent_tick();
+#ifdef LOCKD_PAXOS_SIMULATION_BUGS
+    if (config_.bugs.lease_from_ack_receipt) acknowledged_tick = ticks_;
+#endif
+    ack_tick = std::max(ack_tick, acknowledged_tick);
     if (accepted.commit() < commit_) {
       // Nothing to do here: the follower fetches what it misses itself.
     }

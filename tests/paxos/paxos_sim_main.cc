@@ -24,10 +24,10 @@ ABSL_FLAG(int, seeds, 100, "Number of seeds (worlds) to run.");
 ABSL_FLAG(uint64_t, first_seed, 1, "First seed; seeds run consecutively.");
 ABSL_FLAG(int, steps, 5000, "Events per seed before the healing phase.");
 ABSL_FLAG(int, replicas, 3, "Replicas per cell (1 to 9).");
-ABSL_FLAG(
-    std::string, bug, "none",
-    "Enable a deliberately unsafe variant: none, accept_ignores_ballot, "
-    "leader_ignores_promised_values, ack_before_sync, learner_ignores_ballot.");
+ABSL_FLAG(std::string, bug, "none",
+          "Enable a deliberately unsafe variant: none, accept_ignores_ballot, "
+          "leader_ignores_promised_values, ack_before_sync, "
+          "learner_ignores_ballot, lease_from_ack_receipt.");
 ABSL_FLAG(bool, verbose, false, "Print every violation and per-seed totals.");
 
 int main(int argc, char** argv) {

@@ -22,14 +22,14 @@ namespace lockd::paxos::sim {
 absl::StatusOr<Bug> ParseBug(const std::string& name) {
   for (Bug bug : {Bug::kNone, Bug::kAcceptIgnoresBallot,
                   Bug::kLeaderIgnoresPromisedValues, Bug::kAckBeforeSync,
-                  Bug::kLearnerIgnoresBallot}) {
+                  Bug::kLearnerIgnoresBallot, Bug::kLeaseFromAckReceipt}) {
     if (BugName(bug) == name) return bug;
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown bug '", name,
                    "'; expected one of none, accept_ignores_ballot, "
                    "leader_ignores_promised_values, ack_before_sync, "
-                   "learner_ignores_ballot"));
+                   "learner_ignores_ballot, lease_from_ack_receipt"));
 }
 
 std::string BugName(Bug bug) {
@@ -44,13 +44,16 @@ std::string BugName(Bug bug) {
       return "ack_before_sync";
     case Bug::kLearnerIgnoresBallot:
       return "learner_ignores_ballot";
+    case Bug::kLeaseFromAckReceipt:
+      return "lease_from_ack_receipt";
   }
   return "unknown";
 }
 
 std::vector<Bug> AllBugs() {
   return {Bug::kAcceptIgnoresBallot, Bug::kLeaderIgnoresPromisedValues,
-          Bug::kAckBeforeSync, Bug::kLearnerIgnoresBallot};
+          Bug::kAckBeforeSync, Bug::kLearnerIgnoresBallot,
+          Bug::kLeaseFromAckReceipt};
 }
 
 namespace {
@@ -176,6 +179,8 @@ class World {
           options_.bug == Bug::kLeaderIgnoresPromisedValues;
       config.bugs.learner_ignores_ballot =
           options_.bug == Bug::kLearnerIgnoresBallot;
+      config.bugs.lease_from_ack_receipt =
+          options_.bug == Bug::kLeaseFromAckReceipt;
       StartMachine(i);
     }
     ScheduleFault();

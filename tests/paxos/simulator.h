@@ -22,11 +22,13 @@ enum class Bug {
   kAckBeforeSync,
   // Follower treats an entry from an older ballot as chosen.
   kLearnerIgnoresBallot,
+  // Leader dates lease acknowledgements by their arrival.
+  kLeaseFromAckReceipt,
 };
 
 // Parses a --bug flag value ("none", "accept_ignores_ballot",
 // "leader_ignores_promised_values", "ack_before_sync",
-// "learner_ignores_ballot").
+// "learner_ignores_ballot", "lease_from_ack_receipt").
 absl::StatusOr<Bug> ParseBug(const std::string& name);
 std::string BugName(Bug bug);
 std::vector<Bug> AllBugs();
