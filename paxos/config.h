@@ -24,6 +24,11 @@ struct InjectedBugs {
   // The leader dates a lease acknowledgement by when the reply arrived
   // rather than by when the acknowledged message was sent.
   bool lease_from_ack_receipt = false;
+  // Acceptors promise to any candidate even right after acknowledging a
+  // live leader (no stickiness).
+  bool acceptor_ignores_leader_lease = false;
+  // A new leader claims its lease before the slots it took over are chosen.
+  bool lease_before_takeover = false;
 };
 #endif
 
@@ -52,9 +57,17 @@ struct Config {
 
   // Pipelining: at most this many slots proposed but not yet chosen.
   int max_inflight_slots = 64;
-  // Batching: at most this many commands and bytes in one slot.
+  // Batching: at most this many commands and bytes in one slot. A single
+  // command larger than max_batch_bytes is refused.
   int max_batch_commands = 1024;
   size_t max_batch_bytes = 1 << 20;
+  // Accepts, fetch replies and the chosen part of a promise are kept under
+  // max_message_bytes / 2 (a candidate further behind is refused as BEHIND
+  // and fetches in pages). A promise also lists the acceptor's unchosen
+  // entries, at most about max_inflight_slots * max_batch_bytes more. The
+  // transport must carry messages of max_message_bytes. Must be at least
+  // 2 * max_batch_bytes.
+  size_t max_message_bytes = 64 << 20;
   // Proposals queued at the leader waiting for a slot; beyond this Propose()
   // fails with RESOURCE_EXHAUSTED.
   size_t max_pending_proposals = 100000;

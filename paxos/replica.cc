@@ -66,6 +66,11 @@ absl::Status Config::Validate() const {
         max_drift_ticks, " lease_ticks=", lease_ticks,
         " election_ticks=", election_ticks));
   }
+  if (max_message_bytes < 2 * max_batch_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_message_bytes (", max_message_bytes,
+        ") must be at least twice max_batch_bytes (", max_batch_bytes, ")"));
+  }
   if (max_inflight_slots < 1 || max_batch_commands < 1 || max_batch_bytes < 1 ||
       max_pending_proposals < 1 || max_entries_per_message < 1 ||
       max_candidate_lag_slots < 1) {
@@ -199,6 +204,11 @@ absl::Status Replica::Propose(std::string command) {
     return absl::UnavailableError(absl::StrCat(
         "replica ", config_.id,
         " is not the leader and knows of no leader; retry shortly"));
+  }
+  if (command.size() > config_.max_batch_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "command of ", command.size(), " bytes exceeds the limit of ",
+        config_.max_batch_bytes, " bytes (max_batch_bytes)"));
   }
   if (pending_.size() >= config_.max_pending_proposals) {
     return absl::ResourceExhaustedError(
@@ -377,6 +387,17 @@ bool Replica::HasLease() const {
   if (role_ != Role::kLeader) return false;
   // Wait out any lease a previous leader may still hold.
   if (ticks_ < elected_tick_ + config_.lease_ticks) return false;
+  // Reads must see every write a previous leader acknowledged: those are
+  // among the slots this leader took over, so they must be chosen and
+  // handed to the state machine first.
+  bool skip_takeover = false;
+#ifdef LOCKD_PAXOS_SIMULATION_BUGS
+  skip_takeover = config_.bugs.lease_before_takeover;
+#endif
+  if (!skip_takeover &&
+      (commit_ < takeover_slot_ || emitted_ < takeover_slot_)) {
+    return false;
+  }
   return QuorumAckTick() + config_.lease_ticks - config_.max_drift_ticks >
          ticks_;
 }
@@ -417,17 +438,33 @@ paxospb::Reject::Reason Replica::RefusalReason(uint32_t candidate,
     return paxospb::Reject::RECOVERING;
   }
   if (role_ == Role::kLeader) return paxospb::Reject::LEADER_ALIVE;
-  if (heard_from_leader_ && leader_id_ != 0 && leader_id_ != candidate &&
-      ticks_ - last_leader_contact_tick_ <
-          static_cast<uint64_t>(config_.lease_ticks)) {
+  // The refusal window is tied to the leader this replica acknowledged and
+  // nothing else: no promise, step-down or campaign shortens it. (A stale
+  // Prepare from that leader's previous incarnation must not reopen the
+  // door to others while its current incarnation holds a lease.)
+  bool sticky = true;
+#ifdef LOCKD_PAXOS_SIMULATION_BUGS
+  sticky = !config_.bugs.acceptor_ignores_leader_lease;
+#endif
+  if (sticky && candidate != sticky_leader_ && ticks_ < sticky_until_tick_) {
     return paxospb::Reject::LEADER_ALIVE;
   }
   if (snapshot_index() >= first_unchosen ||
       (commit_ >= first_unchosen &&
-       commit_ - first_unchosen >= config_.max_candidate_lag_slots)) {
+       commit_ - first_unchosen >= config_.max_candidate_lag_slots) ||
+      ChosenBytesFrom(first_unchosen) > config_.max_message_bytes / 2) {
     return paxospb::Reject::BEHIND;
   }
   return paxospb::Reject::REASON_UNSPECIFIED;
+}
+
+size_t Replica::ChosenBytesFrom(uint64_t slot) const {
+  size_t bytes = 0;
+  for (auto it = entries_.lower_bound(slot);
+       it != entries_.end() && it->first <= commit_; ++it) {
+    bytes += it->second.ByteSizeLong();
+  }
+  return bytes;
 }
 
 void Replica::Refuse(uint32_t to, paxospb::Reject::Reason reason,
@@ -508,8 +545,8 @@ void Replica::HandleAccept(uint32_t from, const paxospb::Accept& accept) {
       BecomeFollower(from);
       leader_ballot_ = ballot;
     }
-    heard_from_leader_ = true;
-    last_leader_contact_tick_ = ticks_;
+    sticky_leader_ = from;
+    sticky_until_tick_ = ticks_ + config_.lease_ticks;
     election_elapsed_ = 0;
   }
   paxospb::Message reply;
@@ -557,10 +594,14 @@ void Replica::HandleFetchRequest(uint32_t from,
     *reply->mutable_snapshot() = *snapshot_;
     slot = snapshot_->index() + 1;
   }
+  size_t bytes = 0;
   for (int count = 0;
        slot <= commit_ && count < config_.max_entries_per_message;
        ++slot, ++count) {
-    *reply->add_entries() = entries_.at(slot);
+    const paxospb::Entry& entry = entries_.at(slot);
+    bytes += entry.ByteSizeLong();
+    if (count > 0 && bytes > config_.max_message_bytes / 2) break;
+    *reply->add_entries() = entry;
   }
   Send(from, std::move(message));
 }
@@ -629,7 +670,6 @@ void Replica::BecomeLeader() {
   role_ = Role::kLeader;
   leader_id_ = config_.id;
   leader_ballot_ = ballot_;
-  heard_from_leader_ = false;
   elected_tick_ = ticks_;
   heartbeat_elapsed_ = 0;
   peer_ack_tick_.clear();
@@ -656,6 +696,7 @@ void Replica::BecomeLeader() {
   promises_.clear();
   const uint64_t last_slot = merged.empty() ? commit_ : merged.rbegin()->first;
   next_slot_ = last_slot + 1;
+  takeover_slot_ = last_slot;
   for (uint64_t slot = commit_ + 1; slot <= last_slot; ++slot) {
     InflightSlot& inflight = inflight_[slot];
     auto it = merged.find(slot);
@@ -694,13 +735,13 @@ void Replica::BecomeFollower(uint32_t leader_id) {
   inflight_.clear();
   pending_.clear();
   peer_ack_tick_.clear();
-  heard_from_leader_ = false;
   ResetElectionTimer();
 }
 
 void Replica::FlushProposals() {
   if (role_ != Role::kLeader) return;
-  paxospb::Accept batch;
+  std::vector<paxospb::Accept> batches(1);
+  size_t message_bytes = 0;
   while (!pending_.empty() &&
          inflight_.size() < static_cast<size_t>(config_.max_inflight_slots)) {
     const uint64_t slot = next_slot_++;
@@ -708,24 +749,31 @@ void Replica::FlushProposals() {
     size_t bytes = 0;
     while (!pending_.empty() &&
            inflight.value.commands_size() < config_.max_batch_commands &&
-           (inflight.value.commands_size() == 0 ||
-            bytes + pending_.front().size() <= config_.max_batch_bytes)) {
+           bytes + pending_.front().size() <= config_.max_batch_bytes) {
       bytes += pending_.front().size();
       inflight.value.add_commands(std::move(pending_.front()));
       pending_.pop_front();
     }
-    paxospb::Entry* entry = batch.add_entries();
+    if (message_bytes > 0 &&
+        message_bytes + bytes > config_.max_message_bytes / 2) {
+      batches.emplace_back();
+      message_bytes = 0;
+    }
+    message_bytes += bytes;
+    paxospb::Entry* entry = batches.back().add_entries();
     entry->set_slot(slot);
     *entry->mutable_value() = inflight.value;
   }
-  if (batch.entries_size() == 0) return;
-  *batch.mutable_ballot() = ballot_;
-  batch.set_commit(commit_);
-  batch.set_sent_tick(ticks_);
-  for (uint32_t member : config_.members) {
-    paxospb::Message message;
-    *message.mutable_accept() = batch;
-    Send(member, std::move(message));
+  if (batches.front().entries_size() == 0) return;
+  for (paxospb::Accept& batch : batches) {
+    *batch.mutable_ballot() = ballot_;
+    batch.set_commit(commit_);
+    batch.set_sent_tick(ticks_);
+    for (uint32_t member : config_.members) {
+      paxospb::Message message;
+      *message.mutable_accept() = batch;
+      Send(member, std::move(message));
+    }
   }
 }
 
@@ -738,9 +786,15 @@ void Replica::SendHeartbeats(bool retransmit) {
     accept->set_commit(commit_);
     accept->set_sent_tick(ticks_);
     if (retransmit) {
+      size_t bytes = 0;
       for (const auto& [slot, inflight] : inflight_) {
         if (accept->entries_size() >= config_.max_entries_per_message) break;
         if (inflight.acks.count(member)) continue;
+        bytes += inflight.value.ByteSizeLong();
+        if (accept->entries_size() > 0 &&
+            bytes > config_.max_message_bytes / 2) {
+          break;
+        }
         paxospb::Entry* entry = accept->add_entries();
         entry->set_slot(slot);
         *entry->mutable_value() = inflight.value;

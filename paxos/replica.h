@@ -94,7 +94,8 @@ class Replica {
   Replica& operator=(const Replica&) = delete;
 
   // Queues a command for the next batch. Returns UNAVAILABLE if this replica
-  // is not the leader (LeaderHint() names the leader if known) and
+  // is not the leader (LeaderHint() names the leader if known),
+  // INVALID_ARGUMENT if the command is larger than max_batch_bytes and
   // RESOURCE_EXHAUSTED if the proposal queue is full. A queued proposal is
   // either chosen or lost with the leadership (the epoch in soft_state
   // changes); it is never chosen twice by this replica's doing.
@@ -123,8 +124,10 @@ class Replica {
   absl::Status Compact(uint64_t index, std::string data);
 
   // True iff this replica is the leader and holds a read lease: a majority
-  // acknowledged it within lease_ticks - max_drift_ticks, and any lease of a
-  // previous leader must have expired.
+  // acknowledged it within lease_ticks - max_drift_ticks, any lease of a
+  // previous leader must have expired, and every slot it took over is
+  // chosen and emitted (so a state machine that applied every Ready reflects
+  // every write any leader acknowledged).
   bool HasLease() const;
 
   uint32_t id() const { return config_.id; }
@@ -165,6 +168,8 @@ class Replica {
   // unchosen slot is `first_unchosen`; REASON_UNSPECIFIED if it would not.
   paxospb::Reject::Reason RefusalReason(uint32_t candidate,
                                         uint64_t first_unchosen) const;
+  // Serialized size of the chosen entries held from `slot` up to commit.
+  size_t ChosenBytesFrom(uint64_t slot) const;
   void Refuse(uint32_t to, paxospb::Reject::Reason reason,
               const paxospb::Ballot& refused);
 
@@ -230,8 +235,10 @@ class Replica {
   Role role_ = Role::kFollower;
   uint32_t leader_id_ = 0;
   paxospb::Ballot leader_ballot_;
-  uint64_t last_leader_contact_tick_ = 0;
-  bool heard_from_leader_ = false;
+  // Acceptor stickiness: the leader last acknowledged, and until when every
+  // other candidate is refused.
+  uint32_t sticky_leader_ = 0;
+  uint64_t sticky_until_tick_ = 0;
   int election_elapsed_ = 0;
   int randomized_election_ticks_ = 0;
   uint64_t max_round_seen_ = 0;
@@ -248,6 +255,9 @@ class Replica {
 
   // Leader.
   uint64_t elected_tick_ = 0;
+  // The last slot re-proposed when this leadership began; no lease until it
+  // is chosen and emitted.
+  uint64_t takeover_slot_ = 0;
   uint64_t next_slot_ = 1;
   std::map<uint64_t, InflightSlot> inflight_;
   std::deque<std::string> pending_;

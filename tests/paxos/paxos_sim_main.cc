@@ -27,7 +27,8 @@ ABSL_FLAG(int, replicas, 3, "Replicas per cell (1 to 9).");
 ABSL_FLAG(std::string, bug, "none",
           "Enable a deliberately unsafe variant: none, accept_ignores_ballot, "
           "leader_ignores_promised_values, ack_before_sync, "
-          "learner_ignores_ballot, lease_from_ack_receipt.");
+          "learner_ignores_ballot, lease_from_ack_receipt, "
+          "acceptor_ignores_leader_lease, lease_before_takeover.");
 ABSL_FLAG(bool, verbose, false, "Print every violation and per-seed totals.");
 
 int main(int argc, char** argv) {

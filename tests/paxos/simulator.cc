@@ -20,16 +20,19 @@
 namespace lockd::paxos::sim {
 
 absl::StatusOr<Bug> ParseBug(const std::string& name) {
-  for (Bug bug : {Bug::kNone, Bug::kAcceptIgnoresBallot,
-                  Bug::kLeaderIgnoresPromisedValues, Bug::kAckBeforeSync,
-                  Bug::kLearnerIgnoresBallot, Bug::kLeaseFromAckReceipt}) {
+  for (Bug bug :
+       {Bug::kNone, Bug::kAcceptIgnoresBallot,
+        Bug::kLeaderIgnoresPromisedValues, Bug::kAckBeforeSync,
+        Bug::kLearnerIgnoresBallot, Bug::kLeaseFromAckReceipt,
+        Bug::kAcceptorIgnoresLeaderLease, Bug::kLeaseBeforeTakeover}) {
     if (BugName(bug) == name) return bug;
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown bug '", name,
                    "'; expected one of none, accept_ignores_ballot, "
                    "leader_ignores_promised_values, ack_before_sync, "
-                   "learner_ignores_ballot, lease_from_ack_receipt"));
+                   "learner_ignores_ballot, lease_from_ack_receipt, "
+                   "acceptor_ignores_leader_lease, lease_before_takeover"));
 }
 
 std::string BugName(Bug bug) {
@@ -46,14 +49,19 @@ std::string BugName(Bug bug) {
       return "learner_ignores_ballot";
     case Bug::kLeaseFromAckReceipt:
       return "lease_from_ack_receipt";
+    case Bug::kAcceptorIgnoresLeaderLease:
+      return "acceptor_ignores_leader_lease";
+    case Bug::kLeaseBeforeTakeover:
+      return "lease_before_takeover";
   }
   return "unknown";
 }
 
 std::vector<Bug> AllBugs() {
   return {Bug::kAcceptIgnoresBallot, Bug::kLeaderIgnoresPromisedValues,
-          Bug::kAckBeforeSync, Bug::kLearnerIgnoresBallot,
-          Bug::kLeaseFromAckReceipt};
+          Bug::kAckBeforeSync,       Bug::kLearnerIgnoresBallot,
+          Bug::kLeaseFromAckReceipt, Bug::kAcceptorIgnoresLeaderLease,
+          Bug::kLeaseBeforeTakeover};
 }
 
 namespace {
@@ -84,6 +92,9 @@ struct FaultMix {
   // queues up. They break the timing assumptions leases rely on, so a seed
   // with stalls checks safety but not leases.
   bool stalls = false;
+  // Let several inputs accumulate before a replica's Ready is handled, as a
+  // server does when it group-commits.
+  bool defer_ready = false;
 };
 
 enum class EventKind {
@@ -91,6 +102,7 @@ enum class EventKind {
   kDeliver,
   kPropose,
   kClientRequest,
+  kReady,
   kFault,
   kRestart
 };
@@ -123,6 +135,7 @@ struct Machine {
   double tick_period_us = kTickUs;
   uint64_t generation = 0;
   int64_t stalled_until_us = 0;
+  bool ready_scheduled = false;
   uint64_t applied = 0;
   uint64_t chain = 0;
   // What this replica told others it durably holds.
@@ -172,6 +185,9 @@ class World {
       config.max_batch_commands = batch_commands;
       config.max_entries_per_message = 16;
       config.max_candidate_lag_slots = 64;
+      // Backpressure: clients see RESOURCE_EXHAUSTED rather than building a
+      // backlog that would take longer than the healing bound to drain.
+      config.max_pending_proposals = 1000;
       config.random_seed = options_.seed;
       config.bugs.accept_ignores_ballot =
           options_.bug == Bug::kAcceptIgnoresBallot;
@@ -181,6 +197,10 @@ class World {
           options_.bug == Bug::kLearnerIgnoresBallot;
       config.bugs.lease_from_ack_receipt =
           options_.bug == Bug::kLeaseFromAckReceipt;
+      config.bugs.acceptor_ignores_leader_lease =
+          options_.bug == Bug::kAcceptorIgnoresLeaderLease;
+      config.bugs.lease_before_takeover =
+          options_.bug == Bug::kLeaseBeforeTakeover;
       StartMachine(i);
     }
     ScheduleFault();
@@ -240,6 +260,7 @@ class World {
     mix_.max_drift = random_.Bernoulli(0.8) ? 0.05 : 0;
     mix_.mean_propose_interval_us = random_.Range(500, 10000);
     mix_.stalls = random_.Bernoulli(0.3);
+    mix_.defer_ready = random_.Bernoulli(0.3);
   }
 
   void Schedule(EventKind kind, int replica, int64_t delay_us,
@@ -291,7 +312,7 @@ class World {
           break;
         }
         machine.core->Tick();
-        ProcessReady(event.replica);
+        HandleReady(event.replica);
         ScheduleTick(event.replica);
         break;
       }
@@ -307,7 +328,7 @@ class World {
           break;
         }
         machine.core->Step(event.message);
-        ProcessReady(target);
+        HandleReady(target);
         break;
       }
       case EventKind::kPropose: {
@@ -318,6 +339,13 @@ class World {
       case EventKind::kClientRequest:
         ProposeTo(event.replica, event.command);
         break;
+      case EventKind::kReady: {
+        Machine& machine = machines_[event.replica];
+        if (event.generation != machine.generation) break;
+        machine.ready_scheduled = false;
+        ProcessReady(event.replica);
+        break;
+      }
       case EventKind::kFault:
         if (healed_) break;
         InjectFault();
@@ -375,6 +403,7 @@ class World {
     Machine& machine = machines_[index];
     if (!machine.core) return;
     machine.core.reset();
+    machine.ready_scheduled = false;
     machine.disk.Crash();
     ++machine.generation;
     CheckDurability(machine);
@@ -397,6 +426,19 @@ class World {
     if (!status.ok()) Violation(status.ToString());
   }
 
+  // Handles the replica's Ready now, or with defer_ready a little later so
+  // that more inputs join it.
+  void HandleReady(int index) {
+    Machine& machine = machines_[index];
+    if (!mix_.defer_ready) {
+      ProcessReady(index);
+      return;
+    }
+    if (machine.ready_scheduled) return;
+    machine.ready_scheduled = true;
+    Schedule(EventKind::kReady, index, random_.Range(0, 2000));
+  }
+
   void ProcessReady(int index) {
     Machine& machine = machines_[index];
     while (machine.core && machine.core->HasReady()) {
@@ -407,6 +449,7 @@ class World {
         return;
       }
       Save(machine, ready.persist);
+      RecordAcceptances(machine, ready.persist);
       if (Roll(mix_.crash_mid_ready)) {
         CountFault("crash_after_persist");
         Crash(index);
@@ -559,6 +602,7 @@ class World {
       }
       if (machine.core && machine.core->role() == Role::kLeader) {
         if (acknowledged_.emplace(command, slot).second) {
+          max_acknowledged_slot_ = std::max(max_acknowledged_slot_, slot);
           ++result_.acknowledged;
         }
       }
@@ -599,7 +643,7 @@ class World {
       return false;
     }
     if (!machine.core->Propose(command).ok()) return false;
-    ProcessReady(target);
+    HandleReady(target);
     return true;
   }
 
@@ -713,8 +757,54 @@ class World {
     return true;
   }
 
+  // Agreement on what is chosen, not only on what is applied: one value per
+  // (slot, ballot), and a value accepted by a majority at one ballot is the
+  // only value ever chosen for its slot.
+  void RecordAcceptances(const Machine& machine, const PersistBatch& batch) {
+    for (const paxospb::Entry& entry : batch.entries) {
+      if (entry.chosen()) continue;
+      const std::string key = ValueKey(entry.value());
+      const auto slot_ballot =
+          std::make_pair(entry.slot(), PackBallot(entry.ballot()));
+      auto [value, first] = accepted_value_.emplace(slot_ballot, key);
+      if (!first && value->second != key) {
+        Violation(absl::StrCat("agreement: ballot ",
+                               BallotString(entry.ballot()),
+                               " proposed two values for slot ", entry.slot()));
+      }
+      std::set<uint32_t>& acceptors = acceptors_[slot_ballot];
+      acceptors.insert(machine.id);
+      if (acceptors.size() == static_cast<size_t>(options_.replicas / 2 + 1)) {
+        auto [chosen, new_slot] = majority_chosen_.emplace(entry.slot(), key);
+        if (!new_slot && chosen->second != key) {
+          Violation(absl::StrCat("agreement: slot ", entry.slot(),
+                                 " accepted by a majority as ", chosen->second,
+                                 " and as ", key, " (ballot ",
+                                 BallotString(entry.ballot()), ")"));
+        }
+      }
+    }
+  }
+
+  // A lease holder serves reads locally: it must reflect every write any
+  // leader acknowledged.
+  void CheckStaleReads() {
+    for (const Machine& machine : machines_) {
+      if (machine.core && machine.core->HasLease() &&
+          machine.applied < max_acknowledged_slot_) {
+        Violation(absl::StrCat("lease: replica ", machine.id,
+                               " holds a read lease but applied "
+                               "only up to slot ",
+                               machine.applied, " while slot ",
+                               max_acknowledged_slot_,
+                               " was acknowledged to a client"));
+      }
+    }
+  }
+
   void CheckLeases() {
     if (timing_faults_) return;
+    CheckStaleReads();
     int holders = 0;
     std::string who;
     for (const Machine& machine : machines_) {
@@ -769,6 +859,10 @@ class World {
   std::map<uint64_t, std::string> chosen_;
   absl::flat_hash_map<uint64_t, uint64_t> chain_;
   absl::flat_hash_map<std::string, uint64_t> acknowledged_;
+  uint64_t max_acknowledged_slot_ = 0;
+  std::map<std::pair<uint64_t, uint64_t>, std::string> accepted_value_;
+  std::map<std::pair<uint64_t, uint64_t>, std::set<uint32_t>> acceptors_;
+  std::map<uint64_t, std::string> majority_chosen_;
 
   Result result_;
 };

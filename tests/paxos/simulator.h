@@ -24,11 +24,16 @@ enum class Bug {
   kLearnerIgnoresBallot,
   // Leader dates lease acknowledgements by their arrival.
   kLeaseFromAckReceipt,
+  // Acceptors do not refuse candidates while a leader's lease runs.
+  kAcceptorIgnoresLeaderLease,
+  // New leader claims its lease before its takeover slots are chosen.
+  kLeaseBeforeTakeover,
 };
 
 // Parses a --bug flag value ("none", "accept_ignores_ballot",
 // "leader_ignores_promised_values", "ack_before_sync",
-// "learner_ignores_ballot", "lease_from_ack_receipt").
+// "learner_ignores_ballot", "lease_from_ack_receipt",
+// "acceptor_ignores_leader_lease", "lease_before_takeover").
 absl::StatusOr<Bug> ParseBug(const std::string& name);
 std::string BugName(Bug bug);
 std::vector<Bug> AllBugs();
