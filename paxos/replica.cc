@@ -704,8 +704,10 @@ void Replica::BecomeLeader() {
       inflight.value = it->second.value();
   }
   LOG(INFO) << "replica " << config_.id << " leads with ballot "
-            << BallotString(ballot_) << "; re-proposing slots " << commit_ + 1
-            << ".." << last_slot;
+            << BallotString(ballot_) << " from slot " << commit_ + 1 << "; "
+            << (last_slot > commit_ ? absl::StrCat("re-proposing slots ",
+                                                   commit_ + 1, "..", last_slot)
+                                    : std::string("nothing to re-propose"));
   SendHeartbeats(/*retransmit=*/true);
   // The leader accepts its own proposals through the same path (delivered
   // after the batch is durable).
