@@ -260,7 +260,7 @@ void Replica::Tick() {
   if (role_ == Role::kLeader) {
     if (++heartbeat_elapsed_ >= config_.heartbeat_ticks) {
       heartbeat_elapsed_ = 0;
-      SendHeartbeats(/*retransmit=*/true);
+      SendHeartbeats();
     }
     // Step down when a majority has been silent for an election timeout:
     // a leader cut off from the cell must not keep accepting proposals.
@@ -708,7 +708,7 @@ void Replica::BecomeLeader() {
             << (last_slot > commit_ ? absl::StrCat("re-proposing slots ",
                                                    commit_ + 1, "..", last_slot)
                                     : std::string("nothing to re-propose"));
-  SendHeartbeats(/*retransmit=*/true);
+  SendHeartbeats();
   // The leader accepts its own proposals through the same path (delivered
   // after the batch is durable).
   paxospb::Message self;
@@ -779,7 +779,7 @@ void Replica::FlushProposals() {
   }
 }
 
-void Replica::SendHeartbeats(bool retransmit) {
+void Replica::SendHeartbeats() {
   for (uint32_t member : config_.members) {
     if (member == config_.id) continue;
     paxospb::Message message;
@@ -787,20 +787,18 @@ void Replica::SendHeartbeats(bool retransmit) {
     *accept->mutable_ballot() = ballot_;
     accept->set_commit(commit_);
     accept->set_sent_tick(ticks_);
-    if (retransmit) {
-      size_t bytes = 0;
-      for (const auto& [slot, inflight] : inflight_) {
-        if (accept->entries_size() >= config_.max_entries_per_message) break;
-        if (inflight.acks.count(member)) continue;
-        bytes += inflight.value.ByteSizeLong();
-        if (accept->entries_size() > 0 &&
-            bytes > config_.max_message_bytes / 2) {
-          break;
-        }
-        paxospb::Entry* entry = accept->add_entries();
-        entry->set_slot(slot);
-        *entry->mutable_value() = inflight.value;
+    // Retransmit in-flight slots this member has not acknowledged.
+    size_t bytes = 0;
+    for (const auto& [slot, inflight] : inflight_) {
+      if (accept->entries_size() >= config_.max_entries_per_message) break;
+      if (inflight.acks.count(member)) continue;
+      bytes += inflight.value.ByteSizeLong();
+      if (accept->entries_size() > 0 && bytes > config_.max_message_bytes / 2) {
+        break;
       }
+      paxospb::Entry* entry = accept->add_entries();
+      entry->set_slot(slot);
+      *entry->mutable_value() = inflight.value;
     }
     Send(member, std::move(message));
   }
@@ -817,9 +815,6 @@ void Replica::HandleAccepted(uint32_t from, const paxospb::Accepted& accepted) {
     if (config_.bugs.lease_from_ack_receipt) acknowledged_tick = ticks_;
 #endif
     ack_tick = std::max(ack_tick, acknowledged_tick);
-    if (accepted.commit() < commit_) {
-      // Nothing to do here: the follower fetches what it misses itself.
-    }
   }
   for (uint64_t slot : accepted.slots()) {
     auto it = inflight_.find(slot);

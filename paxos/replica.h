@@ -183,7 +183,9 @@ class Replica {
   void BecomeLeader();
   void BecomeFollower(uint32_t leader_id);
   void FlushProposals();
-  void SendHeartbeats(bool retransmit);
+  // Sends every peer a heartbeat carrying the commit point and the in-flight
+  // slots it has not acknowledged.
+  void SendHeartbeats();
   void AdvanceLeaderCommit();
   // The newest tick t such that a majority (this replica included) has
   // acknowledged a message sent at or after t in this leadership.
