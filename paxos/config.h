@@ -61,12 +61,12 @@ struct Config {
   // command larger than max_batch_bytes is refused.
   int max_batch_commands = 1024;
   size_t max_batch_bytes = 1 << 20;
-  // Accepts, fetch replies and the chosen part of a promise are kept under
-  // max_message_bytes / 2 (a candidate further behind is refused as BEHIND
-  // and fetches in pages). A promise also lists the acceptor's unchosen
-  // entries, at most about max_inflight_slots * max_batch_bytes more. The
-  // transport must carry messages of max_message_bytes. Must be at least
-  // 2 * max_batch_bytes.
+  // Accepts, fetch replies and promises are kept under max_message_bytes / 2
+  // (serialized). A candidate whose promise would be larger is refused as
+  // BEHIND; it catches up by fetching in pages, or the refusing replica
+  // leads itself. A snapshot larger than this is sent whole (chunked
+  // transfer is future work). The transport must carry messages of
+  // max_message_bytes. Must be at least 4 * max_batch_bytes.
   size_t max_message_bytes = 64 << 20;
   // Proposals queued at the leader waiting for a slot; beyond this Propose()
   // fails with RESOURCE_EXHAUSTED.

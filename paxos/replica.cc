@@ -66,10 +66,11 @@ absl::Status Config::Validate() const {
         max_drift_ticks, " lease_ticks=", lease_ticks,
         " election_ticks=", election_ticks));
   }
-  if (max_message_bytes < 2 * max_batch_bytes) {
+  if (max_message_bytes < 4 * max_batch_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_message_bytes (", max_message_bytes,
-        ") must be at least twice max_batch_bytes (", max_batch_bytes, ")"));
+        ") must be at least four times max_batch_bytes (", max_batch_bytes,
+        ") so that a full slot and its encoding fit in half a message"));
   }
   if (max_inflight_slots < 1 || max_batch_commands < 1 || max_batch_bytes < 1 ||
       max_pending_proposals < 1 || max_entries_per_message < 1 ||
@@ -452,16 +453,15 @@ paxospb::Reject::Reason Replica::RefusalReason(uint32_t candidate,
   if (snapshot_index() >= first_unchosen ||
       (commit_ >= first_unchosen &&
        commit_ - first_unchosen >= config_.max_candidate_lag_slots) ||
-      ChosenBytesFrom(first_unchosen) > config_.max_message_bytes / 2) {
+      EntryBytesFrom(first_unchosen) > config_.max_message_bytes / 2) {
     return paxospb::Reject::BEHIND;
   }
   return paxospb::Reject::REASON_UNSPECIFIED;
 }
 
-size_t Replica::ChosenBytesFrom(uint64_t slot) const {
+size_t Replica::EntryBytesFrom(uint64_t slot) const {
   size_t bytes = 0;
-  for (auto it = entries_.lower_bound(slot);
-       it != entries_.end() && it->first <= commit_; ++it) {
+  for (auto it = entries_.lower_bound(slot); it != entries_.end(); ++it) {
     bytes += it->second.ByteSizeLong();
   }
   return bytes;
@@ -494,6 +494,12 @@ void Replica::HandlePrepare(uint32_t from, const paxospb::Prepare& prepare) {
   const paxospb::Ballot& ballot = prepare.ballot();
   ObserveBallot(ballot);
   if (ballot.replica_id() != from) return;
+  // A Prepare to itself queued before this replica gave up its candidacy
+  // (it heard from a leader in between) must not raise its promise.
+  if (from == config_.id && !(role_ == Role::kCandidate && preparing_ &&
+                              BallotEqual(ballot, ballot_))) {
+    return;
+  }
   if (BallotLess(ballot, promised_)) {
     Refuse(from, paxospb::Reject::HIGHER_BALLOT, ballot);
     return;
@@ -501,8 +507,12 @@ void Replica::HandlePrepare(uint32_t from, const paxospb::Prepare& prepare) {
   // A promise must list every entry from first_unchosen on. Once some of
   // them were compacted into a snapshot it cannot, not even when repeating a
   // promise already made at this ballot: an incomplete promise would let the
-  // candidate take a chosen slot for a hole.
-  if (snapshot_index() >= prepare.first_unchosen() && from != config_.id) {
+  // candidate take a chosen slot for a hole. Nor may it outgrow a message:
+  // then this replica refuses too, and leads itself when its timer fires
+  // (its promise to itself never crosses the network).
+  if (from != config_.id && (snapshot_index() >= prepare.first_unchosen() ||
+                             EntryBytesFrom(prepare.first_unchosen()) >
+                                 config_.max_message_bytes / 2)) {
     Refuse(from, paxospb::Reject::BEHIND, ballot);
     return;
   }
@@ -594,13 +604,17 @@ void Replica::HandleFetchRequest(uint32_t from,
     *reply->mutable_snapshot() = *snapshot_;
     slot = snapshot_->index() + 1;
   }
-  size_t bytes = 0;
+  // A snapshot travels alone when it leaves no room for entries.
+  size_t bytes = reply->has_snapshot() ? reply->snapshot().ByteSizeLong() : 0;
   for (int count = 0;
        slot <= commit_ && count < config_.max_entries_per_message;
        ++slot, ++count) {
     const paxospb::Entry& entry = entries_.at(slot);
     bytes += entry.ByteSizeLong();
-    if (count > 0 && bytes > config_.max_message_bytes / 2) break;
+    if ((count > 0 || reply->has_snapshot()) &&
+        bytes > config_.max_message_bytes / 2) {
+      break;
+    }
     *reply->add_entries() = entry;
   }
   Send(from, std::move(message));
@@ -756,12 +770,13 @@ void Replica::FlushProposals() {
       inflight.value.add_commands(std::move(pending_.front()));
       pending_.pop_front();
     }
+    const size_t serialized = inflight.value.ByteSizeLong();
     if (message_bytes > 0 &&
-        message_bytes + bytes > config_.max_message_bytes / 2) {
+        message_bytes + serialized > config_.max_message_bytes / 2) {
       batches.emplace_back();
       message_bytes = 0;
     }
-    message_bytes += bytes;
+    message_bytes += serialized;
     paxospb::Entry* entry = batches.back().add_entries();
     entry->set_slot(slot);
     *entry->mutable_value() = inflight.value;

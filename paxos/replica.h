@@ -127,7 +127,9 @@ class Replica {
   // acknowledged it within lease_ticks - max_drift_ticks, any lease of a
   // previous leader must have expired, and every slot it took over is
   // chosen and emitted (so a state machine that applied every Ready reflects
-  // every write any leader acknowledged).
+  // every write any leader acknowledged). Meaningful between Advance() and
+  // the next GetReady(): only then has the state machine applied everything
+  // handed out.
   bool HasLease() const;
 
   uint32_t id() const { return config_.id; }
@@ -168,8 +170,9 @@ class Replica {
   // unchosen slot is `first_unchosen`; REASON_UNSPECIFIED if it would not.
   paxospb::Reject::Reason RefusalReason(uint32_t candidate,
                                         uint64_t first_unchosen) const;
-  // Serialized size of the chosen entries held from `slot` up to commit.
-  size_t ChosenBytesFrom(uint64_t slot) const;
+  // Serialized size of the entries held from `slot` on (what a promise for
+  // that slot would list).
+  size_t EntryBytesFrom(uint64_t slot) const;
   void Refuse(uint32_t to, paxospb::Reject::Reason reason,
               const paxospb::Ballot& refused);
 

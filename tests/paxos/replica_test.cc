@@ -2289,6 +2289,18 @@ INSTANTIATE_TEST_SUITE_P(
                    },
                    true},
         ConfigCase{"SingleMember", [](Config& c) { c.members = {1}; }, true},
+        ConfigCase{"MessageHoldsFourBatches",
+                   [](Config& c) {
+                     c.max_batch_bytes = 1000;
+                     c.max_message_bytes = 4000;
+                   },
+                   true},
+        ConfigCase{"MessageTooSmallForBatches",
+                   [](Config& c) {
+                     c.max_batch_bytes = 1000;
+                     c.max_message_bytes = 3999;
+                   },
+                   false},
         ConfigCase{"LargestId",
                    [](Config& c) {
                      c.id = 0xffff;
@@ -2602,6 +2614,97 @@ TEST(LeaseSafetyTest, StalePrepareFromLeadersOldIncarnationKeepsOthersOut) {
       }
     }
   }
+}
+
+// Byte budgets: no message may outgrow max_message_bytes / 2.
+
+Config SmallMessageConfig(uint32_t id) {
+  Config config = TestConfig(id, Members(3));
+  config.max_batch_bytes = 1024;
+  config.max_message_bytes = 4096;
+  return config;
+}
+
+TEST(ByteBudgetTest, PromiseThatWouldOutgrowAMessageIsRefusedAsBehind) {
+  Node node(SmallMessageConfig(1));
+  node.TickN(kLeaseTicks);  // past RECOVERING
+  const paxospb::Ballot old_ballot = MakeBallot(1, 2);
+  std::vector<paxospb::Entry> entries;
+  for (uint64_t slot = 1; slot <= 10; ++slot) {
+    entries.push_back(MakeEntry(slot, old_ballot, {std::string(500, 'x')}));
+  }
+  node.Receive(AcceptMessage(2, 1, old_ballot, entries, /*commit=*/0));
+  node.TickN(kLeaseTicks);  // past the stickiness to replica 2
+  const paxospb::Ballot ballot = MakeBallot(2, 3);
+
+  const std::vector<paxospb::Message> refused =
+      node.Receive(PrepareMessage(3, 1, ballot, /*first_unchosen=*/1));
+  ASSERT_EQ(refused.size(), 1u);
+  ASSERT_TRUE(refused[0].has_reject());
+  EXPECT_EQ(refused[0].reject().reason(), paxospb::Reject::BEHIND);
+  EXPECT_EQ(B(node.replica().promised()), B(old_ballot));
+
+  // The last two entries fit: that promise is made.
+  const std::vector<paxospb::Message> promised =
+      node.Receive(PrepareMessage(3, 1, ballot, /*first_unchosen=*/9));
+  ASSERT_EQ(promised.size(), 1u);
+  ASSERT_TRUE(promised[0].has_promise());
+  EXPECT_EQ(promised[0].promise().entries_size(), 2);
+}
+
+TEST(ByteBudgetTest, SnapshotThatFillsTheBudgetTravelsAlone) {
+  DurableState state;
+  paxospb::Snapshot snapshot;
+  snapshot.set_index(5);
+  snapshot.set_data(std::string(3000, 's'));
+  state.snapshot = snapshot;
+  for (uint64_t slot = 6; slot <= 8; ++slot) {
+    state.entries[slot] = MakeEntry(slot, MakeBallot(1, 2), {"c"});
+  }
+  state.hard_state.set_commit(8);
+  Node node(SmallMessageConfig(1), state);
+  node.Drain();
+
+  paxospb::Message request = Envelope(2, 1);
+  request.mutable_fetch_request()->set_from_slot(1);
+  const std::vector<paxospb::Message> with_snapshot = node.Receive(request);
+  ASSERT_EQ(with_snapshot.size(), 1u);
+  const paxospb::FetchReply& reply = with_snapshot[0].fetch_reply();
+  EXPECT_EQ(reply.snapshot().index(), 5u);
+  EXPECT_EQ(reply.entries_size(), 0);
+
+  request.mutable_fetch_request()->set_from_slot(6);
+  const std::vector<paxospb::Message> entries_only = node.Receive(request);
+  ASSERT_EQ(entries_only.size(), 1u);
+  EXPECT_FALSE(entries_only[0].fetch_reply().has_snapshot());
+  EXPECT_EQ(entries_only[0].fetch_reply().entries_size(), 3);
+}
+
+// A Prepare a candidate queued to itself must not raise its promise once a
+// live leader's Accept turned it back into a follower: that would make it
+// refuse the leader's next Accept and depose it.
+TEST(CandidateTest, StaleSelfPrepareAfterReturningToFollowerIsDropped) {
+  Node node(TestConfig(1, Members(3)));
+  node.TickN(kLeaseTicks);
+  const paxospb::Ballot leader_ballot = MakeBallot(5, 3);
+  node.Receive(AcceptMessage(3, 1, leader_ballot, {}, /*commit=*/0));
+  for (int i = 0;
+       i < 4 * kElectionTicks && node.replica().role() != Role::kCandidate;
+       ++i) {
+    node.TickN(1);
+  }
+  ASSERT_EQ(node.replica().role(), Role::kCandidate);
+  // The probe succeeds: the Prepare to itself is queued, not yet delivered.
+  node.replica().Step(ProbeGrantMessage(2, 1));
+  // Before it is delivered, the leader turns out to be alive.
+  node.replica().Step(AcceptMessage(3, 1, leader_ballot, {}, /*commit=*/0));
+  node.Drain();
+  EXPECT_EQ(node.replica().role(), Role::kFollower);
+  EXPECT_EQ(B(node.replica().promised()), B(leader_ballot));
+  const std::vector<paxospb::Message> replies =
+      node.Receive(AcceptMessage(3, 1, leader_ballot, {}, /*commit=*/0));
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_TRUE(replies[0].has_accepted());
 }
 
 }  // namespace
