@@ -30,6 +30,12 @@ struct InjectedBugs {
   // A new leader claims its lease before the slots it took over are chosen.
   bool lease_before_takeover = false;
 };
+
+// LOCKD_INJECTED_BUG(config, name) is true iff the simulator enabled that
+// variant; in every other build it is the constant false.
+#define LOCKD_INJECTED_BUG(config, name) ((config).bugs.name)
+#else
+#define LOCKD_INJECTED_BUG(config, name) false
 #endif
 
 // Static configuration of one replica. Time is counted in ticks; the driver

@@ -1,7 +1,11 @@
 #include "paxos/memory_storage.h"
 
 namespace lockd::paxos {
+namespace {
 
+// Applies `batch` to `state` exactly as a Storage must: snapshot first
+// (dropping entries at or below it), then entries above the snapshot, then
+// the hard state.
 void ApplyPersistBatch(const PersistBatch& batch, DurableState& state) {
   if (batch.snapshot.has_value()) {
     state.snapshot = batch.snapshot;
@@ -15,6 +19,8 @@ void ApplyPersistBatch(const PersistBatch& batch, DurableState& state) {
   }
   if (batch.hard_state.has_value()) state.hard_state = *batch.hard_state;
 }
+
+}  // namespace
 
 void MemoryStorage::Write(const PersistBatch& batch) {
   if (!batch.empty()) unsynced_.push_back(batch);

@@ -37,11 +37,6 @@ class MemoryStorage : public Storage {
   uint64_t saves_ = 0;
 };
 
-// Applies `batch` to `state` exactly as a Storage must: snapshot first
-// (dropping entries at or below it), then entries above the snapshot, then
-// the hard state.
-void ApplyPersistBatch(const PersistBatch& batch, DurableState& state);
-
 }  // namespace lockd::paxos
 
 #endif  // LOCKD_PAXOS_MEMORY_STORAGE_H_

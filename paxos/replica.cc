@@ -391,11 +391,7 @@ bool Replica::HasLease() const {
   // Reads must see every write a previous leader acknowledged: those are
   // among the slots this leader took over, so they must be chosen and
   // handed to the state machine first.
-  bool skip_takeover = false;
-#ifdef LOCKD_PAXOS_SIMULATION_BUGS
-  skip_takeover = config_.bugs.lease_before_takeover;
-#endif
-  if (!skip_takeover &&
+  if (!LOCKD_INJECTED_BUG(config_, lease_before_takeover) &&
       (commit_ < takeover_slot_ || emitted_ < takeover_slot_)) {
     return false;
   }
@@ -443,28 +439,26 @@ paxospb::Reject::Reason Replica::RefusalReason(uint32_t candidate,
   // nothing else: no promise, step-down or campaign shortens it. (A stale
   // Prepare from that leader's previous incarnation must not reopen the
   // door to others while its current incarnation holds a lease.)
-  bool sticky = true;
-#ifdef LOCKD_PAXOS_SIMULATION_BUGS
-  sticky = !config_.bugs.acceptor_ignores_leader_lease;
-#endif
-  if (sticky && candidate != sticky_leader_ && ticks_ < sticky_until_tick_) {
+  if (!LOCKD_INJECTED_BUG(config_, acceptor_ignores_leader_lease) &&
+      candidate != sticky_leader_ && ticks_ < sticky_until_tick_) {
     return paxospb::Reject::LEADER_ALIVE;
   }
-  if (snapshot_index() >= first_unchosen ||
-      (commit_ >= first_unchosen &&
-       commit_ - first_unchosen >= config_.max_candidate_lag_slots) ||
-      EntryBytesFrom(first_unchosen) > config_.max_message_bytes / 2) {
+  if (commit_ >= first_unchosen &&
+      commit_ - first_unchosen >= config_.max_candidate_lag_slots) {
     return paxospb::Reject::BEHIND;
   }
   return paxospb::Reject::REASON_UNSPECIFIED;
 }
 
-size_t Replica::EntryBytesFrom(uint64_t slot) const {
+bool Replica::CanListPromiseFrom(uint64_t first_unchosen) const {
+  if (snapshot_index() >= first_unchosen) return false;
   size_t bytes = 0;
-  for (auto it = entries_.lower_bound(slot); it != entries_.end(); ++it) {
+  for (auto it = entries_.lower_bound(first_unchosen); it != entries_.end();
+       ++it) {
     bytes += it->second.ByteSizeLong();
+    if (bytes > config_.max_message_bytes / 2) return false;
   }
-  return bytes;
+  return true;
 }
 
 void Replica::Refuse(uint32_t to, paxospb::Reject::Reason reason,
@@ -479,8 +473,11 @@ void Replica::Refuse(uint32_t to, paxospb::Reject::Reason reason,
 }
 
 void Replica::HandleProbe(uint32_t from, const paxospb::Probe& probe) {
-  const paxospb::Reject::Reason reason =
-      RefusalReason(from, probe.first_unchosen());
+  paxospb::Reject::Reason reason = RefusalReason(from, probe.first_unchosen());
+  if (reason == paxospb::Reject::REASON_UNSPECIFIED &&
+      !CanListPromiseFrom(probe.first_unchosen())) {
+    reason = paxospb::Reject::BEHIND;
+  }
   if (reason != paxospb::Reject::REASON_UNSPECIFIED) {
     Refuse(from, reason, paxospb::Ballot());
     return;
@@ -510,9 +507,7 @@ void Replica::HandlePrepare(uint32_t from, const paxospb::Prepare& prepare) {
   // candidate take a chosen slot for a hole. Nor may it outgrow a message:
   // then this replica refuses too, and leads itself when its timer fires
   // (its promise to itself never crosses the network).
-  if (from != config_.id && (snapshot_index() >= prepare.first_unchosen() ||
-                             EntryBytesFrom(prepare.first_unchosen()) >
-                                 config_.max_message_bytes / 2)) {
+  if (from != config_.id && !CanListPromiseFrom(prepare.first_unchosen())) {
     Refuse(from, paxospb::Reject::BEHIND, ballot);
     return;
   }
@@ -540,11 +535,8 @@ void Replica::HandleAccept(uint32_t from, const paxospb::Accept& accept) {
   const paxospb::Ballot& ballot = accept.ballot();
   ObserveBallot(ballot);
   if (ballot.replica_id() != from) return;
-  bool ignore_ballot = false;
-#ifdef LOCKD_PAXOS_SIMULATION_BUGS
-  ignore_ballot = config_.bugs.accept_ignores_ballot;
-#endif
-  if (BallotLess(ballot, promised_) && !ignore_ballot) {
+  if (BallotLess(ballot, promised_) &&
+      !LOCKD_INJECTED_BUG(config_, accept_ignores_ballot)) {
     Refuse(from, paxospb::Reject::HIGHER_BALLOT, ballot);
     return;
   }
@@ -625,14 +617,10 @@ void Replica::HandleFetchRequest(uint32_t from,
 
 void Replica::StartProbe() {
   ResetElectionTimer();
+  DropCampaignAndLeadership();
   role_ = Role::kCandidate;
   leader_id_ = 0;
-  preparing_ = false;
-  promises_.clear();
-  probe_grants_.clear();
   resend_elapsed_ = 0;
-  pending_.clear();
-  inflight_.clear();
   probe_grants_.insert(config_.id);
   for (uint32_t member : config_.members) {
     if (member == config_.id) continue;
@@ -693,10 +681,8 @@ void Replica::BecomeLeader() {
   // Per slot above the commit point: the chosen value if any acceptor knows
   // it, else the value accepted at the highest ballot.
   std::map<uint64_t, paxospb::Entry> merged;
-  bool ignore_values = false;
-#ifdef LOCKD_PAXOS_SIMULATION_BUGS
-  ignore_values = config_.bugs.leader_ignores_promised_values;
-#endif
+  const bool ignore_values =
+      LOCKD_INJECTED_BUG(config_, leader_ignores_promised_values);
   for (const auto& [acceptor, entries] : promises_) {
     for (const paxospb::Entry& entry : entries) {
       if (entry.slot() <= commit_) continue;
@@ -743,15 +729,19 @@ void Replica::BecomeFollower(uint32_t leader_id) {
     LOG(INFO) << "replica " << config_.id << " steps down from ballot "
               << BallotString(ballot_);
   }
+  DropCampaignAndLeadership();
   role_ = Role::kFollower;
   leader_id_ = leader_id;
+  ResetElectionTimer();
+}
+
+void Replica::DropCampaignAndLeadership() {
   preparing_ = false;
   promises_.clear();
   probe_grants_.clear();
   inflight_.clear();
   pending_.clear();
   peer_ack_tick_.clear();
-  ResetElectionTimer();
 }
 
 void Replica::FlushProposals() {
@@ -786,10 +776,15 @@ void Replica::FlushProposals() {
     *batch.mutable_ballot() = ballot_;
     batch.set_commit(commit_);
     batch.set_sent_tick(ticks_);
-    for (uint32_t member : config_.members) {
+    // Copies for all members but the last, which takes the batch itself.
+    for (size_t i = 0; i < config_.members.size(); ++i) {
       paxospb::Message message;
-      *message.mutable_accept() = batch;
-      Send(member, std::move(message));
+      if (i + 1 < config_.members.size()) {
+        *message.mutable_accept() = batch;
+      } else {
+        *message.mutable_accept() = std::move(batch);
+      }
+      Send(config_.members[i], std::move(message));
     }
   }
 }
@@ -825,10 +820,10 @@ void Replica::HandleAccepted(uint32_t from, const paxospb::Accepted& accepted) {
   }
   if (from != config_.id) {
     uint64_t& ack_tick = peer_ack_tick_[from];
-    uint64_t acknowledged_tick = accepted.sent_tick();
-#ifdef LOCKD_PAXOS_SIMULATION_BUGS
-    if (config_.bugs.lease_from_ack_receipt) acknowledged_tick = ticks_;
-#endif
+    const uint64_t acknowledged_tick =
+        LOCKD_INJECTED_BUG(config_, lease_from_ack_receipt)
+            ? ticks_
+            : accepted.sent_tick();
     ack_tick = std::max(ack_tick, acknowledged_tick);
   }
   for (uint64_t slot : accepted.slots()) {
@@ -886,10 +881,7 @@ void Replica::HandleReject(uint32_t from, const paxospb::Reject& reject) {
 void Replica::LearnCommit(const paxospb::Ballot& ballot,
                           uint64_t leader_commit) {
   known_leader_commit_ = std::max(known_leader_commit_, leader_commit);
-  bool any_ballot = false;
-#ifdef LOCKD_PAXOS_SIMULATION_BUGS
-  any_ballot = config_.bugs.learner_ignores_ballot;
-#endif
+  const bool any_ballot = LOCKD_INJECTED_BUG(config_, learner_ignores_ballot);
   uint64_t commit = commit_;
   while (commit < leader_commit) {
     auto it = entries_.find(commit + 1);

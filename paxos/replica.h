@@ -6,7 +6,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -167,12 +166,14 @@ class Replica {
   void HandleAccept(uint32_t from, const paxospb::Accept& accept);
   void HandleFetchRequest(uint32_t from, const paxospb::FetchRequest& request);
   // Why this acceptor would refuse to promise to `candidate` whose first
-  // unchosen slot is `first_unchosen`; REASON_UNSPECIFIED if it would not.
+  // unchosen slot is `first_unchosen` (restart, a live leader's lease, or a
+  // candidate too far behind); REASON_UNSPECIFIED if it would not. Whether
+  // the promise itself can be listed is CanListPromiseFrom().
   paxospb::Reject::Reason RefusalReason(uint32_t candidate,
                                         uint64_t first_unchosen) const;
-  // Serialized size of the entries held from `slot` on (what a promise for
-  // that slot would list).
-  size_t EntryBytesFrom(uint64_t slot) const;
+  // True iff a promise can list every entry from `first_unchosen` on: none
+  // was compacted into the snapshot and they fit in half a message.
+  bool CanListPromiseFrom(uint64_t first_unchosen) const;
   void Refuse(uint32_t to, paxospb::Reject::Reason reason,
               const paxospb::Ballot& refused);
 
@@ -185,6 +186,9 @@ class Replica {
   void StartPrepare();
   void BecomeLeader();
   void BecomeFollower(uint32_t leader_id);
+  // Forgets any campaign (probe grants, promises) and leadership (slots in
+  // flight, queued proposals, acknowledgements).
+  void DropCampaignAndLeadership();
   void FlushProposals();
   // Sends every peer a heartbeat carrying the commit point and the in-flight
   // slots it has not acknowledged.

@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "paxos/ballot.h"
 #include "paxos/memory_storage.h"
@@ -19,50 +20,54 @@
 
 namespace lockd::paxos::sim {
 
+namespace {
+
+// Every variant once: its flag name and the core switch it turns on
+// (ack_before_sync lives in the simulated disk, not in the core).
+struct BugInfo {
+  Bug bug;
+  const char* name;
+  bool InjectedBugs::*core_switch;
+};
+
+constexpr BugInfo kBugs[] = {
+    {Bug::kNone, "none", nullptr},
+    {Bug::kAcceptIgnoresBallot, "accept_ignores_ballot",
+     &InjectedBugs::accept_ignores_ballot},
+    {Bug::kLeaderIgnoresPromisedValues, "leader_ignores_promised_values",
+     &InjectedBugs::leader_ignores_promised_values},
+    {Bug::kAckBeforeSync, "ack_before_sync", nullptr},
+    {Bug::kLearnerIgnoresBallot, "learner_ignores_ballot",
+     &InjectedBugs::learner_ignores_ballot},
+    {Bug::kLeaseFromAckReceipt, "lease_from_ack_receipt",
+     &InjectedBugs::lease_from_ack_receipt},
+    {Bug::kAcceptorIgnoresLeaderLease, "acceptor_ignores_leader_lease",
+     &InjectedBugs::acceptor_ignores_leader_lease},
+    {Bug::kLeaseBeforeTakeover, "lease_before_takeover",
+     &InjectedBugs::lease_before_takeover},
+};
+
+const BugInfo& InfoOf(Bug bug) {
+  for (const BugInfo& info : kBugs) {
+    if (info.bug == bug) return info;
+  }
+  return kBugs[0];
+}
+
+}  // namespace
+
 absl::StatusOr<Bug> ParseBug(const std::string& name) {
-  for (Bug bug :
-       {Bug::kNone, Bug::kAcceptIgnoresBallot,
-        Bug::kLeaderIgnoresPromisedValues, Bug::kAckBeforeSync,
-        Bug::kLearnerIgnoresBallot, Bug::kLeaseFromAckReceipt,
-        Bug::kAcceptorIgnoresLeaderLease, Bug::kLeaseBeforeTakeover}) {
-    if (BugName(bug) == name) return bug;
+  std::vector<std::string> names;
+  for (const BugInfo& info : kBugs) {
+    if (info.name == name) return info.bug;
+    names.push_back(info.name);
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown bug '", name,
-                   "'; expected one of none, accept_ignores_ballot, "
-                   "leader_ignores_promised_values, ack_before_sync, "
-                   "learner_ignores_ballot, lease_from_ack_receipt, "
-                   "acceptor_ignores_leader_lease, lease_before_takeover"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown bug '", name,
+                                                 "'; expected one of ",
+                                                 absl::StrJoin(names, ", ")));
 }
 
-std::string BugName(Bug bug) {
-  switch (bug) {
-    case Bug::kNone:
-      return "none";
-    case Bug::kAcceptIgnoresBallot:
-      return "accept_ignores_ballot";
-    case Bug::kLeaderIgnoresPromisedValues:
-      return "leader_ignores_promised_values";
-    case Bug::kAckBeforeSync:
-      return "ack_before_sync";
-    case Bug::kLearnerIgnoresBallot:
-      return "learner_ignores_ballot";
-    case Bug::kLeaseFromAckReceipt:
-      return "lease_from_ack_receipt";
-    case Bug::kAcceptorIgnoresLeaderLease:
-      return "acceptor_ignores_leader_lease";
-    case Bug::kLeaseBeforeTakeover:
-      return "lease_before_takeover";
-  }
-  return "unknown";
-}
-
-std::vector<Bug> AllBugs() {
-  return {Bug::kAcceptIgnoresBallot, Bug::kLeaderIgnoresPromisedValues,
-          Bug::kAckBeforeSync,       Bug::kLearnerIgnoresBallot,
-          Bug::kLeaseFromAckReceipt, Bug::kAcceptorIgnoresLeaderLease,
-          Bug::kLeaseBeforeTakeover};
-}
+std::string BugName(Bug bug) { return InfoOf(bug).name; }
 
 namespace {
 
@@ -189,18 +194,9 @@ class World {
       // backlog that would take longer than the healing bound to drain.
       config.max_pending_proposals = 1000;
       config.random_seed = options_.seed;
-      config.bugs.accept_ignores_ballot =
-          options_.bug == Bug::kAcceptIgnoresBallot;
-      config.bugs.leader_ignores_promised_values =
-          options_.bug == Bug::kLeaderIgnoresPromisedValues;
-      config.bugs.learner_ignores_ballot =
-          options_.bug == Bug::kLearnerIgnoresBallot;
-      config.bugs.lease_from_ack_receipt =
-          options_.bug == Bug::kLeaseFromAckReceipt;
-      config.bugs.acceptor_ignores_leader_lease =
-          options_.bug == Bug::kAcceptorIgnoresLeaderLease;
-      config.bugs.lease_before_takeover =
-          options_.bug == Bug::kLeaseBeforeTakeover;
+      if (const auto core_switch = InfoOf(options_.bug).core_switch) {
+        config.bugs.*core_switch = true;
+      }
       StartMachine(i);
     }
     ScheduleFault();

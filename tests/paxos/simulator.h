@@ -36,7 +36,6 @@ enum class Bug {
 // "acceptor_ignores_leader_lease", "lease_before_takeover").
 absl::StatusOr<Bug> ParseBug(const std::string& name);
 std::string BugName(Bug bug);
-std::vector<Bug> AllBugs();
 
 struct Options {
   uint64_t seed = 1;
