@@ -1,0 +1,1 @@
+#include "sessions/state_machine.h"

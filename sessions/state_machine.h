@@ -1,0 +1,138 @@
+#ifndef LOCKD_SESSIONS_STATE_MACHINE_H_
+#define LOCKD_SESSIONS_STATE_MACHINE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "protos/lockd.pb.h"
+#include "protos/state.pb.h"
+#include "sessions/limits.h"
+
+namespace lockd::sessions {
+
+// Identifies one client request for exactly-once execution.
+struct RequestKey {
+  uint64_t session_id = 0;
+  uint64_t request_id = 0;
+
+  bool operator==(const RequestKey& other) const {
+    return session_id == other.session_id && request_id == other.request_id;
+  }
+  template <typename H>
+  friend H AbslHashValue(H h, const RequestKey& key) {
+    return H::combine(std::move(h), key.session_id, key.request_id);
+  }
+};
+
+// A client request that got its final answer.
+struct Completion {
+  // For CreateSession (which has no session yet) session_id is 0 and
+  // request_id is the request's nonce.
+  RequestKey key;
+  statepb::Result result;
+};
+
+// What one applied command changed, for the front end to act on.
+struct ApplyResult {
+  // Final answers: the command's own request (unless it was parked as a
+  // waiter, or it is a retry of a request still parked), and any parked
+  // acquire/campaign this command completed (granted, wait timeout, session
+  // ended). A retry of a completed request repeats the recorded answer.
+  std::vector<Completion> completions;
+  // Sessions that have new events to deliver.
+  std::vector<uint64_t> sessions_with_events;
+  // Sessions that ended (closed or expired): their streams end.
+  std::vector<uint64_t> ended_sessions;
+  // Election names whose leader or value changed.
+  std::vector<std::string> changed_elections;
+};
+
+// The replicated state machine of a lockd cell: namespace, sessions, locks,
+// waiters, events, elections and the exactly-once table.
+//
+// Pure and deterministic: no clock, thread, socket or disk. "Now" is the
+// maximum time_ms of the commands applied so far. Every replica applies the
+// same commands in the same order and reaches byte-identical state
+// (Snapshot() bytes are equal).
+//
+// Rules in brief (docs/sessions.md has them all):
+// * Time: each command first advances time to max(now, time_ms), then runs
+//   due expirations in deadline order (sessions whose expires_at <= now,
+//   waiters whose wait timeout passed, lock-delays that ended and so let
+//   waiters in), then executes the command itself.
+// * Epochs: StartEpoch with an epoch above the current one starts it; a
+//   command whose epoch is below the current epoch is refused with ABORTED
+//   and nothing is recorded (the client retries with the same number).
+// * Sessions: CreateSession sets expires_at = now + ttl. RenewSessions sets
+//   last_renewed = now and expires_at = max(expires_at, now + ttl).
+//   StartEpoch at time T sets expires_at = max(expires_at,
+//   min(T + ttl, last_renewed + 2 * ttl)): a fresh TTL for the new leader,
+//   but a client silent since last_renewed expires by last_renewed + 2 * ttl
+//   however many leaders follow.
+// * A session whose expires_at <= now is gone: its requests fail with
+//   FAILED_PRECONDITION, it is never granted a lock.
+class StateMachine {
+ public:
+  explicit StateMachine(const Limits& limits = Limits());
+  ~StateMachine();
+
+  StateMachine(const StateMachine&) = delete;
+  StateMachine& operator=(const StateMachine&) = delete;
+
+  // Applies one command chosen in the log. Never fails: a bad request is
+  // answered with an error Result and changes nothing.
+  ApplyResult Apply(const statepb::Command& command);
+
+  // Deterministic serialization of the whole state.
+  std::string Snapshot() const;
+  // Replaces the whole state. INVALID_ARGUMENT/DATA_LOSS if `data` is not a
+  // snapshot of this format; the state is unchanged then.
+  absl::Status Restore(std::string_view data);
+
+  // --- Reads (served by the leader under its lease). Errors as in the API.
+  absl::StatusOr<v1::GetNodeResponse> GetNode(std::string_view path) const;
+  absl::StatusOr<v1::StatNodeResponse> StatNode(std::string_view path) const;
+  absl::StatusOr<v1::ListChildrenResponse> ListChildren(
+      std::string_view path) const;
+  v1::CheckSequencerResponse CheckSequencer(
+      const v1::Sequencer& sequencer) const;
+  absl::StatusOr<v1::GetLeaderResponse> GetLeader(std::string_view name) const;
+
+  // --- For the leader's front end.
+  // Cell time: max time_ms applied so far.
+  int64_t now_ms() const;
+  uint64_t epoch() const;
+  // The earliest time at which an expiration is due (session expiry, wait
+  // timeout, lock-delay end), if any. The leader proposes a Tick once its
+  // clock passes it.
+  std::optional<int64_t> NextDeadline() const;
+  // NOT_FOUND if the session does not exist (never created, closed or
+  // expired).
+  absl::StatusOr<int64_t> SessionExpiresAt(uint64_t session_id) const;
+  // Every live session id, ascending.
+  std::vector<uint64_t> SessionIds() const;
+  size_t session_count() const;
+  // Events of `session_id` with sequence > after_sequence, oldest first, and
+  // how many were dropped because the buffer overflowed.
+  std::vector<v1::Event> PendingEvents(uint64_t session_id,
+                                       uint64_t after_sequence) const;
+  uint64_t EventsLost(uint64_t session_id) const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Checks that `path` is an absolute, normalized path within `limits`.
+// INVALID_ARGUMENT with a message naming the problem otherwise.
+absl::Status ValidatePath(std::string_view path, const Limits& limits);
+
+}  // namespace lockd::sessions
+
+#endif  // LOCKD_SESSIONS_STATE_MACHINE_H_
