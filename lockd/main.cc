@@ -1,0 +1,255 @@
+// lockd: one replica of a lockd cell. See README.md and docs/server.md.
+
+#include <algorithm>
+#include <csignal>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "glog/logging.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "lockd/leveldb_storage.h"
+#include "lockd/peer_transport.h"
+#include "lockd/replica_loop.h"
+#include "lockd/services.h"
+
+ABSL_FLAG(uint32_t, id, 0, "This replica's id (one of --members).");
+ABSL_FLAG(std::string, members, "",
+          "Every replica of the cell as id@host:port, comma separated, e.g. "
+          "1@127.0.0.1:7001,2@127.0.0.1:7002,3@127.0.0.1:7003. The same list "
+          "on every replica. Clients and peers use the same address.");
+ABSL_FLAG(std::string, data_dir, "",
+          "Directory of this replica's durable state (created if missing).");
+ABSL_FLAG(std::string, listen, "",
+          "Address to listen on; default: this replica's address in "
+          "--members. Use 0.0.0.0:PORT to accept connections on every "
+          "interface.");
+ABSL_FLAG(int32_t, tick_ms, 10, "Length of one Paxos tick in milliseconds.");
+ABSL_FLAG(int32_t, heartbeat_ticks, 5, "Leader heartbeat interval in ticks.");
+ABSL_FLAG(int32_t, election_ticks, 30,
+          "A follower that hears no leader for a random time in "
+          "[election_ticks, 2 * election_ticks) ticks starts an election.");
+ABSL_FLAG(int32_t, lease_ticks, 0,
+          "Leader lease in ticks (at most election_ticks); 0 means "
+          "election_ticks.");
+ABSL_FLAG(int32_t, max_drift_ticks, 3,
+          "Allowance in ticks for clock rate differences over one lease.");
+ABSL_FLAG(uint64_t, snapshot_interval, 10000,
+          "Applied log entries between two snapshots of the state machine "
+          "(the log below a snapshot is deleted).");
+ABSL_FLAG(int32_t, checkpoint_interval_ms, 500,
+          "How often the leader records the keep-alives it answered in the "
+          "log (one entry for all sessions).");
+ABSL_FLAG(uint64_t, max_request_bytes, 256 << 10,
+          "Largest client request accepted; larger ones get "
+          "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(uint64_t, max_message_bytes, 64 << 20,
+          "Largest Paxos message between replicas (see paxos/config.h).");
+
+namespace lockd {
+namespace {
+
+absl::StatusOr<std::map<uint32_t, std::string>> ParseMembers(
+    const std::string& text) {
+  std::map<uint32_t, std::string> members;
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    std::vector<std::string> parts =
+        absl::StrSplit(item, absl::MaxSplits('@', 1));
+    uint32_t id = 0;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &id) || id == 0 ||
+        parts[1].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--members: '", item, "' is not id@host:port with id >= 1"));
+    }
+    if (!members.emplace(id, parts[1]).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--members: id ", id, " appears twice"));
+    }
+  }
+  if (members.empty()) {
+    return absl::InvalidArgumentError(
+        "--members is required, e.g. "
+        "--members=1@127.0.0.1:7001,2@127.0.0.1:7002,3@127.0.0.1:7003");
+  }
+  return members;
+}
+
+absl::StatusOr<ReplicaNodeOptions> OptionsFromFlags() {
+  absl::StatusOr<std::map<uint32_t, std::string>> members =
+      ParseMembers(absl::GetFlag(FLAGS_members));
+  if (!members.ok()) return members.status();
+  ReplicaNodeOptions options;
+  options.addresses = *members;
+  paxos::Config& config = options.paxos;
+  config.id = absl::GetFlag(FLAGS_id);
+  if (options.addresses.count(config.id) == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--id=", config.id, " is not one of --members (",
+                     absl::GetFlag(FLAGS_members), ")"));
+  }
+  for (const auto& [id, address] : options.addresses) {
+    config.members.push_back(id);
+  }
+  config.heartbeat_ticks = absl::GetFlag(FLAGS_heartbeat_ticks);
+  config.election_ticks = absl::GetFlag(FLAGS_election_ticks);
+  const int lease_ticks = absl::GetFlag(FLAGS_lease_ticks);
+  config.lease_ticks = lease_ticks == 0 ? config.election_ticks : lease_ticks;
+  config.max_drift_ticks = absl::GetFlag(FLAGS_max_drift_ticks);
+  config.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  config.random_seed = absl::ToUnixNanos(absl::Now()) ^ config.id;
+  if (absl::Status valid = config.Validate(); !valid.ok()) return valid;
+  if (absl::GetFlag(FLAGS_tick_ms) <= 0) {
+    return absl::InvalidArgumentError("--tick_ms must be positive");
+  }
+  options.tick_ms = absl::GetFlag(FLAGS_tick_ms);
+  options.snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);
+  if (options.snapshot_interval == 0) {
+    return absl::InvalidArgumentError("--snapshot_interval must be positive");
+  }
+  if (absl::GetFlag(FLAGS_checkpoint_interval_ms) <= 0) {
+    return absl::InvalidArgumentError(
+        "--checkpoint_interval_ms must be positive");
+  }
+  const int checkpoint_ms = absl::GetFlag(FLAGS_checkpoint_interval_ms);
+  options.checkpoint_ticks =
+      std::max<int>(1, checkpoint_ms / static_cast<int>(options.tick_ms));
+  if (2 * checkpoint_ms > options.limits.min_ttl_ms) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--checkpoint_interval_ms must be at most half the shortest session "
+        "TTL (",
+        options.limits.min_ttl_ms, " ms)"));
+  }
+  return options;
+}
+
+int Run() {
+  absl::StatusOr<ReplicaNodeOptions> options = OptionsFromFlags();
+  if (!options.ok()) {
+    std::cerr << "lockd: " << options.status().message() << "\n";
+    return 2;
+  }
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  if (data_dir.empty()) {
+    std::cerr << "lockd: --data_dir is required\n";
+    return 2;
+  }
+  std::error_code error;
+  std::filesystem::create_directories(data_dir, error);
+  if (error) {
+    std::cerr << "lockd: cannot create --data_dir " << data_dir << ": "
+              << error.message() << "\n";
+    return 1;
+  }
+  const uint32_t id = options->paxos.id;
+  std::string listen = absl::GetFlag(FLAGS_listen);
+  if (listen.empty()) listen = options->addresses.at(id);
+
+  // Signals are taken by sigwait() below, so no thread may handle them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<LevelDbStorage>> storage =
+      LevelDbStorage::Open(data_dir + "/paxos");
+  if (!storage.ok()) {
+    LOG(ERROR) << "cannot open storage: " << storage.status();
+    return 1;
+  }
+  PeerTransport transport(id, options->addresses,
+                          options->paxos.max_message_bytes);
+  absl::StatusOr<std::unique_ptr<ReplicaLoop>> loop =
+      ReplicaLoop::Create(*options, absl::Milliseconds(options->tick_ms),
+                          *std::move(storage), &transport);
+  if (!loop.ok()) {
+    LOG(ERROR) << "cannot start replica " << id << ": " << loop.status();
+    return 1;
+  }
+
+  std::set<uint32_t> member_ids(options->paxos.members.begin(),
+                                options->paxos.members.end());
+  PeerService peer_service(id, member_ids,
+                           [loop = loop->get()](paxospb::Message message) {
+                             loop->Deliver(std::move(message));
+                           });
+  const size_t max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  SessionsService sessions_service(loop->get(), max_request_bytes);
+  NodesService nodes_service(loop->get(), max_request_bytes);
+  LocksService locks_service(loop->get(), max_request_bytes);
+  ElectionsService elections_service(loop->get(), max_request_bytes);
+  ClusterService cluster_service(loop->get(), options->addresses);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(),
+                           &bound_port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<uint64_t>(
+      options->paxos.max_message_bytes + (1 << 20), INT32_MAX)));
+  // Peers ping every second to notice dead connections.
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder.RegisterService(&peer_service);
+  builder.RegisterService(&sessions_service);
+  builder.RegisterService(&nodes_service);
+  builder.RegisterService(&locks_service);
+  builder.RegisterService(&elections_service);
+  builder.RegisterService(&cluster_service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || bound_port == 0) {
+    LOG(ERROR) << "cannot listen on " << listen
+               << " (in use, or not a host:port)";
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);
+  (*loop)->SetServingCallback(
+      [health](bool serving) { health->SetServingStatus(serving); });
+  (*loop)->Start();
+  LOG(INFO) << "lockd replica " << id << " listening on " << listen
+            << ", data in " << data_dir;
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  LOG(INFO) << "signal " << signal_number << ": shutting down";
+  (*loop)->Drain();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  (*loop)->Stop();
+  transport.Stop();
+  LOG(INFO) << "lockd replica " << id << " stopped";
+  return 0;
+}
+
+}  // namespace
+}  // namespace lockd
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "One replica of a lockd cell.\n"
+      "  lockd --id=1 --members=1@127.0.0.1:7001,2@127.0.0.1:7002,"
+      "3@127.0.0.1:7003 --data_dir=DIR");
+  absl::ParseCommandLine(argc, argv);
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+  return lockd::Run();
+}

@@ -1,0 +1,196 @@
+#include "lockd/peer_transport.h"
+
+#include <algorithm>
+#include <deque>
+#include <thread>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "glog/logging.h"
+#include "grpcpp/grpcpp.h"
+
+namespace lockd {
+
+// Channel settings shared by every peer link: reconnect quickly to a
+// restarted peer, and notice a dead connection within a couple of seconds.
+grpc::ChannelArguments PeerChannelArguments(size_t max_message_bytes) {
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxSendMessageSize(static_cast<int>(
+      std::min<size_t>(max_message_bytes + (1 << 20), INT32_MAX)));
+  arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  arguments.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  arguments.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 1000);
+  arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 1000);
+  arguments.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  arguments.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  return arguments;
+}
+
+class PeerTransport::Link {
+ public:
+  Link(uint32_t peer, const std::string& address, size_t max_message_bytes)
+      : peer_(peer),
+        address_(address),
+        stub_(peerpb::Peer::NewStub(grpc::CreateCustomChannel(
+            address, grpc::InsecureChannelCredentials(),
+            PeerChannelArguments(max_message_bytes)))),
+        thread_([this] { Run(); }) {}
+
+  ~Link() { Stop(); }
+
+  void Enqueue(paxospb::Message message) {
+    absl::MutexLock lock(&mu_);
+    if (stop_) return;
+    if (queue_.size() >= kMaxQueuedMessages) {
+      queue_.pop_front();
+      ++dropped_;
+    }
+    queue_.push_back(std::move(message));
+  }
+
+  void Stop() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stop_) return;
+      stop_ = true;
+      if (context_ != nullptr) context_->TryCancel();
+    }
+    thread_.join();
+  }
+
+ private:
+  void Run() {
+    absl::Duration backoff = absl::Milliseconds(20);
+    std::unique_ptr<grpc::ClientContext> context;
+    std::unique_ptr<grpc::ClientWriter<paxospb::Message>> writer;
+    peerpb::SendResponse response;
+    while (true) {
+      std::deque<paxospb::Message> batch;
+      {
+        absl::MutexLock lock(&mu_);
+        auto ready = [this] {
+          mu_.AssertHeld();
+          return stop_ || !queue_.empty();
+        };
+        mu_.Await(absl::Condition(&ready));
+        if (stop_) break;
+        std::swap(batch, queue_);
+        if (writer == nullptr) {
+          context = std::make_unique<grpc::ClientContext>();
+          context_ = context.get();
+        }
+      }
+      if (writer == nullptr) writer = stub_->Send(context.get(), &response);
+      bool failed = false;
+      for (const paxospb::Message& message : batch) {
+        if (!writer->Write(message)) {
+          failed = true;
+          break;
+        }
+      }
+      if (!failed) {
+        backoff = absl::Milliseconds(20);
+        continue;
+      }
+      const grpc::Status status = writer->Finish();
+      VLOG(1) << "stream to replica " << peer_ << " at " << address_
+              << " broke: " << status.error_message();
+      {
+        absl::MutexLock lock(&mu_);
+        writer.reset();
+        context_ = nullptr;
+        context.reset();
+        // Wait before reconnecting; messages queued meanwhile are stale
+        // anyway and the queue bound drops the oldest.
+        auto stopping = [this] {
+          mu_.AssertHeld();
+          return stop_;
+        };
+        mu_.AwaitWithTimeout(absl::Condition(&stopping), backoff);
+        if (stop_) break;
+      }
+      backoff = std::min(backoff * 2, absl::Seconds(1));
+    }
+    if (writer != nullptr) {
+      writer->WritesDone();
+      writer->Finish();
+    }
+  }
+
+  const uint32_t peer_;
+  const std::string address_;
+  const std::unique_ptr<peerpb::Peer::Stub> stub_;
+  absl::Mutex mu_;
+  std::deque<paxospb::Message> queue_ ABSL_GUARDED_BY(mu_);
+  uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::thread thread_;
+};
+
+PeerTransport::PeerTransport(uint32_t self,
+                             const std::map<uint32_t, std::string>& addresses,
+                             size_t max_message_bytes) {
+  for (const auto& [id, address] : addresses) {
+    if (id == self) continue;
+    links_[id] = std::make_unique<Link>(id, address, max_message_bytes);
+  }
+}
+
+PeerTransport::~PeerTransport() { Stop(); }
+
+void PeerTransport::Send(paxospb::Message message) {
+  auto link = links_.find(message.to());
+  if (link == links_.end()) return;
+  link->second->Enqueue(std::move(message));
+}
+
+void PeerTransport::Stop() {
+  for (auto& [id, link] : links_) link->Stop();
+}
+
+class PeerService::Reader : public grpc::ServerReadReactor<paxospb::Message> {
+ public:
+  explicit Reader(const PeerService* service) : service_(service) {
+    StartRead(&message_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    if (message_.to() == service_->self_ &&
+        service_->members_.count(message_.from()) > 0 &&
+        message_.from() != service_->self_) {
+      service_->deliver_(std::move(message_));
+    } else {
+      LOG_EVERY_N(WARNING, 100)
+          << "dropped a peer message from " << message_.from() << " to "
+          << message_.to() << " (this is replica " << service_->self_ << ")";
+    }
+    message_.Clear();
+    StartRead(&message_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  const PeerService* const service_;
+  paxospb::Message message_;
+};
+
+PeerService::PeerService(uint32_t self, std::set<uint32_t> members,
+                         std::function<void(paxospb::Message)> deliver)
+    : self_(self), members_(std::move(members)), deliver_(std::move(deliver)) {}
+
+grpc::ServerReadReactor<paxospb::Message>* PeerService::Send(
+    grpc::CallbackServerContext* /*context*/,
+    peerpb::SendResponse* /*response*/) {
+  return new Reader(this);
+}
+
+}  // namespace lockd

@@ -1,0 +1,172 @@
+#include "lockd/replica_loop.h"
+
+#include <chrono>
+#include <utility>
+
+#include "glog/logging.h"
+
+namespace lockd {
+namespace {
+
+absl::Time SteadyNow() {
+  return absl::FromUnixNanos(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+
+int64_t WallNowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ReplicaLoop>> ReplicaLoop::Create(
+    const ReplicaNodeOptions& options, absl::Duration tick,
+    std::unique_ptr<paxos::Storage> storage, PeerSender* sender) {
+  if (tick <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("the tick must be positive");
+  }
+  absl::StatusOr<std::unique_ptr<ReplicaNode>> node =
+      ReplicaNode::Create(options, storage.get(), sender);
+  if (!node.ok()) return node.status();
+  return std::unique_ptr<ReplicaLoop>(
+      new ReplicaLoop(tick, std::move(storage), *std::move(node)));
+}
+
+ReplicaLoop::ReplicaLoop(absl::Duration tick,
+                         std::unique_ptr<paxos::Storage> storage,
+                         std::unique_ptr<ReplicaNode> node)
+    : tick_(tick), storage_(std::move(storage)), node_(std::move(node)) {}
+
+ReplicaLoop::~ReplicaLoop() { Stop(); }
+
+void ReplicaLoop::Start() {
+  CHECK(!thread_.joinable());
+  next_tick_ = SteadyNow() + tick_;
+  thread_ = std::thread([this] { Run(); });
+}
+
+void ReplicaLoop::Drain() {
+  Post([this] {
+    node_->Drain();
+    UpdateServing();
+  });
+}
+
+void ReplicaLoop::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    inbox_.stop = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void ReplicaLoop::Deliver(paxospb::Message message) {
+  absl::MutexLock lock(&mu_);
+  inbox_.messages.push_back(std::move(message));
+}
+
+void ReplicaLoop::Post(std::function<void()> task) {
+  absl::MutexLock lock(&mu_);
+  inbox_.tasks.push_back(std::move(task));
+}
+
+void ReplicaLoop::Submit(statepb::Command command, ResultCallback done) {
+  Post([this, command = std::move(command), done = std::move(done)]() mutable {
+    node_->Submit(std::move(command), WallNowMs(),
+                  absl::Uniform<uint64_t>(nonce_generator_), std::move(done));
+  });
+}
+
+void ReplicaLoop::Read(ReadFunction read, StatusCallback done) {
+  Post([this, read = std::move(read), done = std::move(done)] {
+    done(node_->Read(read));
+  });
+}
+
+void ReplicaLoop::Inspect(ReadFunction read, StatusCallback done) {
+  Post([this, read = std::move(read), done = std::move(done)] {
+    done(node_->Inspect(read));
+  });
+}
+
+void ReplicaLoop::KeepAlive(std::shared_ptr<SessionListener> listener,
+                            v1::KeepAliveRequest request) {
+  Post([this, listener = std::move(listener), request = std::move(request)] {
+    node_->KeepAlive(listener, request, WallNowMs());
+  });
+}
+
+void ReplicaLoop::RemoveSessionListener(SessionListener* listener) {
+  Post([this, listener] { node_->RemoveSessionListener(listener); });
+}
+
+void ReplicaLoop::Observe(std::string name,
+                          std::shared_ptr<ElectionListener> listener) {
+  Post([this, name = std::move(name), listener = std::move(listener)] {
+    node_->Observe(name, listener);
+  });
+}
+
+void ReplicaLoop::RemoveElectionListener(ElectionListener* listener) {
+  Post([this, listener] { node_->RemoveElectionListener(listener); });
+}
+
+void ReplicaLoop::SetServingCallback(std::function<void(bool)> callback) {
+  Post([this, callback = std::move(callback)] {
+    serving_callback_ = callback;
+    serving_callback_(serving_);
+  });
+}
+
+void ReplicaLoop::Run() {
+  while (Turn()) {
+  }
+  node_->Drain();
+}
+
+bool ReplicaLoop::Turn() {
+  Inbox inbox;
+  {
+    absl::MutexLock lock(&mu_);
+    auto has_work = [this] {
+      mu_.AssertHeld();
+      return inbox_.stop || !inbox_.messages.empty() || !inbox_.tasks.empty();
+    };
+    const absl::Duration until_tick = next_tick_ - SteadyNow();
+    if (until_tick > absl::ZeroDuration()) {
+      mu_.AwaitWithTimeout(absl::Condition(&has_work), until_tick);
+    }
+    std::swap(inbox, inbox_);
+  }
+  if (inbox.stop) return false;
+  DeliverElapsedTicks();
+  for (const paxospb::Message& message : inbox.messages) node_->Step(message);
+  node_->ProcessReady();
+  // Reads below see every entry handed out; the lease is checked against the
+  // current time.
+  DeliverElapsedTicks();
+  for (std::function<void()>& task : inbox.tasks) task();
+  node_->Housekeeping(WallNowMs());
+  node_->ProcessReady();
+  UpdateServing();
+  return true;
+}
+
+void ReplicaLoop::DeliverElapsedTicks() {
+  const absl::Time now = SteadyNow();
+  while (next_tick_ <= now) {
+    node_->Tick();
+    next_tick_ += tick_;
+  }
+}
+
+void ReplicaLoop::UpdateServing() {
+  const bool serving = node_->Serving();
+  if (serving == serving_) return;
+  serving_ = serving;
+  LOG(INFO) << "replica " << node_->replica().id()
+            << (serving ? " serves clients" : " stopped serving clients");
+  if (serving_callback_) serving_callback_(serving);
+}
+
+}  // namespace lockd

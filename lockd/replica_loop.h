@@ -1,0 +1,107 @@
+#ifndef LOCKD_REPLICA_LOOP_H_
+#define LOCKD_REPLICA_LOOP_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lockd/replica_node.h"
+#include "paxos/storage.h"
+#include "protos/lockd.pb.h"
+#include "protos/paxos.pb.h"
+#include "protos/state.pb.h"
+
+namespace lockd {
+
+// The I/O loop of one replica: a thread that owns a ReplicaNode and its
+// storage and feeds it time, peer messages and client requests.
+//
+// Each turn it delivers the ticks elapsed on a monotonic clock (missed ticks
+// included, again right before serving reads so that a loop that stalled in
+// an fsync never serves on an expired lease), steps peer messages, runs the
+// requests posted since the last turn (group commit: all their commands go
+// into the next Paxos batch and one synced write), and processes the
+// resulting Ready. Every public method may be called from any thread;
+// callbacks run on the loop thread and must not block.
+class ReplicaLoop {
+ public:
+  using ResultCallback = ReplicaNode::ResultCallback;
+  using ReadFunction = ReplicaNode::ReadFunction;
+  using StatusCallback = std::function<void(absl::Status)>;
+
+  // Loads the durable state and builds the node; does not start the thread.
+  static absl::StatusOr<std::unique_ptr<ReplicaLoop>> Create(
+      const ReplicaNodeOptions& options, absl::Duration tick,
+      std::unique_ptr<paxos::Storage> storage, PeerSender* sender);
+  ~ReplicaLoop();
+
+  void Start();
+  // Starts shutting down: every waiting caller and stream gets UNAVAILABLE,
+  // and so does every later request; Paxos keeps running. Call before
+  // shutting the gRPC server down, so that no call stays parked.
+  void Drain();
+  // Stops the thread; requests posted afterwards are dropped. Idempotent.
+  void Stop();
+
+  // A message from a peer.
+  void Deliver(paxospb::Message message);
+
+  // See ReplicaNode::Submit.
+  void Submit(statepb::Command command, ResultCallback done);
+  // Runs `read` under the leader lease (ReplicaNode::Read).
+  void Read(ReadFunction read, StatusCallback done);
+  // Runs `read` on any replica (status pages).
+  void Inspect(ReadFunction read, StatusCallback done);
+  // See ReplicaNode::KeepAlive / Observe.
+  void KeepAlive(std::shared_ptr<SessionListener> listener,
+                 v1::KeepAliveRequest request);
+  void RemoveSessionListener(SessionListener* listener);
+  void Observe(std::string name, std::shared_ptr<ElectionListener> listener);
+  void RemoveElectionListener(ElectionListener* listener);
+
+  // Called on the loop thread whenever this replica starts or stops serving.
+  void SetServingCallback(std::function<void(bool)> callback);
+
+ private:
+  struct Inbox {
+    std::vector<paxospb::Message> messages;
+    std::vector<std::function<void()>> tasks;
+    bool stop = false;
+  };
+
+  ReplicaLoop(absl::Duration tick, std::unique_ptr<paxos::Storage> storage,
+              std::unique_ptr<ReplicaNode> node);
+
+  void Post(std::function<void()> task);
+  void Run();
+  // One turn of the loop; false once asked to stop.
+  bool Turn();
+  void DeliverElapsedTicks();
+  void UpdateServing();
+
+  const absl::Duration tick_;
+  const std::unique_ptr<paxos::Storage> storage_;
+  const std::unique_ptr<ReplicaNode> node_;
+
+  absl::Mutex mu_;
+  Inbox inbox_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+
+  // Touched by the loop thread only.
+  absl::BitGen nonce_generator_;
+  std::function<void(bool)> serving_callback_;
+  bool serving_ = false;
+  absl::Time next_tick_;
+};
+
+}  // namespace lockd
+
+#endif  // LOCKD_REPLICA_LOOP_H_

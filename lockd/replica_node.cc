@@ -1,0 +1,437 @@
+#include "lockd/replica_node.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+
+namespace lockd {
+namespace {
+
+// The request a command answers, for matching results to callers. For
+// CreateSession (no session yet) it is {0, nonce}, as in sessions::Completion.
+std::pair<uint64_t, uint64_t> RequestOf(const statepb::Command& command) {
+  const v1::RequestHeader* header = nullptr;
+  switch (command.op_case()) {
+    case statepb::Command::kCreateSession:
+      return {0, command.create_session().nonce()};
+    case statepb::Command::kCloseSession:
+      header = &command.close_session().header();
+      break;
+    case statepb::Command::kCreateNode:
+      header = &command.create_node().header();
+      break;
+    case statepb::Command::kSetNode:
+      header = &command.set_node().header();
+      break;
+    case statepb::Command::kDeleteNode:
+      header = &command.delete_node().header();
+      break;
+    case statepb::Command::kWatch:
+      header = &command.watch().header();
+      break;
+    case statepb::Command::kAcquire:
+      header = &command.acquire().header();
+      break;
+    case statepb::Command::kRelease:
+      header = &command.release().header();
+      break;
+    case statepb::Command::kCampaign:
+      header = &command.campaign().header();
+      break;
+    case statepb::Command::kProclaim:
+      header = &command.proclaim().header();
+      break;
+    case statepb::Command::kResign:
+      header = &command.resign().header();
+      break;
+    default:
+      return {0, 0};
+  }
+  return {header->session_id(), header->request_id()};
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ReplicaNode>> ReplicaNode::Create(
+    const ReplicaNodeOptions& options, paxos::Storage* storage,
+    PeerSender* sender) {
+  if (options.snapshot_interval == 0) {
+    return absl::InvalidArgumentError("snapshot_interval must be positive");
+  }
+  if (options.checkpoint_ticks <= 0 || options.tick_command_ticks <= 0) {
+    return absl::InvalidArgumentError(
+        "checkpoint_ticks and tick_command_ticks must be positive");
+  }
+  for (uint32_t member : options.paxos.members) {
+    if (options.addresses.count(member) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("member ", member, " has no address"));
+    }
+  }
+  absl::StatusOr<paxos::DurableState> state = storage->Load();
+  if (!state.ok()) return state.status();
+  absl::StatusOr<std::unique_ptr<paxos::Replica>> replica =
+      paxos::Replica::Create(options.paxos, *std::move(state));
+  if (!replica.ok()) return replica.status();
+  return std::unique_ptr<ReplicaNode>(
+      new ReplicaNode(options, storage, *std::move(replica), sender));
+}
+
+ReplicaNode::ReplicaNode(const ReplicaNodeOptions& options,
+                         paxos::Storage* storage,
+                         std::unique_ptr<paxos::Replica> replica,
+                         PeerSender* sender)
+    : options_(options),
+      storage_(storage),
+      replica_(std::move(replica)),
+      sender_(sender),
+      state_(options.limits) {}
+
+void ReplicaNode::ProcessReady() {
+  while (replica_->HasReady()) {
+    paxos::Ready ready = replica_->GetReady();
+    if (!ready.persist.empty()) {
+      const absl::Status saved = storage_->Save(ready.persist);
+      CHECK(saved.ok()) << "cannot persist Paxos state: " << saved;
+    }
+    for (paxospb::Message& message : ready.messages) {
+      sender_->Send(std::move(message));
+    }
+    if (ready.install_snapshot.has_value()) {
+      const absl::Status restored =
+          state_.Restore(ready.install_snapshot->data());
+      CHECK(restored.ok()) << "cannot restore snapshot at index "
+                           << ready.install_snapshot->index() << ": "
+                           << restored;
+      applied_index_ = ready.install_snapshot->index();
+      last_snapshot_index_ = applied_index_;
+      VLOG(1) << "replica " << replica_->id() << " installed snapshot at "
+              << applied_index_;
+    }
+    for (const paxospb::Entry& entry : ready.committed) ApplyEntry(entry);
+    if (ready.soft_state.has_value()) OnSoftState(*ready.soft_state);
+    replica_->Advance();
+  }
+  MaybeCompact();
+}
+
+void ReplicaNode::ApplyEntry(const paxospb::Entry& entry) {
+  for (const std::string& bytes : entry.value().commands()) {
+    statepb::Command command;
+    if (!command.ParseFromString(bytes)) {
+      // Every replica skips the same bytes, so the states stay identical.
+      LOG(ERROR) << "slot " << entry.slot()
+                 << " holds a command that does not parse; skipped";
+      continue;
+    }
+    ApplyCommand(command);
+  }
+  applied_index_ = entry.slot();
+}
+
+void ReplicaNode::ApplyCommand(const statepb::Command& command) {
+  sessions::ApplyResult result = state_.Apply(command);
+  for (sessions::Completion& completion : result.completions) {
+    auto waiting =
+        waiting_.find({completion.key.session_id, completion.key.request_id});
+    if (waiting == waiting_.end()) continue;
+    std::vector<ResultCallback> callbacks = std::move(waiting->second);
+    waiting_.erase(waiting);
+    for (ResultCallback& callback : callbacks) callback(completion.result);
+  }
+  for (uint64_t session_id : result.sessions_with_events) {
+    for (auto& [id, stream] : session_streams_) {
+      if (stream.session_id == session_id) SendEvents(stream);
+    }
+  }
+  for (uint64_t session_id : result.ended_sessions) {
+    renewals_.erase(session_id);
+    for (auto it = session_streams_.begin(); it != session_streams_.end();) {
+      if (it->second.session_id != session_id) {
+        ++it;
+        continue;
+      }
+      std::shared_ptr<SessionListener> listener = it->second.listener;
+      session_stream_ids_.erase(listener.get());
+      it = session_streams_.erase(it);
+      listener->End(absl::NotFoundError(
+          absl::StrCat("session ", session_id, " ended (closed or expired)")));
+    }
+  }
+  for (const std::string& name : result.changed_elections) {
+    NotifyElection(name);
+  }
+}
+
+void ReplicaNode::MaybeCompact() {
+  if (applied_index_ - last_snapshot_index_ < options_.snapshot_interval) {
+    return;
+  }
+  const absl::Status compacted =
+      replica_->Compact(applied_index_, state_.Snapshot());
+  CHECK(compacted.ok()) << compacted;
+  last_snapshot_index_ = applied_index_;
+  VLOG(1) << "replica " << replica_->id() << " snapshot at " << applied_index_;
+}
+
+void ReplicaNode::OnSoftState(const paxos::SoftState& soft) {
+  VLOG(1) << "replica " << replica_->id() << " is "
+          << paxos::RoleName(soft.role) << ", leader " << soft.leader_id
+          << ", epoch " << soft.epoch;
+  if (start_epoch_proposed_ != 0 && (soft.role != paxos::Role::kLeader ||
+                                     soft.epoch != start_epoch_proposed_)) {
+    start_epoch_proposed_ = 0;
+    FailAll(NotServing());
+  }
+}
+
+void ReplicaNode::Housekeeping(int64_t now_ms) {
+  if (draining_ || replica_->role() != paxos::Role::kLeader) return;
+  if (start_epoch_proposed_ != replica_->epoch()) {
+    statepb::Command start;
+    start.mutable_start_epoch();
+    if (Propose(std::move(start), now_ms).ok()) {
+      start_epoch_proposed_ = replica_->epoch();
+      last_checkpoint_tick_ = replica_->ticks();
+      LOG(INFO) << "replica " << replica_->id() << " leads epoch "
+                << start_epoch_proposed_ << ": proposed StartEpoch";
+    }
+    return;
+  }
+  if (!Serving()) return;
+  const uint64_t ticks = replica_->ticks();
+  if (ticks - last_checkpoint_tick_ >=
+      static_cast<uint64_t>(options_.checkpoint_ticks)) {
+    FlushRenewals(now_ms);
+  }
+  const std::optional<int64_t> deadline = state_.NextDeadline();
+  if (deadline.has_value() && *deadline <= now_ms &&
+      ticks - last_tick_command_tick_ >=
+          static_cast<uint64_t>(options_.tick_command_ticks)) {
+    // Renewals first: a session kept alive must not expire by this Tick.
+    FlushRenewals(now_ms);
+    statepb::Command tick;
+    tick.mutable_tick();
+    if (Propose(std::move(tick), now_ms).ok()) last_tick_command_tick_ = ticks;
+  }
+}
+
+void ReplicaNode::Submit(statepb::Command command, int64_t now_ms,
+                         uint64_t nonce, ResultCallback done) {
+  if (draining_ || replica_->role() != paxos::Role::kLeader ||
+      start_epoch_proposed_ != replica_->epoch()) {
+    done(NotServing());
+    return;
+  }
+  if (command.has_create_session() && command.create_session().nonce() == 0) {
+    command.mutable_create_session()->set_nonce(nonce);
+  }
+  const RequestId request = RequestOf(command);
+  auto waiting = waiting_.find(request);
+  if (waiting != waiting_.end()) {
+    waiting->second.push_back(std::move(done));
+    return;
+  }
+  const absl::Status proposed = Propose(std::move(command), now_ms);
+  if (!proposed.ok()) {
+    done(proposed);
+    return;
+  }
+  waiting_[request].push_back(std::move(done));
+}
+
+absl::Status ReplicaNode::Read(const ReadFunction& read) const {
+  if (!Serving()) return NotServing();
+  return read(state_, *replica_);
+}
+
+void ReplicaNode::KeepAlive(const std::shared_ptr<SessionListener>& listener,
+                            const v1::KeepAliveRequest& request,
+                            int64_t now_ms) {
+  auto end = [&](absl::Status status) {
+    RemoveSessionListener(listener.get());
+    listener->End(std::move(status));
+  };
+  if (!Serving()) {
+    end(NotServing());
+    return;
+  }
+  const absl::StatusOr<int64_t> expires_at =
+      state_.SessionExpiresAt(request.session_id());
+  if (!expires_at.ok()) {
+    end(expires_at.status());
+    return;
+  }
+  auto [id, inserted] =
+      session_stream_ids_.try_emplace(listener.get(), next_stream_id_);
+  if (inserted) {
+    ++next_stream_id_;
+    SessionStream& stream = session_streams_[id->second];
+    stream.listener = listener;
+    stream.session_id = request.session_id();
+    stream.last_sent_sequence = request.acked_event_sequence();
+  }
+  SessionStream& stream = session_streams_.at(id->second);
+  if (stream.session_id != request.session_id()) {
+    end(absl::InvalidArgumentError(absl::StrCat(
+        "this KeepAlive stream belongs to session ", stream.session_id,
+        "; open a new stream for session ", request.session_id())));
+    return;
+  }
+  uint64_t& acked = renewals_[request.session_id()];
+  acked = std::max(acked, request.acked_event_sequence());
+  // A lease about to run out is checkpointed now rather than at the next
+  // interval.
+  const int64_t checkpoint_ms = options_.checkpoint_ticks * options_.tick_ms;
+  if (*expires_at - now_ms < 2 * checkpoint_ms) FlushRenewals(now_ms);
+  v1::KeepAliveResponse response = SessionResponse(stream, *expires_at);
+  response.set_lease_remaining_ms(std::max<int64_t>(0, *expires_at - now_ms));
+  listener->Send(std::move(response));
+}
+
+void ReplicaNode::RemoveSessionListener(SessionListener* listener) {
+  auto id = session_stream_ids_.find(listener);
+  if (id == session_stream_ids_.end()) return;
+  session_streams_.erase(id->second);
+  session_stream_ids_.erase(id);
+}
+
+void ReplicaNode::Observe(const std::string& name,
+                          const std::shared_ptr<ElectionListener>& listener) {
+  if (!Serving()) {
+    listener->End(NotServing());
+    return;
+  }
+  const uint64_t id = next_stream_id_++;
+  election_stream_ids_[listener.get()] = id;
+  election_streams_[id] = {name, listener};
+  NotifyElection(name);
+}
+
+void ReplicaNode::RemoveElectionListener(ElectionListener* listener) {
+  auto id = election_stream_ids_.find(listener);
+  if (id == election_stream_ids_.end()) return;
+  election_streams_.erase(id->second);
+  election_stream_ids_.erase(id);
+}
+
+void ReplicaNode::Drain() {
+  draining_ = true;
+  FailAll(NotServing());
+}
+
+bool ReplicaNode::Serving() const {
+  return !draining_ && replica_->role() == paxos::Role::kLeader &&
+         start_epoch_proposed_ == replica_->epoch() &&
+         state_.epoch() == replica_->epoch() && replica_->HasLease();
+}
+
+absl::Status ReplicaNode::NotServing() const {
+  const uint32_t leader = replica_->LeaderHint();
+  const uint32_t self = replica_->id();
+  if (draining_) {
+    return absl::UnavailableError(absl::StrCat(
+        "replica ", self, " is shutting down; retry at another replica"));
+  }
+  if (leader == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("replica ", self, " knows no leader yet; retry shortly"));
+  }
+  if (leader == self) {
+    return absl::UnavailableError(absl::StrCat(
+        "replica ", self,
+        " was just elected and waits for its lease; retry shortly"));
+  }
+  const std::string& address = options_.addresses.at(leader);
+  absl::Status status = absl::UnavailableError(
+      absl::StrCat("replica ", self, " is not the leader; the leader is ",
+                   "replica ", leader, " at ", address));
+  status.SetPayload(kLeaderAddressPayload, absl::Cord(address));
+  status.SetPayload(kLeaderIdPayload, absl::Cord(absl::StrCat(leader)));
+  return status;
+}
+
+absl::Status ReplicaNode::Propose(statepb::Command command, int64_t now_ms) {
+  last_stamp_ms_ = std::max({last_stamp_ms_, now_ms, state_.now_ms()});
+  command.set_epoch(replica_->epoch());
+  command.set_time_ms(last_stamp_ms_);
+  return replica_->Propose(command.SerializeAsString());
+}
+
+void ReplicaNode::FlushRenewals(int64_t now_ms) {
+  last_checkpoint_tick_ = replica_->ticks();
+  if (renewals_.empty()) return;
+  statepb::Command command;
+  for (const auto& [session_id, acked] : renewals_) {
+    statepb::RenewSessions::Renewal* renewal =
+        command.mutable_renew_sessions()->add_renewals();
+    renewal->set_session_id(session_id);
+    renewal->set_acked_event_sequence(acked);
+  }
+  if (Propose(std::move(command), now_ms).ok()) renewals_.clear();
+}
+
+v1::KeepAliveResponse ReplicaNode::SessionResponse(SessionStream& stream,
+                                                   int64_t expires_at) const {
+  v1::KeepAliveResponse response;
+  response.set_session_id(stream.session_id);
+  response.set_lease_remaining_ms(
+      std::max<int64_t>(0, expires_at - last_stamp_ms_));
+  response.set_epoch(replica_->epoch());
+  for (v1::Event& event :
+       state_.PendingEvents(stream.session_id, stream.last_sent_sequence)) {
+    stream.last_sent_sequence = event.sequence();
+    *response.add_events() = std::move(event);
+  }
+  response.set_events_lost(state_.EventsLost(stream.session_id));
+  return response;
+}
+
+void ReplicaNode::SendEvents(SessionStream& stream) {
+  const absl::StatusOr<int64_t> expires_at =
+      state_.SessionExpiresAt(stream.session_id);
+  if (!expires_at.ok()) return;
+  v1::KeepAliveResponse response = SessionResponse(stream, *expires_at);
+  if (response.events().empty()) return;
+  stream.listener->Send(std::move(response));
+}
+
+void ReplicaNode::NotifyElection(const std::string& name) {
+  v1::GetLeaderResponse response;
+  bool computed = false;
+  for (auto& [id, stream] : election_streams_) {
+    if (stream.name != name) continue;
+    if (!computed) {
+      absl::StatusOr<v1::GetLeaderResponse> leader = state_.GetLeader(name);
+      if (leader.ok()) {
+        response = *std::move(leader);
+      } else {
+        response.mutable_leader()->set_name(name);
+      }
+      computed = true;
+    }
+    stream.listener->Send(response);
+  }
+}
+
+void ReplicaNode::FailAll(const absl::Status& status) {
+  auto waiting = std::move(waiting_);
+  waiting_.clear();
+  for (auto& [request, callbacks] : waiting) {
+    for (ResultCallback& callback : callbacks) callback(status);
+  }
+  auto sessions = std::move(session_streams_);
+  session_streams_.clear();
+  session_stream_ids_.clear();
+  for (auto& [id, stream] : sessions) stream.listener->End(status);
+  auto elections = std::move(election_streams_);
+  election_streams_.clear();
+  election_stream_ids_.clear();
+  for (auto& [id, stream] : elections) stream.listener->End(status);
+  renewals_.clear();
+}
+
+}  // namespace lockd

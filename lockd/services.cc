@@ -1,0 +1,513 @@
+#include "lockd/services.h"
+
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "glog/logging.h"
+#include "grpcpp/grpcpp.h"
+
+namespace lockd {
+namespace {
+
+// absl and gRPC share the canonical status codes.
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+// Finishes a unary call with `status`, passing a leader redirect (if the
+// status names one) as trailing metadata.
+void FinishCall(grpc::CallbackServerContext* context,
+                grpc::ServerUnaryReactor* reactor, const absl::Status& status) {
+  for (const char* key : {kLeaderAddressPayload, kLeaderIdPayload}) {
+    auto value = status.GetPayload(key);
+    if (value.has_value()) {
+      context->AddTrailingMetadata(key, std::string(*value));
+    }
+  }
+  reactor->Finish(ToGrpcStatus(status));
+}
+
+absl::Status CheckSize(const google::protobuf::Message& request,
+                       size_t max_request_bytes) {
+  const size_t size = request.ByteSizeLong();
+  if (size > max_request_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("request of ", size, " bytes exceeds the limit of ",
+                     max_request_bytes, " bytes (--max_request_bytes)"));
+  }
+  return absl::OkStatus();
+}
+
+// Submits `command` and finishes the call with its result; `fill` moves the
+// result's body into the response.
+grpc::ServerUnaryReactor* SubmitCommand(
+    ReplicaLoop* loop, grpc::CallbackServerContext* context,
+    const google::protobuf::Message& request, size_t max_request_bytes,
+    statepb::Command command, std::function<void(statepb::Result&)> fill) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const absl::Status size = CheckSize(request, max_request_bytes);
+  if (!size.ok()) {
+    FinishCall(context, reactor, size);
+    return reactor;
+  }
+  loop->Submit(std::move(command), [context, reactor, fill = std::move(fill)](
+                                       absl::StatusOr<statepb::Result> result) {
+    if (!result.ok()) {
+      FinishCall(context, reactor, result.status());
+      return;
+    }
+    if (result->code() != 0) {
+      reactor->Finish(grpc::Status(
+          static_cast<grpc::StatusCode>(result->code()), result->message()));
+      return;
+    }
+    fill(*result);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+// Runs a read under the leader lease and finishes the call with its status.
+grpc::ServerUnaryReactor* ReadState(
+    ReplicaLoop* loop, grpc::CallbackServerContext* context,
+    std::function<absl::Status(const sessions::StateMachine&)> read) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  loop->Read(
+      [read = std::move(read)](const sessions::StateMachine& state,
+                               const paxos::Replica&) { return read(state); },
+      [context, reactor](absl::Status status) {
+        FinishCall(context, reactor, status);
+      });
+  return reactor;
+}
+
+// Serializes the writes of one server stream: at most one write in flight,
+// Finish only after the last write completed, nothing after Finish. Send()
+// and End() may be called from any thread.
+template <typename Reactor, typename Response>
+class WriteQueue {
+ public:
+  explicit WriteQueue(Reactor* reactor) : reactor_(reactor) {}
+
+  void Send(Response response) {
+    const Response* next = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (finishing_) return;
+      queue_.push_back(std::move(response));
+      if (writing_) return;
+      writing_ = true;
+      next = &queue_.front();
+    }
+    reactor_->StartWrite(next);
+  }
+
+  // Finishes once the queued writes are out. Later calls are ignored.
+  void End(grpc::Status status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finishing_) return;
+      finishing_ = true;
+      finish_status_ = std::move(status);
+      if (writing_) return;
+    }
+    reactor_->Finish(finish_status_);
+  }
+
+  // From the reactor's OnWriteDone.
+  void WriteDone(bool ok) {
+    const Response* next = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      queue_.pop_front();
+      if (!ok) {
+        queue_.clear();
+        if (!finishing_) {
+          finishing_ = true;
+          finish_status_ = grpc::Status(grpc::StatusCode::CANCELLED,
+                                        "the stream broke while writing");
+        }
+      }
+      if (!queue_.empty()) {
+        next = &queue_.front();
+      } else {
+        writing_ = false;
+        if (!finishing_) return;
+      }
+    }
+    if (next != nullptr) {
+      reactor_->StartWrite(next);
+    } else {
+      reactor_->Finish(finish_status_);
+    }
+  }
+
+ private:
+  Reactor* const reactor_;
+  absl::Mutex mu_;
+  // The front element is the write in flight (if writing_). Elements keep
+  // their address while others are appended.
+  std::deque<Response> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status finish_status_;
+};
+
+using KeepAliveReactorBase =
+    grpc::ServerBidiReactor<v1::KeepAliveRequest, v1::KeepAliveResponse>;
+
+// One KeepAlive stream. The loop holds the Listener (shared), the reactor
+// holds the queue; OnDone unregisters before the reactor goes away.
+class KeepAliveReactor : public KeepAliveReactorBase {
+ public:
+  explicit KeepAliveReactor(ReplicaLoop* loop)
+      : loop_(loop),
+        queue_(std::make_shared<Queue>(this)),
+        listener_(std::make_shared<Listener>(queue_)) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      queue_->End(grpc::Status::OK);
+      return;
+    }
+    loop_->KeepAlive(listener_, request_);
+    StartRead(&request_);
+  }
+
+  void OnWriteDone(bool ok) override { queue_->WriteDone(ok); }
+
+  void OnDone() override {
+    loop_->RemoveSessionListener(listener_.get());
+    delete this;
+  }
+
+ private:
+  using Queue = WriteQueue<KeepAliveReactorBase, v1::KeepAliveResponse>;
+
+  class Listener : public SessionListener {
+   public:
+    explicit Listener(std::shared_ptr<Queue> queue)
+        : queue_(std::move(queue)) {}
+    void Send(v1::KeepAliveResponse response) override {
+      queue_->Send(std::move(response));
+    }
+    void End(absl::Status status) override {
+      queue_->End(ToGrpcStatus(status));
+    }
+
+   private:
+    const std::shared_ptr<Queue> queue_;
+  };
+
+  ReplicaLoop* const loop_;
+  const std::shared_ptr<Queue> queue_;
+  const std::shared_ptr<Listener> listener_;
+  v1::KeepAliveRequest request_;
+};
+
+using ObserveReactorBase = grpc::ServerWriteReactor<v1::GetLeaderResponse>;
+
+class ObserveReactor : public ObserveReactorBase {
+ public:
+  ObserveReactor(ReplicaLoop* loop, const std::string& name)
+      : loop_(loop),
+        queue_(std::make_shared<Queue>(this)),
+        listener_(std::make_shared<Listener>(queue_)) {
+    loop_->Observe(name, listener_);
+  }
+
+  void OnWriteDone(bool ok) override { queue_->WriteDone(ok); }
+
+  void OnCancel() override {
+    queue_->End(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+  }
+
+  void OnDone() override {
+    loop_->RemoveElectionListener(listener_.get());
+    delete this;
+  }
+
+ private:
+  using Queue = WriteQueue<ObserveReactorBase, v1::GetLeaderResponse>;
+
+  class Listener : public ElectionListener {
+   public:
+    explicit Listener(std::shared_ptr<Queue> queue)
+        : queue_(std::move(queue)) {}
+    void Send(v1::GetLeaderResponse response) override {
+      queue_->Send(std::move(response));
+    }
+    void End(absl::Status status) override {
+      queue_->End(ToGrpcStatus(status));
+    }
+
+   private:
+    const std::shared_ptr<Queue> queue_;
+  };
+
+  ReplicaLoop* const loop_;
+  const std::shared_ptr<Queue> queue_;
+  const std::shared_ptr<Listener> listener_;
+};
+
+}  // namespace
+
+// ------------------------------------------------------------------ Sessions
+
+grpc::ServerUnaryReactor* SessionsService::CreateSession(
+    grpc::CallbackServerContext* context,
+    const v1::CreateSessionRequest* request,
+    v1::CreateSessionResponse* response) {
+  statepb::Command command;
+  *command.mutable_create_session() = *request;
+  return SubmitCommand(loop_, context, *request, max_request_bytes_,
+                       std::move(command), [response](statepb::Result& result) {
+                         response->Swap(result.mutable_create_session());
+                       });
+}
+
+grpc::ServerBidiReactor<v1::KeepAliveRequest, v1::KeepAliveResponse>*
+SessionsService::KeepAlive(grpc::CallbackServerContext* /*context*/) {
+  return new KeepAliveReactor(loop_);
+}
+
+grpc::ServerUnaryReactor* SessionsService::CloseSession(
+    grpc::CallbackServerContext* context,
+    const v1::CloseSessionRequest* request,
+    v1::CloseSessionResponse* response) {
+  statepb::Command command;
+  *command.mutable_close_session() = *request;
+  return SubmitCommand(loop_, context, *request, max_request_bytes_,
+                       std::move(command), [response](statepb::Result& result) {
+                         response->Swap(result.mutable_close_session());
+                       });
+}
+
+// --------------------------------------------------------------------- Nodes
+
+grpc::ServerUnaryReactor* NodesService::Create(
+    grpc::CallbackServerContext* context, const v1::CreateNodeRequest* request,
+    v1::CreateNodeResponse* response) {
+  statepb::Command command;
+  *command.mutable_create_node() = *request;
+  return SubmitCommand(loop_, context, *request, max_request_bytes_,
+                       std::move(command), [response](statepb::Result& result) {
+                         response->Swap(result.mutable_create_node());
+                       });
+}
+
+grpc::ServerUnaryReactor* NodesService::Get(
+    grpc::CallbackServerContext* context, const v1::GetNodeRequest* request,
+    v1::GetNodeResponse* response) {
+  return ReadState(loop_, context,
+                   [request, response](const sessions::StateMachine& state) {
+                     absl::StatusOr<v1::GetNodeResponse> node =
+                         state.GetNode(request->path());
+                     if (!node.ok()) return node.status();
+                     *response = *std::move(node);
+                     return absl::OkStatus();
+                   });
+}
+
+grpc::ServerUnaryReactor* NodesService::Set(
+    grpc::CallbackServerContext* context, const v1::SetNodeRequest* request,
+    v1::SetNodeResponse* response) {
+  statepb::Command command;
+  *command.mutable_set_node() = *request;
+  return SubmitCommand(loop_, context, *request, max_request_bytes_,
+                       std::move(command), [response](statepb::Result& result) {
+                         response->Swap(result.mutable_set_node());
+                       });
+}
+
+grpc::ServerUnaryReactor* NodesService::Delete(
+    grpc::CallbackServerContext* context, const v1::DeleteNodeRequest* request,
+    v1::DeleteNodeResponse* response) {
+  statepb::Command command;
+  *command.mutable_delete_node() = *request;
+  return SubmitCommand(loop_, context, *request, max_request_bytes_,
+                       std::move(command), [response](statepb::Result& result) {
+                         response->Swap(result.mutable_delete_node());
+                       });
+}
+
+grpc::ServerUnaryReactor* NodesService::List(
+    grpc::CallbackServerContext* context,
+    const v1::ListChildrenRequest* request,
+    v1::ListChildrenResponse* response) {
+  return ReadState(loop_, context,
+                   [request, response](const sessions::StateMachine& state) {
+                     absl::StatusOr<v1::ListChildrenResponse> children =
+                         state.ListChildren(request->path());
+                     if (!children.ok()) return children.status();
+                     *response = *std::move(children);
+                     return absl::OkStatus();
+                   });
+}
+
+grpc::ServerUnaryReactor* NodesService::Stat(
+    grpc::CallbackServerContext* context, const v1::StatNodeRequest* request,
+    v1::StatNodeResponse* response) {
+  return ReadState(loop_, context,
+                   [request, response](const sessions::StateMachine& state) {
+                     absl::StatusOr<v1::StatNodeResponse> stat =
+                         state.StatNode(request->path());
+                     if (!stat.ok()) return stat.status();
+                     *response = *std::move(stat);
+                     return absl::OkStatus();
+                   });
+}
+
+grpc::ServerUnaryReactor* NodesService::Watch(
+    grpc::CallbackServerContext* context, const v1::WatchRequest* request,
+    v1::WatchResponse* response) {
+  statepb::Command command;
+  *command.mutable_watch() = *request;
+  return SubmitCommand(loop_, context, *request, max_request_bytes_,
+                       std::move(command), [response](statepb::Result& result) {
+                         response->Swap(result.mutable_watch());
+                       });
+}
+
+// --------------------------------------------------------------------- Locks
+
+grpc::ServerUnaryReactor* LocksService::Acquire(
+    grpc::CallbackServerContext* context, const v1::AcquireRequest* request,
+    v1::AcquireResponse* response) {
+  statepb::Command command;
+  *command.mutable_acquire() = *request;
+  return SubmitCommand(loop_, context, *request, max_request_bytes_,
+                       std::move(command), [response](statepb::Result& result) {
+                         response->Swap(result.mutable_acquire());
+                       });
+}
+
+grpc::ServerUnaryReactor* LocksService::Release(
+    grpc::CallbackServerContext* context, const v1::ReleaseRequest* request,
+    v1::ReleaseResponse* response) {
+  statepb::Command command;
+  *command.mutable_release() = *request;
+  return SubmitCommand(loop_, context, *request, max_request_bytes_,
+                       std::move(command), [response](statepb::Result& result) {
+                         response->Swap(result.mutable_release());
+                       });
+}
+
+grpc::ServerUnaryReactor* LocksService::CheckSequencer(
+    grpc::CallbackServerContext* context,
+    const v1::CheckSequencerRequest* request,
+    v1::CheckSequencerResponse* response) {
+  return ReadState(loop_, context,
+                   [request, response](const sessions::StateMachine& state) {
+                     *response = state.CheckSequencer(request->sequencer());
+                     return absl::OkStatus();
+                   });
+}
+
+// ----------------------------------------------------------------- Elections
+
+grpc::ServerUnaryReactor* ElectionsService::Campaign(
+    grpc::CallbackServerContext* context, const v1::CampaignRequest* request,
+    v1::CampaignResponse* response) {
+  statepb::Command command;
+  *command.mutable_campaign() = *request;
+  return SubmitCommand(loop_, context, *request, max_request_bytes_,
+                       std::move(command), [response](statepb::Result& result) {
+                         response->Swap(result.mutable_campaign());
+                       });
+}
+
+grpc::ServerUnaryReactor* ElectionsService::Proclaim(
+    grpc::CallbackServerContext* context, const v1::ProclaimRequest* request,
+    v1::ProclaimResponse* response) {
+  statepb::Command command;
+  *command.mutable_proclaim() = *request;
+  return SubmitCommand(loop_, context, *request, max_request_bytes_,
+                       std::move(command), [response](statepb::Result& result) {
+                         response->Swap(result.mutable_proclaim());
+                       });
+}
+
+grpc::ServerUnaryReactor* ElectionsService::Leader(
+    grpc::CallbackServerContext* context, const v1::GetLeaderRequest* request,
+    v1::GetLeaderResponse* response) {
+  return ReadState(loop_, context,
+                   [request, response](const sessions::StateMachine& state) {
+                     absl::StatusOr<v1::GetLeaderResponse> leader =
+                         state.GetLeader(request->name());
+                     if (!leader.ok()) return leader.status();
+                     *response = *std::move(leader);
+                     return absl::OkStatus();
+                   });
+}
+
+grpc::ServerWriteReactor<v1::GetLeaderResponse>* ElectionsService::Observe(
+    grpc::CallbackServerContext* /*context*/,
+    const v1::ObserveRequest* request) {
+  return new ObserveReactor(loop_, request->name());
+}
+
+grpc::ServerUnaryReactor* ElectionsService::Resign(
+    grpc::CallbackServerContext* context, const v1::ResignRequest* request,
+    v1::ResignResponse* response) {
+  statepb::Command command;
+  *command.mutable_resign() = *request;
+  return SubmitCommand(loop_, context, *request, max_request_bytes_,
+                       std::move(command), [response](statepb::Result& result) {
+                         response->Swap(result.mutable_resign());
+                       });
+}
+
+// ------------------------------------------------------------------- Cluster
+
+grpc::ServerUnaryReactor* ClusterService::Status(
+    grpc::CallbackServerContext* context, const v1::StatusRequest* /*request*/,
+    v1::StatusResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  loop_->Inspect(
+      [this, response](const sessions::StateMachine& state,
+                       const paxos::Replica& replica) {
+        response->set_id(replica.id());
+        switch (replica.role()) {
+          case paxos::Role::kLeader:
+            response->set_role("leader");
+            break;
+          case paxos::Role::kCandidate:
+            response->set_role("candidate");
+            break;
+          case paxos::Role::kFollower:
+            response->set_role("follower");
+            break;
+        }
+        for (const auto& [id, address] : addresses_) {
+          v1::Member* member = response->add_members();
+          member->set_id(id);
+          member->set_address(address);
+        }
+        const uint32_t leader = replica.LeaderHint();
+        response->set_leader_id(leader);
+        if (leader != 0) response->set_leader_address(addresses_.at(leader));
+        response->set_epoch(replica.epoch());
+        response->set_commit_index(replica.commit());
+        response->set_applied_index(replica.emitted());
+        response->set_snapshot_index(replica.snapshot_index());
+        response->set_sessions(state.session_count());
+        response->set_has_lease(replica.HasLease());
+        return absl::OkStatus();
+      },
+      [context, reactor](absl::Status status) {
+        FinishCall(context, reactor, status);
+      });
+  return reactor;
+}
+
+}  // namespace lockd

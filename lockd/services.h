@@ -1,0 +1,136 @@
+#ifndef LOCKD_SERVICES_H_
+#define LOCKD_SERVICES_H_
+
+#include <cstddef>
+
+#include "lockd/replica_loop.h"
+#include "protos/lockd.grpc.pb.h"
+
+namespace lockd {
+
+// The public lockd.v1 services: each call becomes a command submitted to
+// the replica loop or a read run there under the leader lease. Callback
+// (reactor) API throughout: a parked blocking acquire or an open KeepAlive
+// stream holds no thread.
+//
+// Requests larger than `max_request_bytes` are refused with
+// RESOURCE_EXHAUSTED before anything is proposed.
+
+class SessionsService : public v1::Sessions::CallbackService {
+ public:
+  SessionsService(ReplicaLoop* loop, size_t max_request_bytes)
+      : loop_(loop), max_request_bytes_(max_request_bytes) {}
+
+  grpc::ServerUnaryReactor* CreateSession(
+      grpc::CallbackServerContext* context,
+      const v1::CreateSessionRequest* request,
+      v1::CreateSessionResponse* response) override;
+  grpc::ServerBidiReactor<v1::KeepAliveRequest, v1::KeepAliveResponse>*
+  KeepAlive(grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* CloseSession(
+      grpc::CallbackServerContext* context,
+      const v1::CloseSessionRequest* request,
+      v1::CloseSessionResponse* response) override;
+
+ private:
+  ReplicaLoop* const loop_;
+  const size_t max_request_bytes_;
+};
+
+class NodesService : public v1::Nodes::CallbackService {
+ public:
+  NodesService(ReplicaLoop* loop, size_t max_request_bytes)
+      : loop_(loop), max_request_bytes_(max_request_bytes) {}
+
+  grpc::ServerUnaryReactor* Create(grpc::CallbackServerContext* context,
+                                   const v1::CreateNodeRequest* request,
+                                   v1::CreateNodeResponse* response) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context,
+                                const v1::GetNodeRequest* request,
+                                v1::GetNodeResponse* response) override;
+  grpc::ServerUnaryReactor* Set(grpc::CallbackServerContext* context,
+                                const v1::SetNodeRequest* request,
+                                v1::SetNodeResponse* response) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* context,
+                                   const v1::DeleteNodeRequest* request,
+                                   v1::DeleteNodeResponse* response) override;
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
+                                 const v1::ListChildrenRequest* request,
+                                 v1::ListChildrenResponse* response) override;
+  grpc::ServerUnaryReactor* Stat(grpc::CallbackServerContext* context,
+                                 const v1::StatNodeRequest* request,
+                                 v1::StatNodeResponse* response) override;
+  grpc::ServerUnaryReactor* Watch(grpc::CallbackServerContext* context,
+                                  const v1::WatchRequest* request,
+                                  v1::WatchResponse* response) override;
+
+ private:
+  ReplicaLoop* const loop_;
+  const size_t max_request_bytes_;
+};
+
+class LocksService : public v1::Locks::CallbackService {
+ public:
+  LocksService(ReplicaLoop* loop, size_t max_request_bytes)
+      : loop_(loop), max_request_bytes_(max_request_bytes) {}
+
+  grpc::ServerUnaryReactor* Acquire(grpc::CallbackServerContext* context,
+                                    const v1::AcquireRequest* request,
+                                    v1::AcquireResponse* response) override;
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* context,
+                                    const v1::ReleaseRequest* request,
+                                    v1::ReleaseResponse* response) override;
+  grpc::ServerUnaryReactor* CheckSequencer(
+      grpc::CallbackServerContext* context,
+      const v1::CheckSequencerRequest* request,
+      v1::CheckSequencerResponse* response) override;
+
+ private:
+  ReplicaLoop* const loop_;
+  const size_t max_request_bytes_;
+};
+
+class ElectionsService : public v1::Elections::CallbackService {
+ public:
+  ElectionsService(ReplicaLoop* loop, size_t max_request_bytes)
+      : loop_(loop), max_request_bytes_(max_request_bytes) {}
+
+  grpc::ServerUnaryReactor* Campaign(grpc::CallbackServerContext* context,
+                                     const v1::CampaignRequest* request,
+                                     v1::CampaignResponse* response) override;
+  grpc::ServerUnaryReactor* Proclaim(grpc::CallbackServerContext* context,
+                                     const v1::ProclaimRequest* request,
+                                     v1::ProclaimResponse* response) override;
+  grpc::ServerUnaryReactor* Leader(grpc::CallbackServerContext* context,
+                                   const v1::GetLeaderRequest* request,
+                                   v1::GetLeaderResponse* response) override;
+  grpc::ServerWriteReactor<v1::GetLeaderResponse>* Observe(
+      grpc::CallbackServerContext* context,
+      const v1::ObserveRequest* request) override;
+  grpc::ServerUnaryReactor* Resign(grpc::CallbackServerContext* context,
+                                   const v1::ResignRequest* request,
+                                   v1::ResignResponse* response) override;
+
+ private:
+  ReplicaLoop* const loop_;
+  const size_t max_request_bytes_;
+};
+
+class ClusterService : public v1::Cluster::CallbackService {
+ public:
+  ClusterService(ReplicaLoop* loop,
+                 const std::map<uint32_t, std::string>& addresses)
+      : loop_(loop), addresses_(addresses) {}
+
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
+                                   const v1::StatusRequest* request,
+                                   v1::StatusResponse* response) override;
+
+ private:
+  ReplicaLoop* const loop_;
+  const std::map<uint32_t, std::string> addresses_;
+};
+
+}  // namespace lockd
+
+#endif  // LOCKD_SERVICES_H_
