@@ -1,0 +1,509 @@
+#include "tests/integration/cell.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "grpcpp/grpcpp.h"
+
+namespace lockd::integration {
+namespace {
+
+std::string ErrnoMessage(const std::string& what) {
+  return absl::StrCat(what, ": ", std::strerror(errno));
+}
+
+std::string DescribeWaitStatus(int wait_status) {
+  if (WIFEXITED(wait_status)) {
+    return absl::StrCat("exited with status ", WEXITSTATUS(wait_status));
+  }
+  if (WIFSIGNALED(wait_status)) {
+    return absl::StrCat("killed by signal ", WTERMSIG(wait_status), " (",
+                        strsignal(WTERMSIG(wait_status)), ")");
+  }
+  return absl::StrCat("ended with wait status ", wait_status);
+}
+
+std::string TempBase() {
+  for (const char* name : {"TEST_TMPDIR", "TMPDIR"}) {
+    const char* value = getenv(name);
+    if (value != nullptr && value[0] != '\0') return value;
+  }
+  return "/tmp";
+}
+
+std::string DescribeStatus(const v1::StatusResponse& s) {
+  return absl::StrCat(
+      "role=", s.role(), " leader_id=", s.leader_id(), " epoch=", s.epoch(),
+      " has_lease=", s.has_lease(), " commit=", s.commit_index(),
+      " applied=", s.applied_index(), " snapshot=", s.snapshot_index());
+}
+
+}  // namespace
+
+absl::StatusOr<int> PickFreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError(ErrnoMessage("socket"));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    std::string message = ErrnoMessage("bind 127.0.0.1:0");
+    close(fd);
+    return absl::InternalError(message);
+  }
+  socklen_t len = sizeof(addr);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    std::string message = ErrnoMessage("getsockname");
+    close(fd);
+    return absl::InternalError(message);
+  }
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+grpc::ChannelArguments FastReconnectChannelArguments() {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
+  return args;
+}
+
+Cell::Cell(CellOptions options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<Cell>> Cell::Start(CellOptions options) {
+  if (options.lockd_binary.empty()) {
+    return absl::InvalidArgumentError("CellOptions.lockd_binary is empty");
+  }
+  if (access(options.lockd_binary.c_str(), X_OK) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot execute the lockd binary ", options.lockd_binary,
+                     " (build the `lockd` target): ", std::strerror(errno)));
+  }
+  if (options.replicas < 1) {
+    return absl::InvalidArgumentError("CellOptions.replicas must be >= 1");
+  }
+  std::unique_ptr<Cell> cell(new Cell(std::move(options)));
+  if (cell->options_.directory.empty()) {
+    std::string templ = TempBase() + "/lockd-cell-XXXXXX";
+    if (mkdtemp(templ.data()) == nullptr) {
+      return absl::InternalError(ErrnoMessage("mkdtemp " + templ));
+    }
+    cell->directory_ = templ;
+    cell->owns_directory_ = true;
+  } else {
+    cell->directory_ = cell->options_.directory;
+    std::error_code error;
+    std::filesystem::create_directories(cell->directory_, error);
+    if (error) {
+      return absl::InternalError(absl::StrCat(
+          "create directory ", cell->directory_, ": ", error.message()));
+    }
+  }
+
+  std::set<int> ports;
+  for (int id = 1; id <= cell->options_.replicas; ++id) {
+    int port = 0;
+    do {
+      absl::StatusOr<int> picked = PickFreePort();
+      if (!picked.ok()) return picked.status();
+      port = *picked;
+    } while (ports.count(port) > 0);
+    ports.insert(port);
+    Replica r;
+    r.id = id;
+    r.port = port;
+    r.data_dir = absl::StrCat(cell->directory_, "/replica-", id);
+    r.log_path = absl::StrCat(cell->directory_, "/replica-", id, ".log");
+    cell->replicas_.push_back(r);
+  }
+  for (int id = 1; id <= cell->size(); ++id) {
+    grpc::ChannelArguments args = FastReconnectChannelArguments();
+    // Status polls must not queue behind a client's connection.
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    cell->cluster_stubs_.push_back(
+        v1::Cluster::NewStub(grpc::CreateCustomChannel(
+            cell->address(id), grpc::InsecureChannelCredentials(), args)));
+  }
+  for (int id = 1; id <= cell->size(); ++id) {
+    absl::Status started = cell->StartReplica(id);
+    if (!started.ok()) return started;
+  }
+  return cell;
+}
+
+Cell::~Cell() {
+  for (Replica& r : replicas_) {
+    if (r.pid > 0) {
+      kill(r.pid, SIGKILL);
+      int wait_status = 0;
+      while (waitpid(r.pid, &wait_status, 0) < 0 && errno == EINTR) {
+      }
+      r.pid = -1;
+    }
+  }
+  if (!owns_directory_) return;
+  if (keep_directory_) {
+    std::fprintf(stderr, "cell: kept %s (data and replica logs)\n",
+                 directory_.c_str());
+    return;
+  }
+  std::error_code error;
+  std::filesystem::remove_all(directory_, error);
+}
+
+Cell::Replica& Cell::replica(int id) {
+  if (id < 1 || id > size()) {
+    std::fprintf(stderr, "cell: no replica %d\n", id);
+    std::abort();
+  }
+  return replicas_[id - 1];
+}
+
+const Cell::Replica& Cell::replica(int id) const {
+  return const_cast<Cell*>(this)->replica(id);
+}
+
+v1::Cluster::Stub* Cell::cluster_stub(int id) const {
+  replica(id);  // Checks the id.
+  return cluster_stubs_[id - 1].get();
+}
+
+std::string Cell::address(int id) const {
+  return absl::StrCat("127.0.0.1:", replica(id).port);
+}
+
+std::vector<std::string> Cell::addresses() const {
+  std::vector<std::string> result;
+  for (int id = 1; id <= size(); ++id) result.push_back(address(id));
+  return result;
+}
+
+std::string Cell::endpoints() const { return absl::StrJoin(addresses(), ","); }
+
+std::string Cell::members_flag() const {
+  std::vector<std::string> members;
+  for (int id = 1; id <= size(); ++id) {
+    members.push_back(absl::StrCat(id, "@", address(id)));
+  }
+  return absl::StrJoin(members, ",");
+}
+
+absl::Duration Cell::election_timeout() const {
+  // The server's defaults (lockd --help) are the ones the harness passes.
+  int tick_ms = options_.tick_ms > 0 ? options_.tick_ms : 10;
+  int election_ticks =
+      options_.election_ticks > 0 ? options_.election_ticks : 30;
+  return absl::Milliseconds(tick_ms * election_ticks);
+}
+
+pid_t Cell::pid(int id) const { return replica(id).pid; }
+
+void Cell::AppendToLog(const Replica& r, const std::string& line) const {
+  std::ofstream log(r.log_path, std::ios::app);
+  log << line << "\n";
+}
+
+absl::Status Cell::StartReplica(int id) {
+  Replica& r = replica(id);
+  if (IsRunning(id)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("replica ", id, " runs already (pid ", r.pid, ")"));
+  }
+  std::error_code error;
+  std::filesystem::create_directories(r.data_dir, error);
+  if (error) {
+    return absl::InternalError(
+        absl::StrCat("create ", r.data_dir, ": ", error.message()));
+  }
+
+  std::vector<std::string> args = {
+      options_.lockd_binary,
+      absl::StrCat("--id=", id),
+      absl::StrCat("--members=", members_flag()),
+      absl::StrCat("--data_dir=", r.data_dir),
+  };
+  auto add_flag = [&args](const char* name, int value) {
+    if (value > 0) args.push_back(absl::StrCat("--", name, "=", value));
+  };
+  add_flag("tick_ms", options_.tick_ms);
+  add_flag("heartbeat_ticks", options_.heartbeat_ticks);
+  add_flag("election_ticks", options_.election_ticks);
+  add_flag("snapshot_interval", options_.snapshot_interval);
+  add_flag("checkpoint_interval_ms", options_.checkpoint_interval_ms);
+  for (const std::string& flag : options_.extra_flags) args.push_back(flag);
+
+  // Everything the child needs is prepared before fork(): after it, only
+  // async-signal-safe calls.
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  int log_fd =
+      open(r.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0)
+    return absl::InternalError(ErrnoMessage("open " + r.log_path));
+  int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (null_fd < 0) {
+    close(log_fd);
+    return absl::InternalError(ErrnoMessage("open /dev/null"));
+  }
+  ++r.starts;
+  std::string marker =
+      absl::StrCat("=== cell: start #", r.starts, " of replica ", id, ": ",
+                   absl::StrJoin(args, " "), "\n");
+  if (write(log_fd, marker.data(), marker.size()) < 0) {
+    // The log is for people; a failed write there is not fatal.
+  }
+  static const char kExecFailed[] = "=== cell: exec of lockd failed\n";
+  const pid_t parent = getpid();
+
+  pid_t pid = fork();
+  if (pid < 0) {
+    std::string message = ErrnoMessage("fork");
+    close(log_fd);
+    close(null_fd);
+    return absl::InternalError(message);
+  }
+  if (pid == 0) {
+    // Child. Die with the harness, even if it crashes.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+    dup2(null_fd, STDIN_FILENO);
+    dup2(log_fd, STDOUT_FILENO);
+    dup2(log_fd, STDERR_FILENO);
+    execv(argv[0], argv.data());
+    if (write(STDERR_FILENO, kExecFailed, sizeof(kExecFailed) - 1) < 0) {
+    }
+    _exit(127);
+  }
+  close(log_fd);
+  close(null_fd);
+  r.pid = pid;
+  return absl::OkStatus();
+}
+
+bool Cell::WaitForExit(Replica& r, absl::Time deadline, int* wait_status) {
+  while (true) {
+    pid_t got = waitpid(r.pid, wait_status, WNOHANG);
+    if (got == r.pid) return true;
+    if (got < 0 && errno != EINTR) {
+      // Not our child any more (cannot happen unless someone else reaped it).
+      *wait_status = 0;
+      return true;
+    }
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+}
+
+absl::Status Cell::Kill(int id) {
+  Replica& r = replica(id);
+  if (!IsRunning(id)) return absl::OkStatus();
+  if (kill(r.pid, SIGKILL) != 0) {
+    return absl::InternalError(ErrnoMessage(absl::StrCat("kill ", r.pid)));
+  }
+  int wait_status = 0;
+  while (waitpid(r.pid, &wait_status, 0) < 0 && errno == EINTR) {
+  }
+  AppendToLog(r, absl::StrCat("=== cell: replica ", id, " (pid ", r.pid,
+                              ") killed with SIGKILL"));
+  r.pid = -1;
+  return absl::OkStatus();
+}
+
+absl::Status Cell::Stop(int id, absl::Duration timeout) {
+  Replica& r = replica(id);
+  if (!IsRunning(id)) return absl::OkStatus();
+  if (kill(r.pid, SIGTERM) != 0) {
+    return absl::InternalError(ErrnoMessage(absl::StrCat("kill ", r.pid)));
+  }
+  int wait_status = 0;
+  if (!WaitForExit(r, absl::Now() + timeout, &wait_status)) {
+    kill(r.pid, SIGKILL);
+    while (waitpid(r.pid, &wait_status, 0) < 0 && errno == EINTR) {
+    }
+    AppendToLog(r, absl::StrCat("=== cell: replica ", id, " (pid ", r.pid,
+                                ") ignored SIGTERM for ",
+                                absl::FormatDuration(timeout), "; killed"));
+    r.pid = -1;
+    return absl::DeadlineExceededError(
+        absl::StrCat("replica ", id, " did not exit within ",
+                     absl::FormatDuration(timeout), " of SIGTERM"));
+  }
+  std::string how = DescribeWaitStatus(wait_status);
+  AppendToLog(r, absl::StrCat("=== cell: replica ", id, " (pid ", r.pid,
+                              ") stopped with SIGTERM: ", how));
+  r.pid = -1;
+  if (WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0) {
+    return absl::OkStatus();
+  }
+  return absl::InternalError(
+      absl::StrCat("replica ", id, " after SIGTERM: ", how));
+}
+
+absl::Status Cell::Restart(int id, bool kill) {
+  absl::Status stopped = kill ? Kill(id) : Stop(id);
+  if (!stopped.ok()) return stopped;
+  return StartReplica(id);
+}
+
+bool Cell::IsRunning(int id) {
+  Replica& r = replica(id);
+  if (r.pid <= 0) return false;
+  int wait_status = 0;
+  pid_t got = waitpid(r.pid, &wait_status, WNOHANG);
+  if (got == 0) return true;
+  std::string line =
+      absl::StrCat("=== cell: replica ", id, " (pid ", r.pid,
+                   ") exited on its own: ", DescribeWaitStatus(wait_status));
+  AppendToLog(r, line);
+  std::fprintf(stderr, "%s\n", line.c_str());
+  r.pid = -1;
+  return false;
+}
+
+std::vector<int> Cell::RunningReplicas() {
+  std::vector<int> running;
+  for (int id = 1; id <= size(); ++id) {
+    if (IsRunning(id)) running.push_back(id);
+  }
+  return running;
+}
+
+absl::StatusOr<v1::StatusResponse> Cell::Status(int id,
+                                                absl::Duration timeout) const {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  v1::StatusResponse response;
+  grpc::Status status =
+      cluster_stub(id)->Status(&context, v1::StatusRequest(), &response);
+  if (!status.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        absl::StrCat("Cluster.Status of replica ", id, ": ",
+                                     status.error_message()));
+  }
+  return response;
+}
+
+absl::StatusOr<int> Cell::WaitForLeader(absl::Duration timeout,
+                                        std::vector<int> among) const {
+  if (among.empty()) {
+    for (int id = 1; id <= size(); ++id) among.push_back(id);
+  }
+  const absl::Time deadline = absl::Now() + timeout;
+  std::vector<std::string> last(among.size());
+  while (true) {
+    int leader = 0;
+    bool disagreement = false;
+    std::vector<v1::StatusResponse> answers;
+    for (size_t i = 0; i < among.size(); ++i) {
+      absl::StatusOr<v1::StatusResponse> status = Status(among[i]);
+      if (!status.ok()) {
+        last[i] = status.status().ToString();
+        continue;
+      }
+      last[i] = DescribeStatus(*status);
+      answers.push_back(*status);
+      if (status->role() == "leader" && status->has_lease()) {
+        if (leader != 0) disagreement = true;
+        leader = among[i];
+      }
+    }
+    if (leader != 0 && !disagreement) {
+      bool agreed = true;
+      for (const v1::StatusResponse& answer : answers) {
+        if (answer.leader_id() != 0 &&
+            answer.leader_id() != static_cast<uint32_t>(leader)) {
+          agreed = false;
+        }
+      }
+      if (agreed) return leader;
+    }
+    if (absl::Now() >= deadline) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  std::string report;
+  for (size_t i = 0; i < among.size(); ++i) {
+    absl::StrAppend(&report, "\n  replica ", among[i], ": ", last[i]);
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("no agreed leader with a lease within ",
+                   absl::FormatDuration(timeout), report));
+}
+
+absl::Status Cell::WaitForApplied(int id, uint64_t index,
+                                  absl::Duration timeout) const {
+  std::string last = "no answer";
+  bool reached = PollUntil(
+      [&] {
+        absl::StatusOr<v1::StatusResponse> status = Status(id);
+        if (!status.ok()) {
+          last = status.status().ToString();
+          return false;
+        }
+        last = DescribeStatus(*status);
+        return status->applied_index() >= index;
+      },
+      timeout);
+  if (reached) return absl::OkStatus();
+  return absl::DeadlineExceededError(
+      absl::StrCat("replica ", id, " did not apply index ", index, " within ",
+                   absl::FormatDuration(timeout), "; last: ", last));
+}
+
+std::string Cell::LogTail(int id, int lines) const {
+  const Replica& r = replica(id);
+  std::ifstream in(r.log_path, std::ios::binary);
+  if (!in) return "(no log " + r.log_path + ")";
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  const std::streamoff window = 64 * 1024;
+  in.seekg(std::max<std::streamoff>(0, size - window));
+  std::string text((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  std::vector<std::string> all = absl::StrSplit(text, '\n');
+  if (!all.empty() && all.back().empty()) all.pop_back();
+  size_t first = all.size() > static_cast<size_t>(lines)
+                     ? all.size() - static_cast<size_t>(lines)
+                     : 0;
+  std::vector<std::string> tail(all.begin() + first, all.end());
+  return absl::StrJoin(tail, "\n");
+}
+
+std::string Cell::AllLogTails(int lines) const {
+  std::string result;
+  for (int id = 1; id <= size(); ++id) {
+    absl::StrAppend(&result, "----- ", replica(id).log_path, " (last ", lines,
+                    " lines) -----\n", LogTail(id, lines), "\n");
+  }
+  return result;
+}
+
+}  // namespace lockd::integration
