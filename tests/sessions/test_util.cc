@@ -121,6 +121,12 @@ v1::RequestHeader* MutableHeader(statepb::Command& command) {
   }
 }
 
+std::vector<v1::Event::Type> EventTypes(const std::vector<v1::Event>& events) {
+  std::vector<v1::Event::Type> types;
+  for (const v1::Event& event : events) types.push_back(event.type());
+  return types;
+}
+
 std::optional<statepb::Result> FindCompletion(const ApplyResult& result,
                                               RequestKey key) {
   for (const Completion& completion : result.completions) {

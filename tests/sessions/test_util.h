@@ -7,11 +7,28 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "absl/status/status.h"
 #include "protos/state.pb.h"
 #include "sessions/state_machine.h"
 
 namespace lockd::sessions::testing {
+
+// Result codes as they appear in statepb::Result.code.
+constexpr int kOk = 0;
+constexpr int kInvalidArgument =
+    static_cast<int>(absl::StatusCode::kInvalidArgument);
+constexpr int kNotFound = static_cast<int>(absl::StatusCode::kNotFound);
+constexpr int kAlreadyExists =
+    static_cast<int>(absl::StatusCode::kAlreadyExists);
+constexpr int kFailedPrecondition =
+    static_cast<int>(absl::StatusCode::kFailedPrecondition);
+constexpr int kResourceExhausted =
+    static_cast<int>(absl::StatusCode::kResourceExhausted);
+constexpr int kDeadlineExceeded =
+    static_cast<int>(absl::StatusCode::kDeadlineExceeded);
+constexpr int kAborted = static_cast<int>(absl::StatusCode::kAborted);
 
 // Command builders (the request header is filled by Cell::Run).
 statepb::Command CreateNodeCommand(const std::string& path,
@@ -82,6 +99,9 @@ class Cell {
   uint64_t epoch_ = 1;
   std::map<uint64_t, uint64_t> next_request_;
 };
+
+// The types of `events`, in order.
+std::vector<v1::Event::Type> EventTypes(const std::vector<v1::Event>& events);
 
 // The completion for `key` in `result`, if any.
 std::optional<statepb::Result> FindCompletion(const ApplyResult& result,
