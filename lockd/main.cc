@@ -233,6 +233,7 @@ int Run() {
   sigwait(&signals, &signal_number);
   LOG(INFO) << "signal " << signal_number << ": shutting down";
   (*loop)->Drain();
+  peer_service.Close();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   (*loop)->Stop();
   transport.Stop();

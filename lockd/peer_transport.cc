@@ -1,6 +1,7 @@
 #include "lockd/peer_transport.h"
 
 #include <algorithm>
+#include <atomic>
 #include <deque>
 #include <thread>
 #include <utility>
@@ -12,6 +13,8 @@
 #include "grpcpp/grpcpp.h"
 
 namespace lockd {
+
+namespace {
 
 // Channel settings shared by every peer link: reconnect quickly to a
 // restarted peer, and notice a dead connection within a couple of seconds.
@@ -28,6 +31,8 @@ grpc::ChannelArguments PeerChannelArguments(size_t max_message_bytes) {
   arguments.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   return arguments;
 }
+
+}  // namespace
 
 class PeerTransport::Link {
  public:
@@ -154,13 +159,13 @@ void PeerTransport::Stop() {
 
 class PeerService::Reader : public grpc::ServerReadReactor<paxospb::Message> {
  public:
-  explicit Reader(const PeerService* service) : service_(service) {
+  explicit Reader(PeerService* service) : service_(service) {
     StartRead(&message_);
   }
 
   void OnReadDone(bool ok) override {
     if (!ok) {
-      Finish(grpc::Status::OK);
+      End(grpc::Status::OK);
       return;
     }
     if (message_.to() == service_->self_ &&
@@ -176,10 +181,22 @@ class PeerService::Reader : public grpc::ServerReadReactor<paxospb::Message> {
     StartRead(&message_);
   }
 
-  void OnDone() override { delete this; }
+  // Finishes the stream once, whoever asks first.
+  void End(const grpc::Status& status) {
+    if (!finished_.exchange(true)) Finish(status);
+  }
+
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&service_->mu_);
+      service_->readers_.erase(this);
+    }
+    delete this;
+  }
 
  private:
-  const PeerService* const service_;
+  PeerService* const service_;
+  std::atomic<bool> finished_{false};
   paxospb::Message message_;
 };
 
@@ -190,7 +207,24 @@ PeerService::PeerService(uint32_t self, std::set<uint32_t> members,
 grpc::ServerReadReactor<paxospb::Message>* PeerService::Send(
     grpc::CallbackServerContext* /*context*/,
     peerpb::SendResponse* /*response*/) {
-  return new Reader(this);
+  auto* reader = new Reader(this);
+  absl::MutexLock lock(&mu_);
+  if (closed_) {
+    reader->End(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                             "replica is shutting down"));
+  } else {
+    readers_.insert(reader);
+  }
+  return reader;
+}
+
+void PeerService::Close() {
+  absl::MutexLock lock(&mu_);
+  closed_ = true;
+  for (Reader* reader : readers_) {
+    reader->End(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                             "replica is shutting down"));
+  }
 }
 
 }  // namespace lockd

@@ -8,7 +8,9 @@
 #include <set>
 #include <string>
 
-#include "lockd/replica_loop.h"
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "lockd/replica_node.h"
 #include "protos/paxos.pb.h"
 #include "protos/peer.grpc.pb.h"
 
@@ -52,8 +54,15 @@ class PeerService : public peerpb::Peer::CallbackService {
       grpc::CallbackServerContext* context,
       peerpb::SendResponse* response) override;
 
+  // Ends every open incoming stream and refuses new ones (before a server
+  // shutdown, which would otherwise wait for the peers to hang up).
+  void Close();
+
  private:
   class Reader;
+  absl::Mutex mu_;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<Reader*> readers_ ABSL_GUARDED_BY(mu_);
   const uint32_t self_;
   const std::set<uint32_t> members_;
   const std::function<void(paxospb::Message)> deliver_;
