@@ -230,6 +230,15 @@ void ReplicaNode::Submit(statepb::Command command, int64_t now_ms,
     command.mutable_create_session()->set_nonce(nonce);
   }
   const RequestId request = RequestOf(command);
+  if (!command.has_create_session() &&
+      (request.first == 0 || request.second == 0)) {
+    // Without a request identity the answer could not be matched (or
+    // deduplicated); the state machine would refuse it anyway.
+    done(absl::InvalidArgumentError(
+        "header.session_id and header.request_id are required (request "
+        "numbers start at 1)"));
+    return;
+  }
   auto waiting = waiting_.find(request);
   if (waiting != waiting_.end()) {
     waiting->second.push_back(std::move(done));
