@@ -1061,7 +1061,11 @@ absl::StatusOr<StateMachine::Impl::LockPlan> StateMachine::Impl::PlanLock(
   }
   if (IsFree(*node, mode) && node->waiters.empty()) return LockPlan::kGrant;
   if (wait_timeout_ms == 0) {
-    if (!node->holders.empty()) {
+    const bool conflicts =
+        !node->holders.empty() &&
+        (mode == v1::EXCLUSIVE ||
+         node->holders.begin()->second.mode == v1::EXCLUSIVE);
+    if (conflicts) {
       return absl::FailedPreconditionError(absl::StrCat(
           "the lock on ", Quote(path), " is held by session ",
           node->holders.begin()->first,
@@ -1076,7 +1080,8 @@ absl::StatusOr<StateMachine::Impl::LockPlan> StateMachine::Impl::PlanLock(
     }
     return absl::FailedPreconditionError(
         absl::StrCat("the lock on ", Quote(path), " has ", node->waiters.size(),
-                     " earlier waiters"));
+                     " earlier waiters (first: session ",
+                     node->waiters.front().session_id, ")"));
   }
   if (node->waiters.size() >= limits_.max_waiters_per_lock) {
     return absl::ResourceExhaustedError(
