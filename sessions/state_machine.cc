@@ -1120,11 +1120,11 @@ v1::Sequencer StateMachine::Impl::Grant(const std::string& path, Node& node,
 void StateMachine::Impl::Park(const std::string& path, Node& node,
                               Waiter waiter) {
   for (const auto& [holder_id, holder] : node.holders) {
-    if (waiter.mode == v1::EXCLUSIVE || holder.mode == v1::EXCLUSIVE) {
-      v1::Event event = MakeEvent(v1::Event::LOCK_CONFLICT, path);
-      event.set_other_session_id(waiter.session_id);
-      Emit(holder_id, std::move(event));
-    }
+    v1::Event event = MakeEvent(v1::Event::LOCK_CONFLICT, path);
+    *event.mutable_sequencer() =
+        MakeSequencer(path, node, holder_id, holder.mode);
+    event.set_other_session_id(waiter.session_id);
+    Emit(holder_id, std::move(event));
   }
   wait_deadlines_.insert(
       {waiter.deadline_ms, waiter.session_id, waiter.request_id});

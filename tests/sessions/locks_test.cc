@@ -212,8 +212,9 @@ TEST_F(LocksTest, ParkedGrantCompletesAndSendsLockAcquired) {
             granted->acquire().sequencer().SerializeAsString());
 }
 
-TEST_F(LocksTest, ParkingSendsLockConflictToConflictingHolders) {
-  ASSERT_EQ(Acquire(a_, "/l", v1::SHARED).code(), kOk);
+TEST_F(LocksTest, ParkingSendsLockConflictToEachHolder) {
+  const v1::Sequencer a_grant =
+      Acquire(a_, "/l", v1::SHARED).acquire().sequencer();
   ASSERT_EQ(Acquire(b_, "/l", v1::SHARED).code(), kOk);
   ApplyResult applied;
   EXPECT_FALSE(cell_
@@ -225,14 +226,19 @@ TEST_F(LocksTest, ParkingSendsLockConflictToConflictingHolders) {
     const std::vector<v1::Event> events = cell_.sm().PendingEvents(holder, 0);
     ASSERT_EQ(events.size(), 1u);
     EXPECT_EQ(events[0].type(), v1::Event::LOCK_CONFLICT);
+    EXPECT_EQ(events[0].path(), "/l");
     EXPECT_EQ(events[0].other_session_id(), c_);
+    EXPECT_EQ(events[0].sequencer().session_id(), holder);
   }
-  // A shared waiter queued behind the writer does not conflict with readers.
+  EXPECT_EQ(cell_.sm().PendingEvents(a_, 0)[0].sequencer().SerializeAsString(),
+            a_grant.SerializeAsString());
+  // Every waiter is announced, also a reader queued behind the writer.
   EXPECT_FALSE(cell_
                    .Run(d_, AcquireCommand("/l", v1::SHARED, kLongWaitMs),
                         nullptr, &applied)
                    .has_value());
-  EXPECT_THAT(applied.sessions_with_events, IsEmpty());
+  EXPECT_THAT(applied.sessions_with_events, ElementsAre(a_, b_));
+  EXPECT_EQ(cell_.sm().PendingEvents(a_, 1)[0].other_session_id(), d_);
 }
 
 TEST_F(LocksTest, SessionMayWaitOnlyOnceForALock) {
