@@ -65,7 +65,8 @@ struct ApplyResult {
 // * Time: each command first advances time to max(now, time_ms), then runs
 //   due expirations in deadline order (sessions whose expires_at <= now,
 //   waiters whose wait timeout passed, lock-delays that ended and so let
-//   waiters in), then executes the command itself.
+//   waiters in), then executes the command itself. A StartEpoch of a new
+//   epoch grants its fresh TTLs (below) before those expirations.
 // * Epochs: StartEpoch with an epoch above the current one starts it; a
 //   command whose epoch is below the current epoch is refused with ABORTED
 //   and nothing is recorded (the client retries with the same number).
@@ -75,8 +76,10 @@ struct ApplyResult {
 //   min(T + ttl, last_renewed + 2 * ttl)): a fresh TTL for the new leader,
 //   but a client silent since last_renewed expires by last_renewed + 2 * ttl
 //   however many leaders follow.
-// * A session whose expires_at <= now is gone: its requests fail with
-//   FAILED_PRECONDITION, it is never granted a lock.
+// * A session whose expires_at <= now is gone: it is deleted, its requests
+//   fail with NOT_FOUND ("session N does not exist (expired or closed)"),
+//   its parked requests with FAILED_PRECONDITION, and it is never granted a
+//   lock.
 class StateMachine {
  public:
   explicit StateMachine(const Limits& limits = Limits());
