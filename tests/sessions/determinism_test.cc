@@ -20,7 +20,6 @@
 namespace lockd::sessions {
 namespace {
 
-using namespace ::lockd::sessions::testing;  // NOLINT(build/namespaces)
 using ::testing::HasSubstr;
 
 // Small limits so that the random logs also run into them.

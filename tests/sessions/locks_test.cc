@@ -16,7 +16,6 @@
 namespace lockd::sessions {
 namespace {
 
-using namespace ::lockd::sessions::testing;  // NOLINT(build/namespaces)
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;

@@ -18,10 +18,8 @@
 namespace lockd::sessions {
 namespace {
 
-using namespace ::lockd::sessions::testing;  // NOLINT(build/namespaces)
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using ::testing::IsEmpty;
 
 TEST(Crc32cTest, MatchesStandardVectors) {
   EXPECT_EQ(Crc32c(""), 0u);

@@ -4,7 +4,7 @@
 
 #include "glog/logging.h"
 
-namespace lockd::sessions::testing {
+namespace lockd::sessions {
 
 statepb::Command CreateNodeCommand(const std::string& path,
                                    const std::string& content, bool ephemeral,
@@ -213,4 +213,4 @@ std::optional<statepb::Result> Cell::RunAs(uint64_t session_id,
   return completion;
 }
 
-}  // namespace lockd::sessions::testing
+}  // namespace lockd::sessions

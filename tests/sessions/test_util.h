@@ -13,7 +13,7 @@
 #include "protos/state.pb.h"
 #include "sessions/state_machine.h"
 
-namespace lockd::sessions::testing {
+namespace lockd::sessions {
 
 // Result codes as they appear in statepb::Result.code.
 constexpr int kOk = 0;
@@ -107,6 +107,6 @@ std::vector<v1::Event::Type> EventTypes(const std::vector<v1::Event>& events);
 std::optional<statepb::Result> FindCompletion(const ApplyResult& result,
                                               RequestKey key);
 
-}  // namespace lockd::sessions::testing
+}  // namespace lockd::sessions
 
 #endif  // LOCKD_TESTS_SESSIONS_TEST_UTIL_H_
