@@ -64,7 +64,6 @@ class Cell {
   StateMachine& sm() { return sm_; }
   int64_t now() const { return now_; }
   uint64_t epoch() const { return epoch_; }
-  void set_epoch(uint64_t epoch) { epoch_ = epoch; }
 
   // Applies `command` stamped with the current epoch and time.
   ApplyResult Apply(statepb::Command command);
