@@ -82,12 +82,17 @@ absl::StatusOr<int> PickFreePort() {
   return ntohs(addr.sin_port);
 }
 
-grpc::ChannelArguments FastReconnectChannelArguments() {
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& address) {
   grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
-  return args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
+bool ChannelIsBroken(grpc::Channel& channel, const grpc::Status& status) {
+  return status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+         channel.GetState(/*try_to_connect=*/false) ==
+             GRPC_CHANNEL_TRANSIENT_FAILURE;
 }
 
 Cell::Cell(CellOptions options) : options_(std::move(options)) {}
@@ -138,13 +143,11 @@ absl::StatusOr<std::unique_ptr<Cell>> Cell::Start(CellOptions options) {
     r.log_path = absl::StrCat(cell->directory_, "/replica-", id, ".log");
     cell->replicas_.push_back(r);
   }
-  for (int id = 1; id <= cell->size(); ++id) {
-    grpc::ChannelArguments args = FastReconnectChannelArguments();
-    // Status polls must not queue behind a client's connection.
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    cell->cluster_stubs_.push_back(
-        v1::Cluster::NewStub(grpc::CreateCustomChannel(
-            cell->address(id), grpc::InsecureChannelCredentials(), args)));
+  {
+    absl::MutexLock lock(&cell->channels_mu_);
+    for (int id = 1; id <= cell->size(); ++id) {
+      cell->channels_.push_back(NewChannel(cell->address(id)));
+    }
   }
   for (int id = 1; id <= cell->size(); ++id) {
     absl::Status started = cell->StartReplica(id);
@@ -185,9 +188,16 @@ const Cell::Replica& Cell::replica(int id) const {
   return const_cast<Cell*>(this)->replica(id);
 }
 
-v1::Cluster::Stub* Cell::cluster_stub(int id) const {
+std::shared_ptr<grpc::Channel> Cell::channel(int id) const {
   replica(id);  // Checks the id.
-  return cluster_stubs_[id - 1].get();
+  absl::MutexLock lock(&channels_mu_);
+  return channels_[id - 1];
+}
+
+void Cell::ReplaceBrokenChannel(
+    int id, const std::shared_ptr<grpc::Channel>& broken) const {
+  absl::MutexLock lock(&channels_mu_);
+  if (channels_[id - 1] == broken) channels_[id - 1] = NewChannel(address(id));
 }
 
 std::string Cell::address(int id) const {
@@ -402,9 +412,13 @@ absl::StatusOr<v1::StatusResponse> Cell::Status(int id,
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   v1::StatusResponse response;
-  grpc::Status status =
-      cluster_stub(id)->Status(&context, v1::StatusRequest(), &response);
+  std::shared_ptr<grpc::Channel> to_replica = channel(id);
+  grpc::Status status = v1::Cluster::NewStub(to_replica)
+                            ->Status(&context, v1::StatusRequest(), &response);
   if (!status.ok()) {
+    if (ChannelIsBroken(*to_replica, status)) {
+      ReplaceBrokenChannel(id, to_replica);
+    }
     return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                         absl::StrCat("Cluster.Status of replica ", id, ": ",
                                      status.error_message()));
@@ -452,6 +466,20 @@ absl::StatusOr<int> Cell::WaitForLeader(absl::Duration timeout,
   std::string report;
   for (size_t i = 0; i < among.size(); ++i) {
     absl::StrAppend(&report, "\n  replica ", among[i], ": ", last[i]);
+    // Without reaping (this is const): did the process end?
+    const pid_t pid = replica(among[i]).pid;
+    siginfo_t info{};
+    if (pid > 0 &&
+        waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        info.si_pid == pid) {
+      absl::StrAppend(&report, " [process ended: ",
+                      info.si_code == CLD_EXITED
+                          ? absl::StrCat("exit status ", info.si_status)
+                          : absl::StrCat("signal ", info.si_status),
+                      "]");
+    } else if (pid <= 0) {
+      absl::StrAppend(&report, " [not running]");
+    }
   }
   return absl::DeadlineExceededError(
       absl::StrCat("no agreed leader with a lease within ",

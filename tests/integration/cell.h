@@ -8,11 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "grpcpp/support/channel_arguments.h"
+#include "grpcpp/grpcpp.h"
 #include "protos/lockd.grpc.pb.h"
 
 namespace lockd::integration {
@@ -130,7 +132,10 @@ class Cell {
   explicit Cell(CellOptions options);
   Replica& replica(int id);
   const Replica& replica(int id) const;
-  v1::Cluster::Stub* cluster_stub(int id) const;
+  // The channel to replica `id` (replaced when it cannot connect).
+  std::shared_ptr<grpc::Channel> channel(int id) const;
+  void ReplaceBrokenChannel(int id,
+                            const std::shared_ptr<grpc::Channel>& broken) const;
   // Waits for `r`'s process to exit until `deadline`; returns false if it
   // still runs then.
   bool WaitForExit(Replica& r, absl::Time deadline, int* wait_status);
@@ -141,17 +146,24 @@ class Cell {
   bool owns_directory_ = false;
   bool keep_directory_ = false;
   std::vector<Replica> replicas_;
-  // One channel per replica, created up front (so const accessors need no
-  // lock).
-  std::vector<std::unique_ptr<v1::Cluster::Stub>> cluster_stubs_;
+  // One channel per replica for Status().
+  mutable absl::Mutex channels_mu_;
+  mutable std::vector<std::shared_ptr<grpc::Channel>> channels_
+      ABSL_GUARDED_BY(channels_mu_);
 };
 
 // Picks a free TCP port on 127.0.0.1 by binding port 0.
 absl::StatusOr<int> PickFreePort();
 
-// Channel arguments that make a channel reconnect within ~0.5 s of a
-// restarted server (gRPC's default backoff grows to two minutes).
-grpc::ChannelArguments FastReconnectChannelArguments();
+// A channel to `address` with a connection of its own (not shared with
+// other channels to the same address, as separate processes would not).
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& address);
+
+// True if a call failed with `status` because `channel` cannot connect.
+// gRPC then retries the connection only after a backoff that grows to
+// minutes (and in gRPC 1.51 ignores the backoff channel arguments), so
+// callers replace such a channel: a restarted replica is reachable at once.
+bool ChannelIsBroken(grpc::Channel& channel, const grpc::Status& status);
 
 // Polls `condition` every `interval` until it returns true or `timeout`
 // passes; returns whether it became true.

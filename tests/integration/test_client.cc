@@ -76,21 +76,27 @@ absl::StatusOr<std::unique_ptr<TestClient>> TestClient::Connect(
 
 TestClient::~TestClient() { StopKeepAlive(); }
 
-TestClient::Endpoint& TestClient::endpoint(const std::string& address) {
+std::shared_ptr<TestClient::Endpoint> TestClient::endpoint(
+    const std::string& address) {
   absl::MutexLock lock(&mu_);
-  std::unique_ptr<Endpoint>& slot = endpoints_[address];
+  std::shared_ptr<Endpoint>& slot = endpoints_[address];
   if (slot == nullptr) {
-    grpc::ChannelArguments args = FastReconnectChannelArguments();
-    // One connection per client, as separate client processes would have.
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    slot = std::make_unique<Endpoint>();
-    slot->channel = grpc::CreateCustomChannel(
-        address, grpc::InsecureChannelCredentials(), args);
+    slot = std::make_shared<Endpoint>();
+    slot->channel = NewChannel(address);
     slot->sessions = v1::Sessions::NewStub(slot->channel);
     slot->nodes = v1::Nodes::NewStub(slot->channel);
     slot->locks = v1::Locks::NewStub(slot->channel);
   }
-  return *slot;
+  return slot;
+}
+
+void TestClient::DropIfBroken(const std::string& address,
+                              const std::shared_ptr<Endpoint>& broken,
+                              const grpc::Status& status) {
+  if (!ChannelIsBroken(*broken->channel, status)) return;
+  absl::MutexLock lock(&mu_);
+  auto it = endpoints_.find(address);
+  if (it != endpoints_.end() && it->second == broken) endpoints_.erase(it);
 }
 
 std::string TestClient::current_address() const {
@@ -135,13 +141,14 @@ absl::Status TestClient::Invoke(const char* method, const Attempt& attempt,
   absl::Duration backoff = kFirstBackoff;
   while (true) {
     const std::string address = current_address();
-    Endpoint& target = endpoint(address);
+    std::shared_ptr<Endpoint> target = endpoint(address);
     grpc::ClientContext context;
     const absl::Time attempt_deadline =
         absl::Now() + options_.attempt_timeout + server_wait;
     context.set_deadline(absl::ToChronoTime(attempt_deadline));
-    const grpc::Status status = attempt(target, &context);
+    const grpc::Status status = attempt(*target, &context);
     if (status.ok()) return absl::OkStatus();
+    DropIfBroken(address, target, status);
     const bool retryable = IsRetryable(status, attempt_deadline);
     if (!retryable || absl::Now() >= give_up) {
       std::string message =
@@ -412,11 +419,11 @@ void TestClient::KeepAliveLoop() {
       if (stop_keep_alive_) return;
     }
     const std::string address = current_address();
-    Endpoint& target = endpoint(address);
+    std::shared_ptr<Endpoint> target = endpoint(address);
     grpc::ClientContext context;
     std::unique_ptr<
         grpc::ClientReaderWriter<v1::KeepAliveRequest, v1::KeepAliveResponse>>
-        stream = target.sessions->KeepAlive(&context);
+        stream = target->sessions->KeepAlive(&context);
     bool reader_done = false;     // Guarded by keep_alive_mu_.
     uint64_t stream_answers = 0;  // Guarded by keep_alive_mu_.
     std::thread reader([&] {
@@ -471,6 +478,7 @@ void TestClient::KeepAliveLoop() {
       }
     }
     if (answers > 0) backoff = kFirstBackoff;
+    DropIfBroken(address, target, status);
     bool sleep = true;
     Redirect(address, context, status, &sleep);
     if (sleep) {

@@ -128,7 +128,12 @@ class TestClient {
   using Attempt = std::function<grpc::Status(Endpoint&, grpc::ClientContext*)>;
 
   explicit TestClient(ClientOptions options);
-  Endpoint& endpoint(const std::string& address);
+  std::shared_ptr<Endpoint> endpoint(const std::string& address);
+  // Drops `broken` if a call on it failed because it cannot connect (see
+  // ChannelIsBroken), so the next call connects afresh.
+  void DropIfBroken(const std::string& address,
+                    const std::shared_ptr<Endpoint>& broken,
+                    const grpc::Status& status);
   // Runs `attempt` until it succeeds or fails with a status that is not
   // retried, or retry_timeout passes. `server_wait` extends each attempt's
   // deadline (for blocking acquires).
@@ -145,7 +150,7 @@ class TestClient {
   std::atomic<uint64_t> retries_{0};
 
   mutable absl::Mutex mu_;
-  std::map<std::string, std::unique_ptr<Endpoint>> endpoints_
+  std::map<std::string, std::shared_ptr<Endpoint>> endpoints_
       ABSL_GUARDED_BY(mu_);
   std::string address_ ABSL_GUARDED_BY(mu_);
   uint64_t next_request_id_ ABSL_GUARDED_BY(mu_) = 1;
