@@ -211,8 +211,6 @@ void ReplicaNode::Housekeeping(int64_t now_ms) {
   if (deadline.has_value() && *deadline <= now_ms &&
       ticks - last_tick_command_tick_ >=
           static_cast<uint64_t>(options_.tick_command_ticks)) {
-    // Renewals first: a session kept alive must not expire by this Tick.
-    FlushRenewals(now_ms);
     statepb::Command tick;
     tick.mutable_tick();
     if (Propose(std::move(tick), now_ms).ok()) last_tick_command_tick_ = ticks;
@@ -296,8 +294,8 @@ void ReplicaNode::KeepAlive(const std::shared_ptr<SessionListener>& listener,
   // interval.
   const int64_t checkpoint_ms = options_.checkpoint_ticks * options_.tick_ms;
   if (*expires_at - now_ms < 2 * checkpoint_ms) FlushRenewals(now_ms);
-  v1::KeepAliveResponse response = SessionResponse(stream, *expires_at);
-  response.set_lease_remaining_ms(std::max<int64_t>(0, *expires_at - now_ms));
+  v1::KeepAliveResponse response =
+      SessionResponse(stream, *expires_at, CellNowMs(now_ms));
   listener->Send(std::move(response));
 }
 
@@ -383,12 +381,17 @@ void ReplicaNode::FlushRenewals(int64_t now_ms) {
   if (Propose(std::move(command), now_ms).ok()) renewals_.clear();
 }
 
+int64_t ReplicaNode::CellNowMs(int64_t now_ms) const {
+  return std::max({now_ms, last_stamp_ms_, state_.now_ms()});
+}
+
 v1::KeepAliveResponse ReplicaNode::SessionResponse(SessionStream& stream,
-                                                   int64_t expires_at) const {
+                                                   int64_t expires_at,
+                                                   int64_t cell_now_ms) const {
   v1::KeepAliveResponse response;
   response.set_session_id(stream.session_id);
   response.set_lease_remaining_ms(
-      std::max<int64_t>(0, expires_at - last_stamp_ms_));
+      std::max<int64_t>(0, expires_at - cell_now_ms));
   response.set_epoch(replica_->epoch());
   for (v1::Event& event :
        state_.PendingEvents(stream.session_id, stream.last_sent_sequence)) {
@@ -403,7 +406,8 @@ void ReplicaNode::SendEvents(SessionStream& stream) {
   const absl::StatusOr<int64_t> expires_at =
       state_.SessionExpiresAt(stream.session_id);
   if (!expires_at.ok()) return;
-  v1::KeepAliveResponse response = SessionResponse(stream, *expires_at);
+  v1::KeepAliveResponse response =
+      SessionResponse(stream, *expires_at, CellNowMs(last_stamp_ms_));
   if (response.events().empty()) return;
   stream.listener->Send(std::move(response));
 }

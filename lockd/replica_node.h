@@ -168,8 +168,14 @@ class ReplicaNode {
   absl::Status Propose(statepb::Command command, int64_t now_ms);
   void FlushRenewals(int64_t now_ms);
   void SendEvents(SessionStream& stream);
+  // The time a lease is measured against: the latest of the local clock,
+  // this leader's stamps and the state machine's time, so that a lease is
+  // never overstated when an earlier leader's clock ran ahead.
+  int64_t CellNowMs(int64_t now_ms) const;
+  // A response with the lease remaining and the session's unsent events.
   v1::KeepAliveResponse SessionResponse(SessionStream& stream,
-                                        int64_t expires_at) const;
+                                        int64_t expires_at,
+                                        int64_t cell_now_ms) const;
   void NotifyElection(const std::string& name);
   void FailAll(const absl::Status& status);
 
