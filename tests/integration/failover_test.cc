@@ -84,7 +84,9 @@ TEST_F(FailoverTest, KillLeaderUnderLoad) {
 
   FencingChecker checker;
   std::atomic<bool> stop{false};
-  std::atomic<int64_t> last_grant_ns{0};
+  // Set just before the kill; the first grant after it records its time.
+  std::atomic<int64_t> killed_at_ns{INT64_MAX};
+  std::atomic<int64_t> first_grant_after_kill_ns{0};
   std::vector<std::thread> threads;
   for (int i = 0; i < kWorkers; ++i) {
     threads.emplace_back([&, i] {
@@ -105,7 +107,11 @@ TEST_F(FailoverTest, KillLeaderUnderLoad) {
         }
         checker.Granted(path, c->session_id(),
                         got->sequencer().lock_generation());
-        last_grant_ns.store(absl::ToUnixNanos(absl::Now()));
+        const int64_t granted_ns = absl::ToUnixNanos(absl::Now());
+        if (granted_ns > killed_at_ns.load()) {
+          int64_t none = 0;
+          first_grant_after_kill_ns.compare_exchange_strong(none, granted_ns);
+        }
         absl::StatusOr<v1::SetNodeResponse> set =
             c->Set(w.counter_path, absl::StrCat(w.sets + 1));
         if (set.ok()) {
@@ -155,18 +161,19 @@ TEST_F(FailoverTest, KillLeaderUnderLoad) {
   const uint64_t keep_alives_before = holder->keep_alive_responses();
   const absl::Time killed_at = absl::Now();
   LOCKD_ASSERT_OK(cell_->Kill(old_leader));
+  // Reaped: every grant seen from now on comes from a new leader.
+  killed_at_ns.store(absl::ToUnixNanos(absl::Now()));
 
   absl::StatusOr<int> new_leader =
       cell_->WaitForLeader(absl::Seconds(30), AllBut(old_leader));
   const absl::Duration to_leader = absl::Now() - killed_at;
   ASSERT_TRUE(new_leader.ok()) << new_leader.status();
   EXPECT_NE(*new_leader, old_leader);
-  ASSERT_TRUE(PollUntil(
-      [&] { return last_grant_ns.load() > absl::ToUnixNanos(killed_at); },
-      absl::Seconds(30)))
+  ASSERT_TRUE(PollUntil([&] { return first_grant_after_kill_ns.load() != 0; },
+                        absl::Seconds(30)))
       << "no lock granted after the kill";
   const absl::Duration to_grant =
-      absl::FromUnixNanos(last_grant_ns.load()) - killed_at;
+      absl::FromUnixNanos(first_grant_after_kill_ns.load()) - killed_at;
   std::fprintf(stderr,
                "failover: leader %d killed; replica %d leads after %s, first "
                "grant after %s (bound %s)\n",
