@@ -67,18 +67,32 @@ void ReplicaLoop::Deliver(paxospb::Message message) {
 
 void ReplicaLoop::Post(std::function<void()> task) {
   absl::MutexLock lock(&mu_);
+  if (stopped_) {
+    // The node is drained: the task only refuses.
+    task();
+    return;
+  }
   inbox_.tasks.push_back(std::move(task));
 }
 
-void ReplicaLoop::Submit(statepb::Command command, ResultCallback done) {
-  Post([this, command = std::move(command), done = std::move(done)]() mutable {
+void ReplicaLoop::Submit(statepb::Command command, uint64_t caller,
+                         ResultCallback done) {
+  Post([this, caller, command = std::move(command),
+        done = std::move(done)]() mutable {
     node_->Submit(std::move(command), WallNowMs(),
-                  absl::Uniform<uint64_t>(nonce_generator_), std::move(done));
+                  absl::Uniform<uint64_t>(nonce_generator_), caller,
+                  std::move(done));
   });
+}
+
+void ReplicaLoop::Cancel(uint64_t caller) {
+  Post([this, caller] { node_->Cancel(caller); });
 }
 
 void ReplicaLoop::Read(ReadFunction read, StatusCallback done) {
   Post([this, read = std::move(read), done = std::move(done)] {
+    // The lease is judged against the current time, not the turn's start.
+    DeliverElapsedTicks();
     done(node_->Read(read));
   });
 }
@@ -92,6 +106,7 @@ void ReplicaLoop::Inspect(ReadFunction read, StatusCallback done) {
 void ReplicaLoop::KeepAlive(std::shared_ptr<SessionListener> listener,
                             v1::KeepAliveRequest request) {
   Post([this, listener = std::move(listener), request = std::move(request)] {
+    DeliverElapsedTicks();
     node_->KeepAlive(listener, request, WallNowMs());
   });
 }
@@ -122,6 +137,10 @@ void ReplicaLoop::Run() {
   while (Turn()) {
   }
   node_->Drain();
+  absl::MutexLock lock(&mu_);
+  stopped_ = true;
+  for (std::function<void()>& task : inbox_.tasks) task();
+  inbox_.tasks.clear();
 }
 
 bool ReplicaLoop::Turn() {
@@ -136,18 +155,19 @@ bool ReplicaLoop::Turn() {
     if (until_tick > absl::ZeroDuration()) {
       mu_.AwaitWithTimeout(absl::Condition(&has_work), until_tick);
     }
+    // On stop, posted tasks stay in the inbox for Run() to refuse.
+    if (inbox_.stop) return false;
     std::swap(inbox, inbox_);
   }
-  if (inbox.stop) return false;
   DeliverElapsedTicks();
   for (const paxospb::Message& message : inbox.messages) node_->Step(message);
-  node_->ProcessReady();
+  node_->ProcessReady(WallNowMs());
   // Reads below see every entry handed out; the lease is checked against the
   // current time.
   DeliverElapsedTicks();
   for (std::function<void()>& task : inbox.tasks) task();
   node_->Housekeeping(WallNowMs());
-  node_->ProcessReady();
+  node_->ProcessReady(WallNowMs());
   UpdateServing();
   return true;
 }

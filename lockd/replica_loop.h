@@ -1,6 +1,8 @@
 #ifndef LOCKD_REPLICA_LOOP_H_
 #define LOCKD_REPLICA_LOOP_H_
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -48,14 +50,18 @@ class ReplicaLoop {
   // and so does every later request; Paxos keeps running. Call before
   // shutting the gRPC server down, so that no call stays parked.
   void Drain();
-  // Stops the thread; requests posted afterwards are dropped. Idempotent.
+  // Stops the thread. Requests posted afterwards are refused at once with
+  // UNAVAILABLE. Idempotent.
   void Stop();
 
   // A message from a peer.
   void Deliver(paxospb::Message message);
 
-  // See ReplicaNode::Submit.
-  void Submit(statepb::Command command, ResultCallback done);
+  // A fresh caller id for Submit/Cancel.
+  uint64_t NewCaller() { return next_caller_.fetch_add(1); }
+  // See ReplicaNode::Submit and Cancel.
+  void Submit(statepb::Command command, uint64_t caller, ResultCallback done);
+  void Cancel(uint64_t caller);
   // Runs `read` under the leader lease (ReplicaNode::Read).
   void Read(ReadFunction read, StatusCallback done);
   // Runs `read` on any replica (status pages).
@@ -93,7 +99,11 @@ class ReplicaLoop {
 
   absl::Mutex mu_;
   Inbox inbox_ ABSL_GUARDED_BY(mu_);
+  // Set once the thread has exited: Post() then runs tasks at once (under
+  // mu_) against the drained node.
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
+  std::atomic<uint64_t> next_caller_{1};
 
   // Touched by the loop thread only.
   absl::BitGen nonce_generator_;

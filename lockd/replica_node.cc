@@ -90,7 +90,7 @@ ReplicaNode::ReplicaNode(const ReplicaNodeOptions& options,
       sender_(sender),
       state_(options.limits) {}
 
-void ReplicaNode::ProcessReady() {
+void ReplicaNode::ProcessReady(int64_t now_ms) {
   while (replica_->HasReady()) {
     paxos::Ready ready = replica_->GetReady();
     if (!ready.persist.empty()) {
@@ -111,14 +111,16 @@ void ReplicaNode::ProcessReady() {
       VLOG(1) << "replica " << replica_->id() << " installed snapshot at "
               << applied_index_;
     }
-    for (const paxospb::Entry& entry : ready.committed) ApplyEntry(entry);
+    for (const paxospb::Entry& entry : ready.committed) {
+      ApplyEntry(entry, now_ms);
+    }
     if (ready.soft_state.has_value()) OnSoftState(*ready.soft_state);
     replica_->Advance();
   }
   MaybeCompact();
 }
 
-void ReplicaNode::ApplyEntry(const paxospb::Entry& entry) {
+void ReplicaNode::ApplyEntry(const paxospb::Entry& entry, int64_t now_ms) {
   for (const std::string& bytes : entry.value().commands()) {
     statepb::Command command;
     if (!command.ParseFromString(bytes)) {
@@ -127,35 +129,37 @@ void ReplicaNode::ApplyEntry(const paxospb::Entry& entry) {
                  << " holds a command that does not parse; skipped";
       continue;
     }
-    ApplyCommand(command);
+    ApplyCommand(command, now_ms);
   }
   applied_index_ = entry.slot();
 }
 
-void ReplicaNode::ApplyCommand(const statepb::Command& command) {
+void ReplicaNode::ApplyCommand(const statepb::Command& command,
+                               int64_t now_ms) {
   sessions::ApplyResult result = state_.Apply(command);
   for (sessions::Completion& completion : result.completions) {
     auto waiting =
         waiting_.find({completion.key.session_id, completion.key.request_id});
     if (waiting == waiting_.end()) continue;
-    std::vector<ResultCallback> callbacks = std::move(waiting->second);
+    std::vector<Waiter> waiters = std::move(waiting->second);
     waiting_.erase(waiting);
-    for (ResultCallback& callback : callbacks) callback(completion.result);
+    for (Waiter& waiter : waiters) {
+      caller_requests_.erase(waiter.caller);
+      waiter.done(completion.result);
+    }
   }
   for (uint64_t session_id : result.sessions_with_events) {
-    for (auto& [id, stream] : session_streams_) {
-      if (stream.session_id == session_id) SendEvents(stream);
+    for (auto it = session_streams_.lower_bound({session_id, 0});
+         it != session_streams_.end() && it->first.first == session_id; ++it) {
+      SendEvents(session_id, it->second, now_ms);
     }
   }
   for (uint64_t session_id : result.ended_sessions) {
     renewals_.erase(session_id);
-    for (auto it = session_streams_.begin(); it != session_streams_.end();) {
-      if (it->second.session_id != session_id) {
-        ++it;
-        continue;
-      }
+    auto it = session_streams_.lower_bound({session_id, 0});
+    while (it != session_streams_.end() && it->first.first == session_id) {
       std::shared_ptr<SessionListener> listener = it->second.listener;
-      session_stream_ids_.erase(listener.get());
+      session_stream_keys_.erase(listener.get());
       it = session_streams_.erase(it);
       listener->End(absl::NotFoundError(
           absl::StrCat("session ", session_id, " ended (closed or expired)")));
@@ -184,33 +188,39 @@ void ReplicaNode::OnSoftState(const paxos::SoftState& soft) {
   if (start_epoch_proposed_ != 0 && (soft.role != paxos::Role::kLeader ||
                                      soft.epoch != start_epoch_proposed_)) {
     start_epoch_proposed_ = 0;
+    cell_clock_started_ = false;
     FailAll(NotServing());
   }
 }
 
 void ReplicaNode::Housekeeping(int64_t now_ms) {
   if (draining_ || replica_->role() != paxos::Role::kLeader) return;
+  const uint64_t ticks = replica_->ticks();
   if (start_epoch_proposed_ != replica_->epoch()) {
+    // A new leadership: the cell clock restarts from the replicated time.
+    cell_clock_started_ = false;
     statepb::Command start;
     start.mutable_start_epoch();
     if (Propose(std::move(start), now_ms).ok()) {
       start_epoch_proposed_ = replica_->epoch();
-      last_checkpoint_tick_ = replica_->ticks();
+      last_checkpoint_tick_ = ticks;
       LOG(INFO) << "replica " << replica_->id() << " leads epoch "
                 << start_epoch_proposed_ << ": proposed StartEpoch";
     }
     return;
   }
   if (!Serving()) return;
-  const uint64_t ticks = replica_->ticks();
   if (ticks - last_checkpoint_tick_ >=
       static_cast<uint64_t>(options_.checkpoint_ticks)) {
     FlushRenewals(now_ms);
   }
   const std::optional<int64_t> deadline = state_.NextDeadline();
-  if (deadline.has_value() && *deadline <= now_ms &&
-      ticks - last_tick_command_tick_ >=
-          static_cast<uint64_t>(options_.tick_command_ticks)) {
+  const bool due = deadline.has_value() && *deadline <= CellClock(now_ms) &&
+                   ticks - last_tick_command_tick_ >=
+                       static_cast<uint64_t>(options_.tick_command_ticks);
+  const bool idle = ticks - last_proposal_tick_ >=
+                    static_cast<uint64_t>(options_.idle_tick_ticks);
+  if (due || idle) {
     statepb::Command tick;
     tick.mutable_tick();
     if (Propose(std::move(tick), now_ms).ok()) last_tick_command_tick_ = ticks;
@@ -218,7 +228,7 @@ void ReplicaNode::Housekeeping(int64_t now_ms) {
 }
 
 void ReplicaNode::Submit(statepb::Command command, int64_t now_ms,
-                         uint64_t nonce, ResultCallback done) {
+                         uint64_t nonce, uint64_t caller, ResultCallback done) {
   if (draining_ || replica_->role() != paxos::Role::kLeader ||
       start_epoch_proposed_ != replica_->epoch()) {
     done(NotServing());
@@ -238,16 +248,34 @@ void ReplicaNode::Submit(statepb::Command command, int64_t now_ms,
     return;
   }
   auto waiting = waiting_.find(request);
-  if (waiting != waiting_.end()) {
-    waiting->second.push_back(std::move(done));
+  if (waiting == waiting_.end()) {
+    const absl::Status proposed = Propose(std::move(command), now_ms);
+    if (!proposed.ok()) {
+      done(proposed);
+      return;
+    }
+    waiting = waiting_.try_emplace(request).first;
+  }
+  waiting->second.push_back({caller, std::move(done)});
+  caller_requests_[caller] = request;
+}
+
+void ReplicaNode::Cancel(uint64_t caller) {
+  auto request = caller_requests_.find(caller);
+  if (request == caller_requests_.end()) return;
+  auto waiting = waiting_.find(request->second);
+  caller_requests_.erase(request);
+  if (waiting == waiting_.end()) return;
+  std::vector<Waiter>& waiters = waiting->second;
+  for (auto it = waiters.begin(); it != waiters.end(); ++it) {
+    if (it->caller != caller) continue;
+    ResultCallback done = std::move(it->done);
+    waiters.erase(it);
+    // The entry stays (possibly empty) so that the result of the proposal
+    // in flight is matched, not proposed again by a retry.
+    done(absl::CancelledError("the call was cancelled by the client"));
     return;
   }
-  const absl::Status proposed = Propose(std::move(command), now_ms);
-  if (!proposed.ok()) {
-    done(proposed);
-    return;
-  }
-  waiting_[request].push_back(std::move(done));
 }
 
 absl::Status ReplicaNode::Read(const ReadFunction& read) const {
@@ -272,38 +300,36 @@ void ReplicaNode::KeepAlive(const std::shared_ptr<SessionListener>& listener,
     end(expires_at.status());
     return;
   }
-  auto [id, inserted] =
-      session_stream_ids_.try_emplace(listener.get(), next_stream_id_);
+  auto [key, inserted] = session_stream_keys_.try_emplace(
+      listener.get(), StreamKey{request.session_id(), next_stream_id_});
   if (inserted) {
     ++next_stream_id_;
-    SessionStream& stream = session_streams_[id->second];
+    SessionStream& stream = session_streams_[key->second];
     stream.listener = listener;
-    stream.session_id = request.session_id();
     stream.last_sent_sequence = request.acked_event_sequence();
-  }
-  SessionStream& stream = session_streams_.at(id->second);
-  if (stream.session_id != request.session_id()) {
+  } else if (key->second.first != request.session_id()) {
     end(absl::InvalidArgumentError(absl::StrCat(
-        "this KeepAlive stream belongs to session ", stream.session_id,
+        "this KeepAlive stream belongs to session ", key->second.first,
         "; open a new stream for session ", request.session_id())));
     return;
   }
+  SessionStream& stream = session_streams_.at(key->second);
   uint64_t& acked = renewals_[request.session_id()];
   acked = std::max(acked, request.acked_event_sequence());
+  const int64_t cell_now = CellClock(now_ms);
   // A lease about to run out is checkpointed now rather than at the next
   // interval.
   const int64_t checkpoint_ms = options_.checkpoint_ticks * options_.tick_ms;
-  if (*expires_at - now_ms < 2 * checkpoint_ms) FlushRenewals(now_ms);
-  v1::KeepAliveResponse response =
-      SessionResponse(stream, *expires_at, CellNowMs(now_ms));
-  listener->Send(std::move(response));
+  if (*expires_at - cell_now < 2 * checkpoint_ms) FlushRenewals(now_ms);
+  listener->Send(
+      SessionResponse(request.session_id(), stream, *expires_at, cell_now));
 }
 
 void ReplicaNode::RemoveSessionListener(SessionListener* listener) {
-  auto id = session_stream_ids_.find(listener);
-  if (id == session_stream_ids_.end()) return;
-  session_streams_.erase(id->second);
-  session_stream_ids_.erase(id);
+  auto key = session_stream_keys_.find(listener);
+  if (key == session_stream_keys_.end()) return;
+  session_streams_.erase(key->second);
+  session_stream_keys_.erase(key);
 }
 
 void ReplicaNode::Observe(const std::string& name,
@@ -312,17 +338,22 @@ void ReplicaNode::Observe(const std::string& name,
     listener->End(NotServing());
     return;
   }
-  const uint64_t id = next_stream_id_++;
-  election_stream_ids_[listener.get()] = id;
-  election_streams_[id] = {name, listener};
-  NotifyElection(name);
+  const absl::StatusOr<v1::GetLeaderResponse> leader = state_.GetLeader(name);
+  if (!leader.ok() && leader.status().code() != absl::StatusCode::kNotFound) {
+    listener->End(leader.status());
+    return;
+  }
+  const ElectionKey key{name, next_stream_id_++};
+  election_stream_keys_[listener.get()] = key;
+  election_streams_[key] = {listener};
+  SendLeader(name, *listener);
 }
 
 void ReplicaNode::RemoveElectionListener(ElectionListener* listener) {
-  auto id = election_stream_ids_.find(listener);
-  if (id == election_stream_ids_.end()) return;
-  election_streams_.erase(id->second);
-  election_stream_ids_.erase(id);
+  auto key = election_stream_keys_.find(listener);
+  if (key == election_stream_keys_.end()) return;
+  election_streams_.erase(key->second);
+  election_stream_keys_.erase(key);
 }
 
 void ReplicaNode::Drain() {
@@ -348,9 +379,17 @@ absl::Status ReplicaNode::NotServing() const {
         absl::StrCat("replica ", self, " knows no leader yet; retry shortly"));
   }
   if (leader == self) {
+    if (replica_->role() == paxos::Role::kLeader &&
+        state_.epoch() == replica_->epoch()) {
+      return absl::UnavailableError(absl::StrCat(
+          "replica ", self,
+          " leads but has not heard from a majority within its lease; "
+          "retry shortly"));
+    }
     return absl::UnavailableError(absl::StrCat(
         "replica ", self,
-        " was just elected and waits for its lease; retry shortly"));
+        " was just elected and waits out the previous leader's lease; "
+        "retry shortly"));
   }
   const std::string& address = options_.addresses.at(leader);
   absl::Status status = absl::UnavailableError(
@@ -361,89 +400,126 @@ absl::Status ReplicaNode::NotServing() const {
   return status;
 }
 
+int64_t ReplicaNode::CellClock(int64_t now_ms) {
+  const uint64_t ticks = replica_->ticks();
+  if (!cell_clock_started_) {
+    cell_clock_started_ = true;
+    // A new cell has no time yet: it starts from the wall clock.
+    cell_clock_ms_ = state_.now_ms() > 0 ? state_.now_ms() : now_ms;
+    cell_clock_tick_ = ticks;
+    cell_anchor_ms_ = cell_clock_ms_;
+    cell_anchor_tick_ = ticks;
+  }
+  // The rate is measured over at least a second, so that the slew allowance
+  // is not lost to rounding at tick granularity.
+  if ((cell_clock_tick_ - cell_anchor_tick_) * options_.tick_ms >= 1000) {
+    cell_anchor_ms_ = cell_clock_ms_;
+    cell_anchor_tick_ = cell_clock_tick_;
+  }
+  const int64_t elapsed =
+      static_cast<int64_t>(ticks - cell_anchor_tick_) * options_.tick_ms;
+  const int64_t slew = elapsed * options_.cell_clock_slew_percent / 100;
+  const int64_t reading = std::clamp(now_ms, cell_anchor_ms_ + elapsed - slew,
+                                     cell_anchor_ms_ + elapsed + slew);
+  cell_clock_ms_ = std::max(cell_clock_ms_, reading);
+  cell_clock_tick_ = ticks;
+  return cell_clock_ms_;
+}
+
 absl::Status ReplicaNode::Propose(statepb::Command command, int64_t now_ms) {
-  last_stamp_ms_ = std::max({last_stamp_ms_, now_ms, state_.now_ms()});
   command.set_epoch(replica_->epoch());
-  command.set_time_ms(last_stamp_ms_);
-  return replica_->Propose(command.SerializeAsString());
+  command.set_time_ms(std::max(CellClock(now_ms), state_.now_ms()));
+  const absl::Status proposed = replica_->Propose(command.SerializeAsString());
+  if (proposed.ok()) last_proposal_tick_ = replica_->ticks();
+  return proposed;
 }
 
 void ReplicaNode::FlushRenewals(int64_t now_ms) {
   last_checkpoint_tick_ = replica_->ticks();
-  if (renewals_.empty()) return;
-  statepb::Command command;
-  for (const auto& [session_id, acked] : renewals_) {
-    statepb::RenewSessions::Renewal* renewal =
-        command.mutable_renew_sessions()->add_renewals();
-    renewal->set_session_id(session_id);
-    renewal->set_acked_event_sequence(acked);
+  while (!renewals_.empty()) {
+    statepb::Command command;
+    auto it = renewals_.begin();
+    for (int n = 0;
+         it != renewals_.end() && n < options_.max_renewals_per_command;
+         ++it, ++n) {
+      statepb::RenewSessions::Renewal* renewal =
+          command.mutable_renew_sessions()->add_renewals();
+      renewal->set_session_id(it->first);
+      renewal->set_acked_event_sequence(it->second);
+    }
+    const absl::Status proposed = Propose(std::move(command), now_ms);
+    if (!proposed.ok()) {
+      LOG_EVERY_N(WARNING, 100)
+          << "cannot propose a keep-alive checkpoint: " << proposed;
+      return;
+    }
+    renewals_.erase(renewals_.begin(), it);
   }
-  if (Propose(std::move(command), now_ms).ok()) renewals_.clear();
 }
 
-int64_t ReplicaNode::CellNowMs(int64_t now_ms) const {
-  return std::max({now_ms, last_stamp_ms_, state_.now_ms()});
-}
-
-v1::KeepAliveResponse ReplicaNode::SessionResponse(SessionStream& stream,
+v1::KeepAliveResponse ReplicaNode::SessionResponse(uint64_t session_id,
+                                                   SessionStream& stream,
                                                    int64_t expires_at,
                                                    int64_t cell_now_ms) const {
   v1::KeepAliveResponse response;
-  response.set_session_id(stream.session_id);
+  response.set_session_id(session_id);
   response.set_lease_remaining_ms(
       std::max<int64_t>(0, expires_at - cell_now_ms));
   response.set_epoch(replica_->epoch());
   for (v1::Event& event :
-       state_.PendingEvents(stream.session_id, stream.last_sent_sequence)) {
+       state_.PendingEvents(session_id, stream.last_sent_sequence)) {
     stream.last_sent_sequence = event.sequence();
     *response.add_events() = std::move(event);
   }
-  response.set_events_lost(state_.EventsLost(stream.session_id));
+  response.set_events_lost(state_.EventsLost(session_id));
   return response;
 }
 
-void ReplicaNode::SendEvents(SessionStream& stream) {
+void ReplicaNode::SendEvents(uint64_t session_id, SessionStream& stream,
+                             int64_t now_ms) {
   const absl::StatusOr<int64_t> expires_at =
-      state_.SessionExpiresAt(stream.session_id);
-  if (!expires_at.ok()) return;
+      state_.SessionExpiresAt(session_id);
+  if (!expires_at.ok() || !cell_clock_started_) return;
   v1::KeepAliveResponse response =
-      SessionResponse(stream, *expires_at, CellNowMs(last_stamp_ms_));
+      SessionResponse(session_id, stream, *expires_at, CellClock(now_ms));
   if (response.events().empty()) return;
   stream.listener->Send(std::move(response));
 }
 
+void ReplicaNode::SendLeader(const std::string& name,
+                             ElectionListener& listener) const {
+  absl::StatusOr<v1::GetLeaderResponse> leader = state_.GetLeader(name);
+  if (leader.ok()) {
+    listener.Send(*std::move(leader));
+    return;
+  }
+  v1::GetLeaderResponse nobody;
+  nobody.mutable_leader()->set_name(name);
+  listener.Send(std::move(nobody));
+}
+
 void ReplicaNode::NotifyElection(const std::string& name) {
-  v1::GetLeaderResponse response;
-  bool computed = false;
-  for (auto& [id, stream] : election_streams_) {
-    if (stream.name != name) continue;
-    if (!computed) {
-      absl::StatusOr<v1::GetLeaderResponse> leader = state_.GetLeader(name);
-      if (leader.ok()) {
-        response = *std::move(leader);
-      } else {
-        response.mutable_leader()->set_name(name);
-      }
-      computed = true;
-    }
-    stream.listener->Send(response);
+  for (auto it = election_streams_.lower_bound({name, 0});
+       it != election_streams_.end() && it->first.first == name; ++it) {
+    SendLeader(name, *it->second.listener);
   }
 }
 
 void ReplicaNode::FailAll(const absl::Status& status) {
   auto waiting = std::move(waiting_);
   waiting_.clear();
-  for (auto& [request, callbacks] : waiting) {
-    for (ResultCallback& callback : callbacks) callback(status);
+  caller_requests_.clear();
+  for (auto& [request, waiters] : waiting) {
+    for (Waiter& waiter : waiters) waiter.done(status);
   }
   auto sessions = std::move(session_streams_);
   session_streams_.clear();
-  session_stream_ids_.clear();
-  for (auto& [id, stream] : sessions) stream.listener->End(status);
+  session_stream_keys_.clear();
+  for (auto& [key, stream] : sessions) stream.listener->End(status);
   auto elections = std::move(election_streams_);
   election_streams_.clear();
-  election_stream_ids_.clear();
-  for (auto& [id, stream] : elections) stream.listener->End(status);
+  election_stream_keys_.clear();
+  for (auto& [key, stream] : elections) stream.listener->End(status);
   renewals_.clear();
 }
 

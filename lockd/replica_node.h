@@ -66,6 +66,16 @@ struct ReplicaNodeOptions {
   int checkpoint_ticks = 50;
   // At least this many ticks between two Tick commands.
   int tick_command_ticks = 5;
+  // An idle leader still proposes a Tick this often, so that the cell's
+  // time stays close to real time (a new leader continues from it).
+  int idle_tick_ticks = 100;
+  // The leader's cell clock follows its wall clock but never runs faster or
+  // slower than its monotonic clock by more than this (percent); see
+  // docs/server.md, "Time".
+  int cell_clock_slew_percent = 5;
+  // Renewals per RenewSessions command (a checkpoint of many sessions is
+  // split so that each command stays far below the Paxos batch limit).
+  int max_renewals_per_command = 10000;
 };
 
 // One replica of a cell without threads, clocks or sockets: the Paxos
@@ -75,8 +85,15 @@ struct ReplicaNodeOptions {
 //
 // The driver (ReplicaLoop in production, the simulator in tests) calls Tick()
 // once per tick of a monotonic clock, passes the wall clock as `now_ms`
-// where a command may be stamped, and calls ProcessReady() after any input.
-// Callbacks and listeners are called synchronously and must not block.
+// where time matters, and calls ProcessReady() after any input. Callbacks
+// and listeners are called synchronously and must not block.
+//
+// Time: the leader stamps each command with its cell clock, which starts
+// where the replicated state's time stands when it takes over and then
+// follows the leader's wall clock, but only at a rate within
+// cell_clock_slew_percent of the monotonic tick clock. So a wall-clock step
+// or an offset between replicas' clocks never makes cell time jump, and
+// leases told to clients shrink by at most that percentage.
 class ReplicaNode {
  public:
   using ResultCallback = std::function<void(absl::StatusOr<statepb::Result>)>;
@@ -97,7 +114,7 @@ class ReplicaNode {
   // Persists (one synced Save per Ready), sends, applies, advances, until
   // the replica has nothing more; then compacts if due. A storage error is
   // fatal (fail-stop, see paxos/storage.h).
-  void ProcessReady();
+  void ProcessReady(int64_t now_ms);
 
   // The leader's periodic duties; call after ProcessReady().
   void Housekeeping(int64_t now_ms);
@@ -107,9 +124,16 @@ class ReplicaNode {
   // UNAVAILABLE (naming the leader) if this replica does not lead or loses
   // leadership first. A command for a request already waiting here is not
   // proposed again; every caller gets the answer. A CreateSession without a
-  // nonce gets `nonce`.
+  // nonce gets `nonce`. `caller` (non-zero, unique per call) identifies the
+  // caller for Cancel().
   void Submit(statepb::Command command, int64_t now_ms, uint64_t nonce,
-              ResultCallback done);
+              uint64_t caller, ResultCallback done);
+
+  // The caller gave up (its RPC was cancelled): its callback is called with
+  // CANCELLED now. The command itself may still take effect (a parked
+  // acquire stays queued until its wait timeout); a retry with the same
+  // request number learns the outcome. No-op if already answered.
+  void Cancel(uint64_t caller);
 
   // Runs `read` against the applied state if this replica serves (see
   // Serving()), else returns UNAVAILABLE. Call only after ProcessReady()
@@ -127,7 +151,8 @@ class ReplicaNode {
                  const v1::KeepAliveRequest& request, int64_t now_ms);
   void RemoveSessionListener(SessionListener* listener);
 
-  // Sends the election's leader now and after every change.
+  // Sends the election's leader now and after every change. Ends the stream
+  // with INVALID_ARGUMENT for a bad name.
   void Observe(const std::string& name,
                const std::shared_ptr<ElectionListener>& listener);
   void RemoveElectionListener(ElectionListener* listener);
@@ -154,28 +179,38 @@ class ReplicaNode {
   using RequestId = std::pair<uint64_t, uint64_t>;  // session, request
   struct SessionStream {
     std::shared_ptr<SessionListener> listener;
-    uint64_t session_id = 0;
     uint64_t last_sent_sequence = 0;
+  };
+  // Streams by (session, arrival), so a session's streams are one range.
+  using StreamKey = std::pair<uint64_t, uint64_t>;
+  struct Waiter {
+    uint64_t caller = 0;
+    ResultCallback done;
+  };
+  struct ElectionStream {
+    std::shared_ptr<ElectionListener> listener;
   };
 
   ReplicaNode(const ReplicaNodeOptions& options, paxos::Storage* storage,
               std::unique_ptr<paxos::Replica> replica, PeerSender* sender);
 
-  void ApplyEntry(const paxospb::Entry& entry);
-  void ApplyCommand(const statepb::Command& command);
+  void ApplyEntry(const paxospb::Entry& entry, int64_t now_ms);
+  void ApplyCommand(const statepb::Command& command, int64_t now_ms);
   void MaybeCompact();
   void OnSoftState(const paxos::SoftState& soft);
   absl::Status Propose(statepb::Command command, int64_t now_ms);
   void FlushRenewals(int64_t now_ms);
-  void SendEvents(SessionStream& stream);
-  // The time a lease is measured against: the latest of the local clock,
-  // this leader's stamps and the state machine's time, so that a lease is
-  // never overstated when an earlier leader's clock ran ahead.
-  int64_t CellNowMs(int64_t now_ms) const;
+  // Reads the leader's cell clock (see the class comment); never decreases
+  // within a leadership.
+  int64_t CellClock(int64_t now_ms);
+  void SendEvents(uint64_t session_id, SessionStream& stream, int64_t now_ms);
   // A response with the lease remaining and the session's unsent events.
-  v1::KeepAliveResponse SessionResponse(SessionStream& stream,
+  v1::KeepAliveResponse SessionResponse(uint64_t session_id,
+                                        SessionStream& stream,
                                         int64_t expires_at,
                                         int64_t cell_now_ms) const;
+  // Sends the election's leader to one listener.
+  void SendLeader(const std::string& name, ElectionListener& listener) const;
   void NotifyElection(const std::string& name);
   void FailAll(const absl::Status& status);
 
@@ -188,24 +223,31 @@ class ReplicaNode {
   bool draining_ = false;
   uint64_t applied_index_ = 0;
   uint64_t last_snapshot_index_ = 0;
-  int64_t last_stamp_ms_ = 0;
+  // The cell clock: started with a leadership; (ms, tick) of its last
+  // reading and of the anchor its rate is measured from.
+  bool cell_clock_started_ = false;
+  int64_t cell_clock_ms_ = 0;
+  uint64_t cell_clock_tick_ = 0;
+  int64_t cell_anchor_ms_ = 0;
+  uint64_t cell_anchor_tick_ = 0;
   // The epoch whose StartEpoch this leader proposed (0 if none).
   uint64_t start_epoch_proposed_ = 0;
   uint64_t last_checkpoint_tick_ = 0;
   uint64_t last_tick_command_tick_ = 0;
+  uint64_t last_proposal_tick_ = 0;
   // Keep-alives answered since the last checkpoint: session -> acked event.
   std::map<uint64_t, uint64_t> renewals_;
-  // Callers waiting for a request's result.
-  std::map<RequestId, std::vector<ResultCallback>> waiting_;
+  // Callers waiting for a request's result, and which request each caller
+  // waits for.
+  std::map<RequestId, std::vector<Waiter>> waiting_;
+  absl::flat_hash_map<uint64_t, RequestId> caller_requests_;
   uint64_t next_stream_id_ = 1;
-  absl::flat_hash_map<SessionListener*, uint64_t> session_stream_ids_;
-  std::map<uint64_t, SessionStream> session_streams_;
-  struct ElectionStream {
-    std::string name;
-    std::shared_ptr<ElectionListener> listener;
-  };
-  absl::flat_hash_map<ElectionListener*, uint64_t> election_stream_ids_;
-  std::map<uint64_t, ElectionStream> election_streams_;
+  absl::flat_hash_map<SessionListener*, StreamKey> session_stream_keys_;
+  std::map<StreamKey, SessionStream> session_streams_;
+  // Election streams by (name, arrival).
+  using ElectionKey = std::pair<std::string, uint64_t>;
+  absl::flat_hash_map<ElectionListener*, ElectionKey> election_stream_keys_;
+  std::map<ElectionKey, ElectionStream> election_streams_;
 };
 
 }  // namespace lockd

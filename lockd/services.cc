@@ -21,16 +21,22 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
                       std::string(status.message()));
 }
 
-// Finishes a unary call with `status`, passing a leader redirect (if the
-// status names one) as trailing metadata.
-void FinishCall(grpc::CallbackServerContext* context,
-                grpc::ServerUnaryReactor* reactor, const absl::Status& status) {
+// Adds a leader redirect carried by `status` (see ReplicaNode::NotServing)
+// to the call's trailing metadata.
+void AddLeaderTrailers(grpc::CallbackServerContext* context,
+                       const absl::Status& status) {
   for (const char* key : {kLeaderAddressPayload, kLeaderIdPayload}) {
     auto value = status.GetPayload(key);
     if (value.has_value()) {
       context->AddTrailingMetadata(key, std::string(*value));
     }
   }
+}
+
+// Finishes a unary call with `status` and its leader redirect.
+void FinishCall(grpc::CallbackServerContext* context,
+                grpc::ServerUnaryReactor* reactor, const absl::Status& status) {
+  AddLeaderTrailers(context, status);
   reactor->Finish(ToGrpcStatus(status));
 }
 
@@ -45,33 +51,55 @@ absl::Status CheckSize(const google::protobuf::Message& request,
   return absl::OkStatus();
 }
 
+// A unary call answered by a command's result. If the client cancels, its
+// callback is withdrawn at once (the call does not stay parked).
+class SubmittedCall : public grpc::ServerUnaryReactor {
+ public:
+  SubmittedCall(ReplicaLoop* loop, grpc::CallbackServerContext* context)
+      : loop_(loop), context_(context), caller_(loop->NewCaller()) {}
+
+  // `fill` moves the result's body into the response.
+  void Start(statepb::Command command,
+             std::function<void(statepb::Result&)> fill) {
+    loop_->Submit(
+        std::move(command), caller_,
+        [this, fill = std::move(fill)](absl::StatusOr<statepb::Result> result) {
+          if (!result.ok()) {
+            FinishCall(context_, this, result.status());
+          } else if (result->code() != 0) {
+            Finish(grpc::Status(static_cast<grpc::StatusCode>(result->code()),
+                                result->message()));
+          } else {
+            fill(*result);
+            Finish(grpc::Status::OK);
+          }
+        });
+  }
+
+  void OnCancel() override { loop_->Cancel(caller_); }
+  void OnDone() override { delete this; }
+
+ private:
+  ReplicaLoop* const loop_;
+  grpc::CallbackServerContext* const context_;
+  const uint64_t caller_;
+};
+
 // Submits `command` and finishes the call with its result; `fill` moves the
 // result's body into the response.
 grpc::ServerUnaryReactor* SubmitCommand(
     ReplicaLoop* loop, grpc::CallbackServerContext* context,
     const google::protobuf::Message& request, size_t max_request_bytes,
     statepb::Command command, std::function<void(statepb::Result&)> fill) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const absl::Status size = CheckSize(request, max_request_bytes);
   if (!size.ok()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     FinishCall(context, reactor, size);
     return reactor;
   }
-  loop->Submit(std::move(command), [context, reactor, fill = std::move(fill)](
-                                       absl::StatusOr<statepb::Result> result) {
-    if (!result.ok()) {
-      FinishCall(context, reactor, result.status());
-      return;
-    }
-    if (result->code() != 0) {
-      reactor->Finish(grpc::Status(
-          static_cast<grpc::StatusCode>(result->code()), result->message()));
-      return;
-    }
-    fill(*result);
-    reactor->Finish(grpc::Status::OK);
-  });
-  return reactor;
+  auto* call = new SubmittedCall(loop, context);
+  call->Start(std::move(command), std::move(fill));
+  return call;
 }
 
 // Runs a read under the leader lease and finishes the call with its status.
@@ -94,7 +122,8 @@ grpc::ServerUnaryReactor* ReadState(
 template <typename Reactor, typename Response>
 class WriteQueue {
  public:
-  explicit WriteQueue(Reactor* reactor) : reactor_(reactor) {}
+  WriteQueue(Reactor* reactor, grpc::CallbackServerContext* context)
+      : reactor_(reactor), context_(context) {}
 
   void Send(Response response) {
     const Response* next = nullptr;
@@ -109,13 +138,15 @@ class WriteQueue {
     reactor_->StartWrite(next);
   }
 
-  // Finishes once the queued writes are out. Later calls are ignored.
-  void End(grpc::Status status) {
+  // Finishes once the queued writes are out, with a leader redirect in the
+  // trailers if `status` carries one. Later calls are ignored.
+  void End(const absl::Status& status) {
     {
       absl::MutexLock lock(&mu_);
       if (finishing_) return;
       finishing_ = true;
-      finish_status_ = std::move(status);
+      AddLeaderTrailers(context_, status);
+      finish_status_ = ToGrpcStatus(status);
       if (writing_) return;
     }
     reactor_->Finish(finish_status_);
@@ -151,6 +182,7 @@ class WriteQueue {
 
  private:
   Reactor* const reactor_;
+  grpc::CallbackServerContext* const context_;
   absl::Mutex mu_;
   // The front element is the write in flight (if writing_). Elements keep
   // their address while others are appended.
@@ -167,16 +199,16 @@ using KeepAliveReactorBase =
 // holds the queue; OnDone unregisters before the reactor goes away.
 class KeepAliveReactor : public KeepAliveReactorBase {
  public:
-  explicit KeepAliveReactor(ReplicaLoop* loop)
+  KeepAliveReactor(ReplicaLoop* loop, grpc::CallbackServerContext* context)
       : loop_(loop),
-        queue_(std::make_shared<Queue>(this)),
+        queue_(std::make_shared<Queue>(this, context)),
         listener_(std::make_shared<Listener>(queue_)) {
     StartRead(&request_);
   }
 
   void OnReadDone(bool ok) override {
     if (!ok) {
-      queue_->End(grpc::Status::OK);
+      queue_->End(absl::OkStatus());
       return;
     }
     loop_->KeepAlive(listener_, request_);
@@ -200,9 +232,7 @@ class KeepAliveReactor : public KeepAliveReactorBase {
     void Send(v1::KeepAliveResponse response) override {
       queue_->Send(std::move(response));
     }
-    void End(absl::Status status) override {
-      queue_->End(ToGrpcStatus(status));
-    }
+    void End(absl::Status status) override { queue_->End(status); }
 
    private:
     const std::shared_ptr<Queue> queue_;
@@ -218,9 +248,10 @@ using ObserveReactorBase = grpc::ServerWriteReactor<v1::GetLeaderResponse>;
 
 class ObserveReactor : public ObserveReactorBase {
  public:
-  ObserveReactor(ReplicaLoop* loop, const std::string& name)
+  ObserveReactor(ReplicaLoop* loop, grpc::CallbackServerContext* context,
+                 const std::string& name)
       : loop_(loop),
-        queue_(std::make_shared<Queue>(this)),
+        queue_(std::make_shared<Queue>(this, context)),
         listener_(std::make_shared<Listener>(queue_)) {
     loop_->Observe(name, listener_);
   }
@@ -228,7 +259,7 @@ class ObserveReactor : public ObserveReactorBase {
   void OnWriteDone(bool ok) override { queue_->WriteDone(ok); }
 
   void OnCancel() override {
-    queue_->End(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+    queue_->End(absl::CancelledError("cancelled by the client"));
   }
 
   void OnDone() override {
@@ -246,9 +277,7 @@ class ObserveReactor : public ObserveReactorBase {
     void Send(v1::GetLeaderResponse response) override {
       queue_->Send(std::move(response));
     }
-    void End(absl::Status status) override {
-      queue_->End(ToGrpcStatus(status));
-    }
+    void End(absl::Status status) override { queue_->End(status); }
 
    private:
     const std::shared_ptr<Queue> queue_;
@@ -276,8 +305,8 @@ grpc::ServerUnaryReactor* SessionsService::CreateSession(
 }
 
 grpc::ServerBidiReactor<v1::KeepAliveRequest, v1::KeepAliveResponse>*
-SessionsService::KeepAlive(grpc::CallbackServerContext* /*context*/) {
-  return new KeepAliveReactor(loop_);
+SessionsService::KeepAlive(grpc::CallbackServerContext* context) {
+  return new KeepAliveReactor(loop_, context);
 }
 
 grpc::ServerUnaryReactor* SessionsService::CloseSession(
@@ -451,9 +480,8 @@ grpc::ServerUnaryReactor* ElectionsService::Leader(
 }
 
 grpc::ServerWriteReactor<v1::GetLeaderResponse>* ElectionsService::Observe(
-    grpc::CallbackServerContext* /*context*/,
-    const v1::ObserveRequest* request) {
-  return new ObserveReactor(loop_, request->name());
+    grpc::CallbackServerContext* context, const v1::ObserveRequest* request) {
+  return new ObserveReactor(loop_, context, request->name());
 }
 
 grpc::ServerUnaryReactor* ElectionsService::Resign(
