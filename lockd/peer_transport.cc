@@ -39,6 +39,7 @@ class PeerTransport::Link {
   Link(uint32_t peer, const std::string& address, size_t max_message_bytes)
       : peer_(peer),
         address_(address),
+        max_queued_bytes_(2 * max_message_bytes),
         stub_(peerpb::Peer::NewStub(grpc::CreateCustomChannel(
             address, grpc::InsecureChannelCredentials(),
             PeerChannelArguments(max_message_bytes)))),
@@ -47,13 +48,23 @@ class PeerTransport::Link {
   ~Link() { Stop(); }
 
   void Enqueue(paxospb::Message message) {
+    const size_t bytes = message.ByteSizeLong();
     absl::MutexLock lock(&mu_);
     if (stop_) return;
-    if (queue_.size() >= kMaxQueuedMessages) {
-      queue_.pop_front();
-      ++dropped_;
-    }
     queue_.push_back(std::move(message));
+    queued_bytes_ += bytes;
+    // Keep the newest: Paxos retransmits what matters, and old heartbeats
+    // or fetch replies are worthless.
+    while (queue_.size() > 1 && (queue_.size() > kMaxQueuedMessages ||
+                                 queued_bytes_ > max_queued_bytes_)) {
+      queued_bytes_ -= queue_.front().ByteSizeLong();
+      queue_.pop_front();
+      if (++dropped_ % 1000 == 1) {
+        LOG(WARNING) << "replica " << peer_ << " at " << address_
+                     << " is not keeping up: dropped " << dropped_
+                     << " queued messages so far";
+      }
+    }
   }
 
   void Stop() {
@@ -83,6 +94,7 @@ class PeerTransport::Link {
         mu_.Await(absl::Condition(&ready));
         if (stop_) break;
         std::swap(batch, queue_);
+        queued_bytes_ = 0;
         if (writer == nullptr) {
           context = std::make_unique<grpc::ClientContext>();
           context_ = context.get();
@@ -101,8 +113,9 @@ class PeerTransport::Link {
         continue;
       }
       const grpc::Status status = writer->Finish();
-      VLOG(1) << "stream to replica " << peer_ << " at " << address_
-              << " broke: " << status.error_message();
+      LOG_EVERY_N(WARNING, 20)
+          << "stream to replica " << peer_ << " at " << address_
+          << " broke: " << status.error_message();
       {
         absl::MutexLock lock(&mu_);
         writer.reset();
@@ -127,9 +140,11 @@ class PeerTransport::Link {
 
   const uint32_t peer_;
   const std::string address_;
+  const size_t max_queued_bytes_;
   const std::unique_ptr<peerpb::Peer::Stub> stub_;
   absl::Mutex mu_;
   std::deque<paxospb::Message> queue_ ABSL_GUARDED_BY(mu_);
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;

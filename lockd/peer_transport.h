@@ -35,7 +35,8 @@ class PeerTransport : public PeerSender {
   // Stops every sender thread; later messages are dropped. Idempotent.
   void Stop();
 
-  // Messages queued per peer before the oldest is dropped.
+  // Messages queued per peer before the oldest is dropped; the queue also
+  // holds at most 2 * max_message_bytes.
   static constexpr size_t kMaxQueuedMessages = 10000;
 
  private:
