@@ -17,12 +17,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 
 namespace lockd::integration {
@@ -424,6 +426,37 @@ absl::StatusOr<v1::StatusResponse> Cell::Status(int id,
                                      status.error_message()));
   }
   return response;
+}
+
+absl::StatusOr<bool> Cell::Serving(int id, absl::Duration timeout) const {
+  // There are no generated stubs of grpc.health.v1 in Debian's gRPC, and the
+  // messages are tiny: HealthCheckRequest{service: ""} encodes to nothing,
+  // HealthCheckResponse{status: SERVING} to 08 01.
+  grpc::GenericStub stub(channel(id));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  grpc::Slice nothing("");
+  grpc::ByteBuffer request(&nothing, 1);
+  grpc::ByteBuffer response;
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(),
+                 &request, &response,
+                 [&done](grpc::Status status) { done.set_value(status); });
+  const grpc::Status status = done.get_future().get();
+  if (!status.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        absl::StrCat("Health.Check of replica ", id, ": ",
+                                     status.error_message()));
+  }
+  std::vector<grpc::Slice> slices;
+  if (!response.Dump(&slices).ok()) {
+    return absl::InternalError("cannot read the Health.Check response");
+  }
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  return bytes == std::string("\x08\x01", 2);
 }
 
 absl::StatusOr<int> Cell::WaitForLeader(absl::Duration timeout,

@@ -99,6 +99,11 @@ class Cell {
   absl::StatusOr<v1::StatusResponse> Status(
       int id, absl::Duration timeout = absl::Milliseconds(500)) const;
 
+  // The grpc.health.v1 status of replica `id` (service ""): true iff
+  // SERVING.
+  absl::StatusOr<bool> Serving(
+      int id, absl::Duration timeout = absl::Milliseconds(500)) const;
+
   // Polls the replicas in `among` (all when empty) until one reports role
   // "leader" with has_lease and every other answering replica of `among`
   // either names it as leader or does not know a leader yet. Returns its id,

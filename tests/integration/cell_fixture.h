@@ -31,17 +31,27 @@ absl::Status StatusOf(const absl::StatusOr<T>& status_or) {
   return status_or.status();
 }
 
-#define LOCKD_ASSERT_OK(expr)                                                \
-  do {                                                                       \
-    const absl::Status lockd_status_ = ::lockd::integration::StatusOf(expr); \
-    ASSERT_TRUE(lockd_status_.ok()) << #expr << ": " << lockd_status_;       \
-  } while (0)
+// ASSERT/EXPECT that a Status or StatusOr is OK; more text can be streamed
+// in: LOCKD_ASSERT_OK(c->Set(...)) << "round " << round;
+#define LOCKD_ASSERT_OK(expr)                     \
+  switch (0)                                      \
+  case 0:                                         \
+  default:                                        \
+    if (const absl::Status lockd_status_ =        \
+            ::lockd::integration::StatusOf(expr); \
+        lockd_status_.ok()) {                     \
+    } else                                        \
+      FAIL() << #expr << ": " << lockd_status_ << " "
 
-#define LOCKD_EXPECT_OK(expr)                                                \
-  do {                                                                       \
-    const absl::Status lockd_status_ = ::lockd::integration::StatusOf(expr); \
-    EXPECT_TRUE(lockd_status_.ok()) << #expr << ": " << lockd_status_;       \
-  } while (0)
+#define LOCKD_EXPECT_OK(expr)                     \
+  switch (0)                                      \
+  case 0:                                         \
+  default:                                        \
+    if (const absl::Status lockd_status_ =        \
+            ::lockd::integration::StatusOf(expr); \
+        lockd_status_.ok()) {                     \
+    } else                                        \
+      ADD_FAILURE() << #expr << ": " << lockd_status_ << " "
 
 // The canonical code of a Status or StatusOr, for EXPECT_EQ.
 template <typename T>
