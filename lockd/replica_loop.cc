@@ -161,10 +161,9 @@ bool ReplicaLoop::Turn() {
   }
   DeliverElapsedTicks();
   for (const paxospb::Message& message : inbox.messages) node_->Step(message);
-  node_->ProcessReady(WallNowMs());
-  // Reads below see every entry handed out; the lease is checked against the
-  // current time.
-  DeliverElapsedTicks();
+  // Reads see every entry handed out so far (the last turn ended with
+  // ProcessReady; Step hands out nothing). Proposals of these tasks and the
+  // effects of the messages above share one Ready: one synced write.
   for (std::function<void()>& task : inbox.tasks) task();
   node_->Housekeeping(WallNowMs());
   node_->ProcessReady(WallNowMs());

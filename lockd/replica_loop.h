@@ -27,12 +27,13 @@ namespace lockd {
 // storage and feeds it time, peer messages and client requests.
 //
 // Each turn it delivers the ticks elapsed on a monotonic clock (missed ticks
-// included, again right before serving reads so that a loop that stalled in
-// an fsync never serves on an expired lease), steps peer messages, runs the
-// requests posted since the last turn (group commit: all their commands go
-// into the next Paxos batch and one synced write), and processes the
-// resulting Ready. Every public method may be called from any thread;
-// callbacks run on the loop thread and must not block.
+// included, and again right before each read or keep-alive so that a loop
+// that stalled in an fsync never serves on an expired lease), steps peer
+// messages, runs the requests posted since the last turn, and processes the
+// resulting Ready: the turn's proposals (group commit: many commands per
+// Paxos batch) and acceptances are persisted by one synced write. Every public
+// method may be called from any thread; callbacks run on the loop thread and
+// must not block.
 class ReplicaLoop {
  public:
   using ResultCallback = ReplicaNode::ResultCallback;

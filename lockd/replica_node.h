@@ -136,8 +136,8 @@ class ReplicaNode {
   void Cancel(uint64_t caller);
 
   // Runs `read` against the applied state if this replica serves (see
-  // Serving()), else returns UNAVAILABLE. Call only after ProcessReady()
-  // (the state must reflect every entry handed out).
+  // Serving()), else returns UNAVAILABLE. Call outside ProcessReady() (then
+  // the state reflects every entry handed out; Step() hands out nothing).
   absl::Status Read(const ReadFunction& read) const;
   // Runs `read` whether or not this replica serves.
   absl::Status Inspect(const ReadFunction& read) const {
