@@ -398,6 +398,35 @@ TEST_F(FailoverTest, KillFollowerUnderLoad) {
                                         absl::Seconds(30)));
 }
 
+TEST_F(FailoverTest, ShortLeaseSurvivesAFailover) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  // A 1 s lease outlives a failover of ~0.5-1 s: the new leader grants a
+  // fresh TTL and the client's keep-alives find it.
+  ClientOptions options = DefaultClientOptions();
+  options.ttl_ms = 1000;
+  TestClient* c = NewClient(options);
+  TestClient* observer = NewClient();
+  ASSERT_TRUE(c != nullptr && observer != nullptr);
+  LOCKD_ASSERT_OK(c->Create("/short", "", /*ephemeral=*/true));
+  absl::StatusOr<v1::AcquireResponse> held =
+      c->Acquire("/short-lock", EXCLUSIVE);
+  LOCKD_ASSERT_OK(held);
+  const int leader = Leader();
+  LOCKD_ASSERT_OK(cell_->Kill(leader));
+  ASSERT_NE(Leader(absl::Seconds(30), AllBut(leader)), 0);
+  // Several TTLs against the new leader.
+  const uint64_t answers = c->keep_alive_responses();
+  EXPECT_TRUE(
+      PollUntil([&] { return c->keep_alive_responses() >= answers + 9; },
+                absl::Seconds(15)));
+  EXPECT_FALSE(c->session_lost());
+  LOCKD_EXPECT_OK(observer->Stat("/short"));
+  absl::StatusOr<v1::CheckSequencerResponse> check =
+      observer->CheckSequencer(held->sequencer());
+  LOCKD_ASSERT_OK(check);
+  EXPECT_TRUE(check->valid()) << check->reason();
+}
+
 // Disabled until the server sends LEADER_CHANGED (lockd.proto: "A new
 // leader took over (sent by the new leader)"); lockd does not yet.
 TEST_F(FailoverTest, DISABLED_NewLeaderAnnouncesItselfToSessions) {

@@ -242,6 +242,19 @@ absl::StatusOr<v1::ReleaseResponse> TestClient::Send(
   return response;
 }
 
+absl::StatusOr<v1::WatchResponse> TestClient::Send(
+    const v1::WatchRequest& request) {
+  v1::WatchResponse response;
+  absl::Status status =
+      Invoke("Nodes.Watch", [&](Endpoint& e, grpc::ClientContext* context) {
+        response.Clear();
+        return e.nodes->Watch(context, request, &response);
+      });
+  Answered(request.header().request_id());
+  if (!status.ok()) return status;
+  return response;
+}
+
 absl::StatusOr<v1::CreateNodeResponse> TestClient::Create(
     const std::string& path, const std::string& content, bool ephemeral,
     bool sequential) {

@@ -97,6 +97,7 @@ class TestClient {
   absl::StatusOr<v1::SetNodeResponse> Send(const v1::SetNodeRequest& request);
   absl::StatusOr<v1::AcquireResponse> Send(const v1::AcquireRequest& request);
   absl::StatusOr<v1::ReleaseResponse> Send(const v1::ReleaseRequest& request);
+  absl::StatusOr<v1::WatchResponse> Send(const v1::WatchRequest& request);
 
   // --- Keep-alive.
   // Stops sending keep-alives (the lease runs out on its own).
