@@ -380,6 +380,36 @@ absl::Status Cell::Stop(int id, absl::Duration timeout) {
       absl::StrCat("replica ", id, " after SIGTERM: ", how));
 }
 
+absl::Status Cell::Pause(int id) {
+  Replica& r = replica(id);
+  if (!IsRunning(id)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("replica ", id, " is not running"));
+  }
+  if (kill(r.pid, SIGSTOP) != 0) {
+    return absl::InternalError(ErrnoMessage(absl::StrCat("SIGSTOP ", r.pid)));
+  }
+  // SIGSTOP takes effect asynchronously; wait until the process is stopped.
+  siginfo_t info{};
+  if (waitid(P_PID, r.pid, &info, WSTOPPED | WNOWAIT) != 0) {
+    return absl::InternalError(ErrnoMessage("waitid"));
+  }
+  AppendToLog(r, absl::StrCat("=== cell: replica ", id, " (pid ", r.pid,
+                              ") paused with SIGSTOP"));
+  return absl::OkStatus();
+}
+
+absl::Status Cell::Resume(int id) {
+  Replica& r = replica(id);
+  if (r.pid <= 0 || kill(r.pid, SIGCONT) != 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot SIGCONT replica ", id, " (pid ", r.pid, ")"));
+  }
+  AppendToLog(r, absl::StrCat("=== cell: replica ", id, " (pid ", r.pid,
+                              ") resumed with SIGCONT"));
+  return absl::OkStatus();
+}
+
 absl::Status Cell::Restart(int id, bool kill) {
   absl::Status stopped = kill ? Kill(id) : Stop(id);
   if (!stopped.ok()) return stopped;

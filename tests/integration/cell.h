@@ -87,6 +87,10 @@ class Cell {
   // exited with status 0; if it does not exit in time it is killed and
   // DEADLINE_EXCEEDED returned. OK if it was not running.
   absl::Status Stop(int id, absl::Duration timeout = absl::Seconds(10));
+  // SIGSTOP / SIGCONT: the process stalls (as in a long VM pause) with its
+  // sockets open, then carries on.
+  absl::Status Pause(int id);
+  absl::Status Resume(int id);
   // Stop (or Kill if `kill`) followed by StartReplica.
   absl::Status Restart(int id, bool kill = false);
   // True iff the process is running (reaps it and logs how it ended if it

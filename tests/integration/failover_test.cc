@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/integration/cell_fixture.h"
 #include "tests/integration/fencing_checker.h"
@@ -425,6 +426,84 @@ TEST_F(FailoverTest, ShortLeaseSurvivesAFailover) {
       observer->CheckSequencer(held->sequencer());
   LOCKD_ASSERT_OK(check);
   EXPECT_TRUE(check->valid()) << check->reason();
+}
+
+TEST_F(FailoverTest, PausedLeaderServesNoStaleReadsWhenItWakes) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  const int old_leader = Leader();
+  ClientOptions options = DefaultClientOptions();
+  options.attempt_timeout = absl::Seconds(1);  // The paused one never answers.
+  TestClient* writer = NewClient(options);
+  ASSERT_NE(writer, nullptr);
+  LOCKD_ASSERT_OK(writer->Create("/p", "before"));
+
+  // Connections to the old leader, up before the pause.
+  constexpr int kReaders = 4;
+  std::vector<std::unique_ptr<v1::Nodes::Stub>> stubs;
+  for (int i = 0; i < kReaders; ++i) {
+    stubs.push_back(v1::Nodes::NewStub(NewChannel(cell_->address(old_leader))));
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    v1::GetNodeRequest request;
+    request.set_path("/p");
+    v1::GetNodeResponse response;
+    grpc::Status status = stubs.back()->Get(&context, request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(response.content(), "before");
+  }
+
+  // The leader stalls; the others elect a new one, which takes a write.
+  LOCKD_ASSERT_OK(cell_->Pause(old_leader));
+  const int new_leader = Leader(absl::Seconds(30), AllBut(old_leader));
+  ASSERT_NE(new_leader, 0);
+  LOCKD_ASSERT_OK(writer->Set("/p", "after"));
+
+  // Reads keep arriving at the old leader while it wakes up. Each must be
+  // refused or see the new value; "before" is a stale read.
+  std::atomic<bool> stop{false};
+  std::atomic<int> stale{0}, fresh{0}, refused{0};
+  std::vector<std::thread> readers;
+  for (int i = 0; i < kReaders; ++i) {
+    readers.emplace_back([&, i] {
+      while (!stop.load()) {
+        grpc::ClientContext context;
+        context.set_deadline(
+            absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+        v1::GetNodeRequest request;
+        request.set_path("/p");
+        v1::GetNodeResponse response;
+        grpc::Status status = stubs[i]->Get(&context, request, &response);
+        if (!status.ok()) {
+          ++refused;
+        } else if (response.content() == "before") {
+          ++stale;
+        } else {
+          ++fresh;
+        }
+      }
+    });
+  }
+  LOCKD_EXPECT_OK(cell_->Resume(old_leader));
+  // It learns that it was deposed.
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        absl::StatusOr<v1::StatusResponse> status = cell_->Status(old_leader);
+        return status.ok() && status->role() != "leader" &&
+               status->leader_id() == static_cast<uint32_t>(new_leader);
+      },
+      absl::Seconds(10)))
+      << "the resumed replica does not follow the new leader";
+  EXPECT_TRUE(PollUntil([&] { return refused.load() + fresh.load() >= 20; },
+                        absl::Seconds(10)));
+  stop = true;
+  for (std::thread& reader : readers) reader.join();
+  std::fprintf(stderr,
+               "reads at the resumed leader: %d stale, %d fresh, %d "
+               "refused\n",
+               stale.load(), fresh.load(), refused.load());
+  EXPECT_EQ(stale.load(), 0) << "the old leader served stale reads";
+  // The cell still has one leader.
+  EXPECT_EQ(Leader(), new_leader);
 }
 
 // Disabled until the server sends LEADER_CHANGED (lockd.proto: "A new
