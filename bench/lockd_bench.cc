@@ -258,8 +258,10 @@ int Run() {
   std::fflush(stdout);
 
   FencingChecker checker;
-  // Set just before the kill; the first grant after it records its time.
+  // Set once the killed leader is reaped; the first grant after it from
+  // another replica records its time.
   std::atomic<int64_t> killed_at_ns{INT64_MAX};
+  std::string killed_address;  // Written before killed_at_ns.
   std::atomic<int64_t> first_grant_after_kill_ns{0};
   std::vector<SessionResult> results(sessions);
   const uint64_t applied_before = LeaderAppliedIndex(addresses);
@@ -293,7 +295,9 @@ int Run() {
         checker.Granted(path, client.session_id(),
                         acquired->sequencer().lock_generation());
         const int64_t granted_ns = absl::ToUnixNanos(absl::Now());
-        if (granted_ns > killed_at_ns.load()) {
+        // (A grant that arrives late from the killed leader is not one.)
+        if (granted_ns > killed_at_ns.load() &&
+            client.last_answered_by() != killed_address) {
           int64_t none = 0;
           first_grant_after_kill_ns.compare_exchange_strong(none, granted_ns);
         }
@@ -319,6 +323,7 @@ int Run() {
       failover_line = "no leader to kill: " + leader.status().ToString();
     } else {
       const absl::Time killed_at = absl::Now();
+      killed_address = cell->address(*leader);
       absl::Status killed = cell->Kill(*leader);
       // Reaped: every grant seen from now on comes from a new leader.
       killed_at_ns.store(absl::ToUnixNanos(absl::Now()));

@@ -95,12 +95,17 @@ class Load {
         timeout);
   }
 
-  // From now on, the first grant is timed (see first_grant_after()).
-  void MarkKill() {
+  // From now on, the first grant that `killed` did not answer is timed (see
+  // first_grant_after()).
+  void MarkKill(const std::string& killed) {
+    {
+      absl::MutexLock lock(&mu_);
+      killed_address_ = killed;
+    }
     first_grant_after_ns_ = 0;
     mark_ns_ = absl::ToUnixNanos(absl::Now());
   }
-  // The first grant after MarkKill(), if any.
+  // The first such grant after MarkKill(), if any.
   std::optional<absl::Time> first_grant_after() const {
     const int64_t ns = first_grant_after_ns_.load();
     if (ns == 0) return std::nullopt;
@@ -188,7 +193,7 @@ class Load {
       checker_.Granted(path, c->session_id(),
                        got->sequencer().lock_generation());
       const int64_t granted_ns = absl::ToUnixNanos(absl::Now());
-      if (granted_ns > mark_ns_.load()) {
+      if (granted_ns > mark_ns_.load() && !AnsweredByKilled(*c)) {
         int64_t none = 0;
         first_grant_after_ns_.compare_exchange_strong(none, granted_ns);
       }
@@ -219,8 +224,16 @@ class Load {
     }
   }
 
+  // A grant that arrives late from the killed leader is not a new one.
+  bool AnsweredByKilled(const TestClient& c) const {
+    absl::MutexLock lock(&mu_);
+    return c.last_answered_by() == killed_address_;
+  }
+
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
+  mutable absl::Mutex mu_;
+  std::string killed_address_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> stop_{false};
   FencingChecker checker_;
   std::atomic<int64_t> mark_ns_{INT64_MAX};
@@ -262,8 +275,7 @@ TEST_F(FailoverTest, KillLeaderUnderLoad) {
   const uint64_t keep_alives_before = holder->keep_alive_responses();
   const absl::Time killed_at = absl::Now();
   LOCKD_ASSERT_OK(cell_->Kill(old_leader));
-  // Reaped: every grant seen from now on comes from a new leader.
-  load.MarkKill();
+  load.MarkKill(cell_->address(old_leader));
 
   absl::StatusOr<int> new_leader =
       cell_->WaitForLeader(absl::Seconds(30), AllBut(old_leader));
@@ -344,7 +356,7 @@ TEST_F(FailoverTest, RepeatedLeaderKillsUnderLoad) {
     ASSERT_NE(leader, 0);
     const absl::Time killed_at = absl::Now();
     LOCKD_ASSERT_OK(cell_->Kill(leader));
-    load.MarkKill();
+    load.MarkKill(cell_->address(leader));
     const int next = Leader(absl::Seconds(30), AllBut(leader));
     ASSERT_NE(next, 0) << "round " << round;
     ASSERT_TRUE(PollUntil([&] { return load.first_grant_after().has_value(); },

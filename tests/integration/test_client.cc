@@ -104,6 +104,11 @@ std::string TestClient::current_address() const {
   return address_;
 }
 
+std::string TestClient::last_answered_by() const {
+  absl::MutexLock lock(&mu_);
+  return last_answered_by_;
+}
+
 void TestClient::Redirect(const std::string& address,
                           const grpc::ClientContext& context,
                           const grpc::Status& status, bool* sleep) {
@@ -147,7 +152,11 @@ absl::Status TestClient::Invoke(const char* method, const Attempt& attempt,
         absl::Now() + options_.attempt_timeout + server_wait;
     context.set_deadline(absl::ToChronoTime(attempt_deadline));
     const grpc::Status status = attempt(*target, &context);
-    if (status.ok()) return absl::OkStatus();
+    if (status.ok()) {
+      absl::MutexLock lock(&mu_);
+      last_answered_by_ = address;
+      return absl::OkStatus();
+    }
     DropIfBroken(address, target, status);
     const bool retryable = IsRetryable(status, attempt_deadline);
     if (!retryable || absl::Now() >= give_up) {

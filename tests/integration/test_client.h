@@ -116,6 +116,8 @@ class TestClient {
 
   // The address calls currently go to.
   std::string current_address() const;
+  // The address that answered the last successful call (of any thread).
+  std::string last_answered_by() const;
   // Attempts that were retried (any call), for reports.
   uint64_t retries() const { return retries_.load(); }
 
@@ -154,6 +156,7 @@ class TestClient {
   std::map<std::string, std::shared_ptr<Endpoint>> endpoints_
       ABSL_GUARDED_BY(mu_);
   std::string address_ ABSL_GUARDED_BY(mu_);
+  std::string last_answered_by_ ABSL_GUARDED_BY(mu_);
   uint64_t next_request_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::set<uint64_t> unanswered_ ABSL_GUARDED_BY(mu_);
 
