@@ -402,7 +402,11 @@ absl::Status ReplicaNode::NotServing() const {
 
 int64_t ReplicaNode::CellClock(int64_t now_ms) {
   const uint64_t ticks = replica_->ticks();
-  if (!cell_clock_started_) {
+  // A new leadership starts from the replicated time, and catches up with it
+  // again when the entries it took over are applied: a clock behind the
+  // replicated time would overstate every lease it measures, and would stand
+  // still (stamps are never below the replicated time) until it caught up.
+  if (!cell_clock_started_ || cell_clock_ms_ < state_.now_ms()) {
     cell_clock_started_ = true;
     // A new cell has no time yet: it starts from the wall clock.
     cell_clock_ms_ = state_.now_ms() > 0 ? state_.now_ms() : now_ms;
