@@ -39,10 +39,8 @@ class PeerTransport::Link {
   Link(uint32_t peer, const std::string& address, size_t max_message_bytes)
       : peer_(peer),
         address_(address),
+        max_message_bytes_(max_message_bytes),
         max_queued_bytes_(2 * max_message_bytes),
-        stub_(peerpb::Peer::NewStub(grpc::CreateCustomChannel(
-            address, grpc::InsecureChannelCredentials(),
-            PeerChannelArguments(max_message_bytes)))),
         thread_([this] { Run(); }) {}
 
   ~Link() { Stop(); }
@@ -100,7 +98,19 @@ class PeerTransport::Link {
           context_ = context.get();
         }
       }
-      if (writer == nullptr) writer = stub_->Send(context.get(), &response);
+      if (writer == nullptr) {
+        // Debian's gRPC 1.51 waits seconds before reconnecting a channel in
+        // TRANSIENT_FAILURE whatever the backoff arguments say, so a broken
+        // channel is replaced: a restarted peer is reached at once.
+        if (channel_ == nullptr ||
+            channel_->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE) {
+          channel_ = grpc::CreateCustomChannel(
+              address_, grpc::InsecureChannelCredentials(),
+              PeerChannelArguments(max_message_bytes_));
+          stub_ = peerpb::Peer::NewStub(channel_);
+        }
+        writer = stub_->Send(context.get(), &response);
+      }
       bool failed = false;
       for (const paxospb::Message& message : batch) {
         if (!writer->Write(message)) {
@@ -140,8 +150,11 @@ class PeerTransport::Link {
 
   const uint32_t peer_;
   const std::string address_;
+  const size_t max_message_bytes_;
   const size_t max_queued_bytes_;
-  const std::unique_ptr<peerpb::Peer::Stub> stub_;
+  // Used by the sender thread only.
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<peerpb::Peer::Stub> stub_;
   absl::Mutex mu_;
   std::deque<paxospb::Message> queue_ ABSL_GUARDED_BY(mu_);
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;

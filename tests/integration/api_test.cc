@@ -5,8 +5,10 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/time/clock.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/integration/cell_fixture.h"
@@ -53,6 +55,53 @@ TEST_F(ApiTest, FollowersRedirectToTheLeader) {
         << "follower " << id;
     EXPECT_EQ(TrailingValue(context, "lockd-leader-id"), std::to_string(leader))
         << "follower " << id;
+  }
+}
+
+// Server reflection is on, so tools like grpcurl work without the protos.
+// Debian's gRPC ships no reflection client stubs; the request is tiny:
+// ServerReflectionRequest{list_services: ""} encodes to 3a 00.
+TEST_F(ApiTest, ReflectionListsThePublicServices) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  grpc::GenericStub stub(NewChannel(cell_->address(1)));
+  grpc::CompletionQueue queue;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call = stub.PrepareCall(
+      &context,
+      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &queue);
+  auto await = [&queue](intptr_t expected) {
+    void* tag = nullptr;
+    bool ok = false;
+    return queue.Next(&tag, &ok) && ok &&
+           reinterpret_cast<intptr_t>(tag) == expected;
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(await(1));
+  grpc::Slice list_services(std::string("\x3a\x00", 2));
+  grpc::ByteBuffer request(&list_services, 1);
+  call->Write(request, reinterpret_cast<void*>(2));
+  ASSERT_TRUE(await(2));
+  call->WritesDone(reinterpret_cast<void*>(3));
+  ASSERT_TRUE(await(3));
+  grpc::ByteBuffer response;
+  call->Read(&response, reinterpret_cast<void*>(4));
+  ASSERT_TRUE(await(4));
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  ASSERT_TRUE(await(5));
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  for (const char* service :
+       {"lockd.v1.Sessions", "lockd.v1.Nodes", "lockd.v1.Locks",
+        "lockd.v1.Elections", "lockd.v1.Cluster", "grpc.health.v1.Health"}) {
+    EXPECT_NE(bytes.find(service), std::string::npos)
+        << service << " is not listed";
   }
 }
 
