@@ -8,52 +8,6 @@
 #include "glog/logging.h"
 
 namespace lockd {
-namespace {
-
-// The request a command answers, for matching results to callers. For
-// CreateSession (no session yet) it is {0, nonce}, as in sessions::Completion.
-std::pair<uint64_t, uint64_t> RequestOf(const statepb::Command& command) {
-  const v1::RequestHeader* header = nullptr;
-  switch (command.op_case()) {
-    case statepb::Command::kCreateSession:
-      return {0, command.create_session().nonce()};
-    case statepb::Command::kCloseSession:
-      header = &command.close_session().header();
-      break;
-    case statepb::Command::kCreateNode:
-      header = &command.create_node().header();
-      break;
-    case statepb::Command::kSetNode:
-      header = &command.set_node().header();
-      break;
-    case statepb::Command::kDeleteNode:
-      header = &command.delete_node().header();
-      break;
-    case statepb::Command::kWatch:
-      header = &command.watch().header();
-      break;
-    case statepb::Command::kAcquire:
-      header = &command.acquire().header();
-      break;
-    case statepb::Command::kRelease:
-      header = &command.release().header();
-      break;
-    case statepb::Command::kCampaign:
-      header = &command.campaign().header();
-      break;
-    case statepb::Command::kProclaim:
-      header = &command.proclaim().header();
-      break;
-    case statepb::Command::kResign:
-      header = &command.resign().header();
-      break;
-    default:
-      return {0, 0};
-  }
-  return {header->session_id(), header->request_id()};
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<ReplicaNode>> ReplicaNode::Create(
     const ReplicaNodeOptions& options, paxos::Storage* storage,
@@ -237,7 +191,8 @@ void ReplicaNode::Submit(statepb::Command command, int64_t now_ms,
   if (command.has_create_session() && command.create_session().nonce() == 0) {
     command.mutable_create_session()->set_nonce(nonce);
   }
-  const RequestId request = RequestOf(command);
+  const sessions::RequestKey key = sessions::RequestKeyOf(command);
+  const RequestId request{key.session_id, key.request_id};
   if (!command.has_create_session() &&
       (request.first == 0 || request.second == 0)) {
     // Without a request identity the answer could not be matched (or

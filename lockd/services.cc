@@ -102,6 +102,24 @@ grpc::ServerUnaryReactor* SubmitCommand(
   return call;
 }
 
+// Submits `request` as the command in `command_field` and answers with the
+// result's `result_field`.
+template <typename Request, typename Response>
+grpc::ServerUnaryReactor* Submit(ReplicaLoop* loop,
+                                 grpc::CallbackServerContext* context,
+                                 size_t max_request_bytes,
+                                 const Request& request, Response* response,
+                                 Request* (statepb::Command::*command_field)(),
+                                 Response* (statepb::Result::*result_field)()) {
+  statepb::Command command;
+  *(command.*command_field)() = request;
+  return SubmitCommand(loop, context, request, max_request_bytes,
+                       std::move(command),
+                       [response, result_field](statepb::Result& result) {
+                         response->Swap((result.*result_field)());
+                       });
+}
+
 // Runs a read under the leader lease and finishes the call with its status.
 grpc::ServerUnaryReactor* ReadState(
     ReplicaLoop* loop, grpc::CallbackServerContext* context,
@@ -296,12 +314,9 @@ grpc::ServerUnaryReactor* SessionsService::CreateSession(
     grpc::CallbackServerContext* context,
     const v1::CreateSessionRequest* request,
     v1::CreateSessionResponse* response) {
-  statepb::Command command;
-  *command.mutable_create_session() = *request;
-  return SubmitCommand(loop_, context, *request, max_request_bytes_,
-                       std::move(command), [response](statepb::Result& result) {
-                         response->Swap(result.mutable_create_session());
-                       });
+  return Submit(loop_, context, max_request_bytes_, *request, response,
+                &statepb::Command::mutable_create_session,
+                &statepb::Result::mutable_create_session);
 }
 
 grpc::ServerBidiReactor<v1::KeepAliveRequest, v1::KeepAliveResponse>*
@@ -313,12 +328,9 @@ grpc::ServerUnaryReactor* SessionsService::CloseSession(
     grpc::CallbackServerContext* context,
     const v1::CloseSessionRequest* request,
     v1::CloseSessionResponse* response) {
-  statepb::Command command;
-  *command.mutable_close_session() = *request;
-  return SubmitCommand(loop_, context, *request, max_request_bytes_,
-                       std::move(command), [response](statepb::Result& result) {
-                         response->Swap(result.mutable_close_session());
-                       });
+  return Submit(loop_, context, max_request_bytes_, *request, response,
+                &statepb::Command::mutable_close_session,
+                &statepb::Result::mutable_close_session);
 }
 
 // --------------------------------------------------------------------- Nodes
@@ -326,12 +338,9 @@ grpc::ServerUnaryReactor* SessionsService::CloseSession(
 grpc::ServerUnaryReactor* NodesService::Create(
     grpc::CallbackServerContext* context, const v1::CreateNodeRequest* request,
     v1::CreateNodeResponse* response) {
-  statepb::Command command;
-  *command.mutable_create_node() = *request;
-  return SubmitCommand(loop_, context, *request, max_request_bytes_,
-                       std::move(command), [response](statepb::Result& result) {
-                         response->Swap(result.mutable_create_node());
-                       });
+  return Submit(loop_, context, max_request_bytes_, *request, response,
+                &statepb::Command::mutable_create_node,
+                &statepb::Result::mutable_create_node);
 }
 
 grpc::ServerUnaryReactor* NodesService::Get(
@@ -350,23 +359,17 @@ grpc::ServerUnaryReactor* NodesService::Get(
 grpc::ServerUnaryReactor* NodesService::Set(
     grpc::CallbackServerContext* context, const v1::SetNodeRequest* request,
     v1::SetNodeResponse* response) {
-  statepb::Command command;
-  *command.mutable_set_node() = *request;
-  return SubmitCommand(loop_, context, *request, max_request_bytes_,
-                       std::move(command), [response](statepb::Result& result) {
-                         response->Swap(result.mutable_set_node());
-                       });
+  return Submit(loop_, context, max_request_bytes_, *request, response,
+                &statepb::Command::mutable_set_node,
+                &statepb::Result::mutable_set_node);
 }
 
 grpc::ServerUnaryReactor* NodesService::Delete(
     grpc::CallbackServerContext* context, const v1::DeleteNodeRequest* request,
     v1::DeleteNodeResponse* response) {
-  statepb::Command command;
-  *command.mutable_delete_node() = *request;
-  return SubmitCommand(loop_, context, *request, max_request_bytes_,
-                       std::move(command), [response](statepb::Result& result) {
-                         response->Swap(result.mutable_delete_node());
-                       });
+  return Submit(loop_, context, max_request_bytes_, *request, response,
+                &statepb::Command::mutable_delete_node,
+                &statepb::Result::mutable_delete_node);
 }
 
 grpc::ServerUnaryReactor* NodesService::List(
@@ -399,12 +402,9 @@ grpc::ServerUnaryReactor* NodesService::Stat(
 grpc::ServerUnaryReactor* NodesService::Watch(
     grpc::CallbackServerContext* context, const v1::WatchRequest* request,
     v1::WatchResponse* response) {
-  statepb::Command command;
-  *command.mutable_watch() = *request;
-  return SubmitCommand(loop_, context, *request, max_request_bytes_,
-                       std::move(command), [response](statepb::Result& result) {
-                         response->Swap(result.mutable_watch());
-                       });
+  return Submit(loop_, context, max_request_bytes_, *request, response,
+                &statepb::Command::mutable_watch,
+                &statepb::Result::mutable_watch);
 }
 
 // --------------------------------------------------------------------- Locks
@@ -412,23 +412,17 @@ grpc::ServerUnaryReactor* NodesService::Watch(
 grpc::ServerUnaryReactor* LocksService::Acquire(
     grpc::CallbackServerContext* context, const v1::AcquireRequest* request,
     v1::AcquireResponse* response) {
-  statepb::Command command;
-  *command.mutable_acquire() = *request;
-  return SubmitCommand(loop_, context, *request, max_request_bytes_,
-                       std::move(command), [response](statepb::Result& result) {
-                         response->Swap(result.mutable_acquire());
-                       });
+  return Submit(loop_, context, max_request_bytes_, *request, response,
+                &statepb::Command::mutable_acquire,
+                &statepb::Result::mutable_acquire);
 }
 
 grpc::ServerUnaryReactor* LocksService::Release(
     grpc::CallbackServerContext* context, const v1::ReleaseRequest* request,
     v1::ReleaseResponse* response) {
-  statepb::Command command;
-  *command.mutable_release() = *request;
-  return SubmitCommand(loop_, context, *request, max_request_bytes_,
-                       std::move(command), [response](statepb::Result& result) {
-                         response->Swap(result.mutable_release());
-                       });
+  return Submit(loop_, context, max_request_bytes_, *request, response,
+                &statepb::Command::mutable_release,
+                &statepb::Result::mutable_release);
 }
 
 grpc::ServerUnaryReactor* LocksService::CheckSequencer(
@@ -447,23 +441,17 @@ grpc::ServerUnaryReactor* LocksService::CheckSequencer(
 grpc::ServerUnaryReactor* ElectionsService::Campaign(
     grpc::CallbackServerContext* context, const v1::CampaignRequest* request,
     v1::CampaignResponse* response) {
-  statepb::Command command;
-  *command.mutable_campaign() = *request;
-  return SubmitCommand(loop_, context, *request, max_request_bytes_,
-                       std::move(command), [response](statepb::Result& result) {
-                         response->Swap(result.mutable_campaign());
-                       });
+  return Submit(loop_, context, max_request_bytes_, *request, response,
+                &statepb::Command::mutable_campaign,
+                &statepb::Result::mutable_campaign);
 }
 
 grpc::ServerUnaryReactor* ElectionsService::Proclaim(
     grpc::CallbackServerContext* context, const v1::ProclaimRequest* request,
     v1::ProclaimResponse* response) {
-  statepb::Command command;
-  *command.mutable_proclaim() = *request;
-  return SubmitCommand(loop_, context, *request, max_request_bytes_,
-                       std::move(command), [response](statepb::Result& result) {
-                         response->Swap(result.mutable_proclaim());
-                       });
+  return Submit(loop_, context, max_request_bytes_, *request, response,
+                &statepb::Command::mutable_proclaim,
+                &statepb::Result::mutable_proclaim);
 }
 
 grpc::ServerUnaryReactor* ElectionsService::Leader(
@@ -487,12 +475,9 @@ grpc::ServerWriteReactor<v1::GetLeaderResponse>* ElectionsService::Observe(
 grpc::ServerUnaryReactor* ElectionsService::Resign(
     grpc::CallbackServerContext* context, const v1::ResignRequest* request,
     v1::ResignResponse* response) {
-  statepb::Command command;
-  *command.mutable_resign() = *request;
-  return SubmitCommand(loop_, context, *request, max_request_bytes_,
-                       std::move(command), [response](statepb::Result& result) {
-                         response->Swap(result.mutable_resign());
-                       });
+  return Submit(loop_, context, max_request_bytes_, *request, response,
+                &statepb::Command::mutable_resign,
+                &statepb::Result::mutable_resign);
 }
 
 // ------------------------------------------------------------------- Cluster

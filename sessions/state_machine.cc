@@ -122,51 +122,16 @@ ApplyResult StateMachine::Impl::Apply(const statepb::Command& command) {
 }
 
 void StateMachine::Impl::RefuseStale(const statepb::Command& command) {
-  const v1::RequestHeader* header = nullptr;
   switch (command.op_case()) {
-    case statepb::Command::kCreateSession:
-      Complete({0, command.create_session().nonce()},
-               ErrorResult(absl::AbortedError(
-                   absl::StrCat("overtaken by a leader change (epoch ",
-                                command.epoch(), " < ", epoch_, "); retry"))));
-      return;
-    case statepb::Command::kCloseSession:
-      header = &command.close_session().header();
-      break;
-    case statepb::Command::kCreateNode:
-      header = &command.create_node().header();
-      break;
-    case statepb::Command::kSetNode:
-      header = &command.set_node().header();
-      break;
-    case statepb::Command::kDeleteNode:
-      header = &command.delete_node().header();
-      break;
-    case statepb::Command::kWatch:
-      header = &command.watch().header();
-      break;
-    case statepb::Command::kAcquire:
-      header = &command.acquire().header();
-      break;
-    case statepb::Command::kRelease:
-      header = &command.release().header();
-      break;
-    case statepb::Command::kCampaign:
-      header = &command.campaign().header();
-      break;
-    case statepb::Command::kProclaim:
-      header = &command.proclaim().header();
-      break;
-    case statepb::Command::kResign:
-      header = &command.resign().header();
-      break;
     case statepb::Command::kStartEpoch:
     case statepb::Command::kRenewSessions:
     case statepb::Command::kTick:
     case statepb::Command::OP_NOT_SET:
       return;
+    default:
+      break;
   }
-  Complete({header->session_id(), header->request_id()},
+  Complete(RequestKeyOf(command),
            ErrorResult(absl::AbortedError(absl::StrCat(
                "overtaken by a leader change (epoch ", command.epoch(), " < ",
                epoch_, "); retry with the same request number"))));
@@ -1369,6 +1334,50 @@ std::vector<v1::Event> StateMachine::PendingEvents(
 
 uint64_t StateMachine::EventsLost(uint64_t session_id) const {
   return impl_->EventsLost(session_id);
+}
+
+RequestKey RequestKeyOf(const statepb::Command& command) {
+  const v1::RequestHeader* header = nullptr;
+  switch (command.op_case()) {
+    case statepb::Command::kCreateSession:
+      return {0, command.create_session().nonce()};
+    case statepb::Command::kCloseSession:
+      header = &command.close_session().header();
+      break;
+    case statepb::Command::kCreateNode:
+      header = &command.create_node().header();
+      break;
+    case statepb::Command::kSetNode:
+      header = &command.set_node().header();
+      break;
+    case statepb::Command::kDeleteNode:
+      header = &command.delete_node().header();
+      break;
+    case statepb::Command::kWatch:
+      header = &command.watch().header();
+      break;
+    case statepb::Command::kAcquire:
+      header = &command.acquire().header();
+      break;
+    case statepb::Command::kRelease:
+      header = &command.release().header();
+      break;
+    case statepb::Command::kCampaign:
+      header = &command.campaign().header();
+      break;
+    case statepb::Command::kProclaim:
+      header = &command.proclaim().header();
+      break;
+    case statepb::Command::kResign:
+      header = &command.resign().header();
+      break;
+    case statepb::Command::kStartEpoch:
+    case statepb::Command::kRenewSessions:
+    case statepb::Command::kTick:
+    case statepb::Command::OP_NOT_SET:
+      return {};
+  }
+  return {header->session_id(), header->request_id()};
 }
 
 }  // namespace lockd::sessions

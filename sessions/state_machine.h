@@ -132,6 +132,11 @@ class StateMachine {
   std::unique_ptr<Impl> impl_;
 };
 
+// The request a command answers: the session and request number of its
+// header, {0, nonce} for CreateSession, and {0, 0} for the leader's own
+// commands (StartEpoch, RenewSessions, Tick), which answer nobody.
+RequestKey RequestKeyOf(const statepb::Command& command);
+
 // Checks that `path` is an absolute, normalized path within `limits`.
 // INVALID_ARGUMENT with a message naming the problem otherwise.
 absl::Status ValidatePath(std::string_view path, const Limits& limits);
