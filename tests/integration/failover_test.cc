@@ -526,8 +526,10 @@ TEST_F(FailoverTest, KeepAliveAnswersCarryTheNewLeadersEpoch) {
   TestClient* c = NewClient();
   ASSERT_NE(c, nullptr);
   LOCKD_ASSERT_OK(c->Create("/x"));
+  ASSERT_TRUE(PollUntil([&] { return c->last_keep_alive_epoch() > 0; },
+                        absl::Seconds(10)))
+      << "no keep-alive answer yet";
   const uint64_t epoch_before = c->last_keep_alive_epoch();
-  ASSERT_GT(epoch_before, 0u);
   LOCKD_ASSERT_OK(cell_->Kill(leader));
   ASSERT_NE(Leader(absl::Seconds(30), AllBut(leader)), 0);
   EXPECT_TRUE(
