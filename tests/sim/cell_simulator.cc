@@ -544,6 +544,13 @@ class World {
       }
     } else {
       reply->incarnation = clients_[listener->client()].incarnation;
+      // Pushed events carry a lease too.
+      const absl::StatusOr<int64_t> expires_at =
+          m.node->state().SessionExpiresAt(reply->response.session_id());
+      if (expires_at.ok()) {
+        CheckLeaseTold(m, reply->response.session_id(), *expires_at,
+                       reply->response.lease_remaining_ms());
+      }
     }
     if (listener->broken) return;
     SendOnStream(listener, std::move(reply));
