@@ -66,8 +66,8 @@ namespace {
 
 // Nominal tick, as lockd's default --tick_ms.
 constexpr int64_t kTickUs = 10000;
-// Replica wall clocks read kWallBaseMs + true time + a fixed skew within
-// +-kMaxSkewMs (NTP-synchronized machines).
+// Replica wall clocks read kWallBaseMs + true time + a skew within
+// +-kMaxSkewMs (NTP-synchronized machines); in some seeds they also step.
 constexpr int64_t kWallBaseMs = 1000000000;
 constexpr int64_t kMaxSkewMs = 50;
 // Replica tick rates differ from nominal by at most this fraction: within
@@ -134,6 +134,8 @@ struct FaultMix {
   bool partitions = false;
   bool stalls = false;
   bool client_faults = false;
+  // Replica wall clocks step (NTP, an operator) to a new offset.
+  bool clock_steps = false;
   // Probability that a replica crashes in the middle of a Save (before or
   // after the batch is durable).
   double crash_mid_turn = 0;
@@ -588,6 +590,7 @@ class World {
     mix_.partitions = random_.Bernoulli(0.8);
     mix_.stalls = random_.Bernoulli(0.4);
     mix_.client_faults = random_.Bernoulli(0.9);
+    mix_.clock_steps = random_.Bernoulli(0.3);
     mix_.crash_mid_turn = mix_.crashes && random_.Bernoulli(0.5)
                               ? random_.Uniform(10) / 1000.0
                               : 0;
@@ -1490,7 +1493,7 @@ class World {
 
   void ScheduleFault() {
     if (healed_ || (!mix_.crashes && !mix_.partitions && !mix_.stalls &&
-                    !mix_.client_faults)) {
+                    !mix_.client_faults && !mix_.clock_steps)) {
       return;
     }
     Event event;
@@ -1525,6 +1528,7 @@ class World {
                     "isolate_leader", "heal_partitions"});
     }
     if (mix_.stalls) kinds.push_back("stall");
+    if (mix_.clock_steps) kinds.push_back("clock_step");
     if (mix_.client_faults) {
       kinds.insert(kinds.end(),
                    {"client_death", "client_pause", "isolate_client"});
@@ -1586,6 +1590,13 @@ class World {
       CountFault(kind);
     } else if (kind == "heal_partitions") {
       blocked_.clear();
+      CountFault(kind);
+    } else if (kind == "clock_step") {
+      // The cell clock must not follow it faster than its slew allows.
+      Machine& m = machines_[random_.Uniform(n)];
+      m.skew_ms = random_.Range(-5000, 5000);
+      Trace(absl::StrCat("replica ", m.id, " wall clock steps to offset ",
+                         m.skew_ms, " ms"));
       CountFault(kind);
     } else if (kind == "stall") {
       Machine& m = machines_[random_.Uniform(n)];
