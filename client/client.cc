@@ -1,0 +1,247 @@
+#include "lockd/client.h"
+
+#include <algorithm>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace lockd {
+namespace {
+
+constexpr char kLeaderAddressKey[] = "lockd-leader-address";
+
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  // A connection of its own per client, so that replacing a broken channel
+  // really opens a new connection.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
+bool IsRetryable(const grpc::Status& status, absl::Time attempt_deadline) {
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::ABORTED:
+      return true;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      // Our own attempt deadline (no answer in time), not a blocking
+      // acquire's wait timeout, which the server reports before it.
+      return absl::Now() >= attempt_deadline;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+Client::Client(ClientOptions options) : options_(std::move(options)) {
+  std::random_device device;
+  absl::MutexLock lock(&mu_);
+  address_ = options_.endpoints.front();
+  random_state_ = (static_cast<uint64_t>(device()) << 32) ^ device();
+}
+
+Client::~Client() = default;
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
+  if (options.endpoints.empty()) {
+    return absl::InvalidArgumentError("ClientOptions.endpoints is empty");
+  }
+  if (options.initial_backoff <= absl::ZeroDuration() ||
+      options.max_backoff < options.initial_backoff) {
+    return absl::InvalidArgumentError(
+        "ClientOptions: need 0 < initial_backoff <= max_backoff");
+  }
+  return std::unique_ptr<Client>(new Client(std::move(options)));
+}
+
+std::shared_ptr<Client::Endpoint> Client::endpoint(const std::string& address) {
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<Endpoint>& slot = endpoints_[address];
+  if (slot == nullptr) {
+    slot = std::make_shared<Endpoint>();
+    slot->channel = NewChannel(address);
+    slot->sessions = v1::Sessions::NewStub(slot->channel);
+    slot->nodes = v1::Nodes::NewStub(slot->channel);
+    slot->locks = v1::Locks::NewStub(slot->channel);
+    slot->cluster = v1::Cluster::NewStub(slot->channel);
+  }
+  return slot;
+}
+
+void Client::DropIfBroken(const std::string& address,
+                          const std::shared_ptr<Endpoint>& broken,
+                          const grpc::Status& status) {
+  if (status.error_code() != grpc::StatusCode::UNAVAILABLE ||
+      broken->channel->GetState(/*try_to_connect=*/false) !=
+          GRPC_CHANNEL_TRANSIENT_FAILURE) {
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = endpoints_.find(address);
+  if (it != endpoints_.end() && it->second == broken) endpoints_.erase(it);
+}
+
+std::string Client::current_address() const {
+  absl::MutexLock lock(&mu_);
+  return address_;
+}
+
+absl::Duration Client::Jitter(absl::Duration backoff) {
+  absl::MutexLock lock(&mu_);
+  // xorshift64*: good enough to spread retries of many clients.
+  random_state_ ^= random_state_ >> 12;
+  random_state_ ^= random_state_ << 25;
+  random_state_ ^= random_state_ >> 27;
+  const uint64_t r = random_state_ * 2685821657736338717ULL;
+  const double fraction = static_cast<double>(r >> 11) / 9007199254740992.0;
+  return backoff / 2 + (backoff / 2) * fraction;
+}
+
+void Client::Redirect(const std::string& address,
+                      const grpc::ClientContext& context,
+                      const grpc::Status& status, bool* sleep) {
+  *sleep = true;
+  if (status.error_code() != grpc::StatusCode::UNAVAILABLE &&
+      status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return;  // ABORTED (leader change in progress): same replica again.
+  }
+  std::string hint;
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    const auto& trailers = context.GetServerTrailingMetadata();
+    auto it = trailers.find(kLeaderAddressKey);
+    if (it != trailers.end()) hint.assign(it->second.data(), it->second.size());
+  }
+  absl::MutexLock lock(&mu_);
+  if (address_ != address) {
+    *sleep = false;  // Another call moved on already.
+    return;
+  }
+  if (!hint.empty() && hint != address) {
+    address_ = hint;
+    *sleep = false;
+    return;
+  }
+  // No usable hint (no leader known, or the replica is down): next endpoint.
+  const std::vector<std::string>& all = options_.endpoints;
+  auto it = std::find(all.begin(), all.end(), address);
+  address_ = (it == all.end() || it + 1 == all.end()) ? all.front() : *(it + 1);
+}
+
+absl::Status Client::Invoke(const char* method, const Attempt& attempt,
+                            absl::Duration server_wait) {
+  const absl::Time give_up = absl::Now() + options_.call_timeout + server_wait;
+  absl::Duration backoff = options_.initial_backoff;
+  while (true) {
+    const std::string address = current_address();
+    std::shared_ptr<Endpoint> target = endpoint(address);
+    grpc::ClientContext context;
+    const absl::Time attempt_deadline =
+        std::min(give_up, absl::Now() + options_.attempt_timeout + server_wait);
+    context.set_deadline(absl::ToChronoTime(attempt_deadline));
+    const grpc::Status status = attempt(*target, &context);
+    if (status.ok()) return absl::OkStatus();
+    DropIfBroken(address, target, status);
+    const bool retryable = IsRetryable(status, attempt_deadline);
+    if (!retryable || absl::Now() >= give_up) {
+      std::string message =
+          absl::StrCat(method, " at ", address, ": ", status.error_message());
+      if (retryable) {
+        message = absl::StrCat("gave up after retrying for ",
+                               absl::FormatDuration(options_.call_timeout),
+                               "; last: ", message);
+      }
+      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                          message);
+    }
+    retries_.fetch_add(1);
+    bool sleep = true;
+    Redirect(address, context, status, &sleep);
+    if (sleep) {
+      absl::SleepFor(std::min(Jitter(backoff), give_up - absl::Now()));
+      backoff = std::min(backoff * 2, options_.max_backoff);
+    }
+  }
+}
+
+absl::StatusOr<v1::GetNodeResponse> Client::Get(const std::string& path) {
+  v1::GetNodeRequest request;
+  request.set_path(path);
+  v1::GetNodeResponse response;
+  absl::Status status =
+      Invoke("Nodes.Get", [&](Endpoint& e, grpc::ClientContext* context) {
+        response.Clear();
+        return e.nodes->Get(context, request, &response);
+      });
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::StatNodeResponse> Client::Stat(const std::string& path) {
+  v1::StatNodeRequest request;
+  request.set_path(path);
+  v1::StatNodeResponse response;
+  absl::Status status =
+      Invoke("Nodes.Stat", [&](Endpoint& e, grpc::ClientContext* context) {
+        response.Clear();
+        return e.nodes->Stat(context, request, &response);
+      });
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<std::vector<std::string>> Client::List(const std::string& path) {
+  v1::ListChildrenRequest request;
+  request.set_path(path);
+  v1::ListChildrenResponse response;
+  absl::Status status =
+      Invoke("Nodes.List", [&](Endpoint& e, grpc::ClientContext* context) {
+        response.Clear();
+        return e.nodes->List(context, request, &response);
+      });
+  if (!status.ok()) return status;
+  return std::vector<std::string>(response.names().begin(),
+                                  response.names().end());
+}
+
+absl::StatusOr<v1::CheckSequencerResponse> Client::CheckSequencer(
+    const v1::Sequencer& sequencer) {
+  v1::CheckSequencerRequest request;
+  *request.mutable_sequencer() = sequencer;
+  v1::CheckSequencerResponse response;
+  absl::Status status = Invoke(
+      "Locks.CheckSequencer", [&](Endpoint& e, grpc::ClientContext* context) {
+        response.Clear();
+        return e.locks->CheckSequencer(context, request, &response);
+      });
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::StatusResponse> Client::Status() {
+  const std::string address = current_address();
+  std::shared_ptr<Endpoint> target = endpoint(address);
+  grpc::ClientContext context;
+  context.set_deadline(
+      absl::ToChronoTime(absl::Now() + options_.attempt_timeout));
+  v1::StatusResponse response;
+  const grpc::Status status =
+      target->cluster->Status(&context, v1::StatusRequest(), &response);
+  if (!status.ok()) {
+    DropIfBroken(address, target, status);
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        absl::StrCat("Cluster.Status at ", address, ": ",
+                                     status.error_message()));
+  }
+  return response;
+}
+
+}  // namespace lockd

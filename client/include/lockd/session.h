@@ -1,0 +1,207 @@
+// lockd::Session is a client's lease on the cell (Chubby's session): the
+// locks and ephemeral nodes it holds live as long as it does.
+//
+// A background thread keeps the session alive on one KeepAlive stream to the
+// leader (reconnecting to a new leader when the stream breaks) and keeps a
+// local lease that is conservative: a keep-alive answer saying the lease has
+// L ms left extends the local lease to
+//   (send time of the keep-alive) + L * (1 - lease_margin)
+// measured on the local monotonic clock. The default margin of 10% covers the
+// cell clock running up to 5% fast (docs/server.md, "Time"), the leader's
+// tick clock drifting against ours (~3.5%) and the lag of an answer pushed
+// with events while a keep-alive is in flight.
+//
+// States (Chubby's):
+//   kHealthy   the local lease is running.
+//   kJeopardy  the local lease ran out without a new answer: the cell may have
+//              expired the session. Locks report !IsHeld(). Ends in kHealthy
+//              when a leader answers a keep-alive within the grace period, or
+//              in kExpired.
+//   kExpired   the cell said the session is gone (NOT_FOUND or
+//              FAILED_PRECONDITION), or the grace period passed in jeopardy.
+//              Final: locks and ephemeral nodes are gone (or must be assumed
+//              gone); create a new session.
+//   kClosed    Close() succeeded. Final.
+//
+// Callbacks (SessionOptions::on_state_change, on_event) run on a dispatcher
+// thread of the session, one at a time and in order; they never block the
+// keep-alive. A callback must not destroy the Session.
+//
+// State-changing calls number their requests 1, 2, 3, ... and a retry of a
+// call reuses its number, so the cell executes it once however often it is
+// retried across failovers (RequestHeader in protos/lockd.proto).
+//
+// Thread-safety: a Session is thread-safe. It must not outlive its Client.
+
+#ifndef LOCKD_CLIENT_INCLUDE_LOCKD_SESSION_H_
+#define LOCKD_CLIENT_INCLUDE_LOCKD_SESSION_H_
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lockd/client.h"
+#include "protos/lockd.grpc.pb.h"
+
+namespace lockd {
+
+enum class SessionState { kHealthy, kJeopardy, kExpired, kClosed };
+
+// "healthy", "jeopardy", "expired", "closed".
+const char* SessionStateName(SessionState state);
+
+struct SessionOptions {
+  // Lease length asked for; the cell accepts [1 s, 1 h].
+  absl::Duration ttl = absl::Seconds(10);
+  // Shown to operators.
+  std::string client_name = "lockd-client";
+  // How long the session may stay in jeopardy before the library gives it up.
+  absl::Duration grace_period = absl::Seconds(45);
+  // Fraction of every lease the cell grants that the local lease leaves off
+  // (see above). Must be in [0.06, 0.9].
+  double lease_margin = 0.10;
+  // Called on every state change with the new state. Also reports
+  // SESSION_EXPIRING (on entering jeopardy) and LEADER_CHANGED (a keep-alive
+  // answer carried a higher epoch) through on_event.
+  std::function<void(SessionState)> on_state_change;
+  // Called for every event of the session in sequence order: watches, lock
+  // events from the cell, and the two the library reports (see above).
+  std::function<void(const v1::Event&)> on_event;
+};
+
+class Session {
+ public:
+  // Opens a session on `client` (retried with the same random nonce, so a
+  // retry never opens a second one) and starts the keep-alive.
+  // REQUIRES: client != nullptr and outlives the Session.
+  static absl::StatusOr<std::unique_ptr<Session>> Create(
+      Client* client, SessionOptions options = SessionOptions());
+
+  // Stops the keep-alive and the dispatcher (after the callbacks already
+  // queued ran). Does not close the session: call Close() to release its
+  // locks at once; otherwise they go when its lease runs out.
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  uint64_t id() const { return id_; }
+  Client* client() const { return client_; }
+  const SessionOptions& options() const { return options_; }
+
+  SessionState state() const;
+  // Waits until state() == `state` or `timeout` passes; returns whether it
+  // was reached.
+  bool WaitForState(SessionState state, absl::Duration timeout) const;
+  // The local lease's remaining time (zero once it ran out).
+  absl::Duration LocalLeaseRemaining() const;
+  // Highest epoch (leadership) a keep-alive answer carried.
+  uint64_t epoch() const;
+
+  // Ends the session: the cell releases its locks (without lock-delay) and
+  // deletes its ephemeral nodes. The state becomes kClosed.
+  absl::Status Close();
+
+  // --- Node operations (exactly-once; see protos/lockd.proto for codes).
+  // Creates `path` (the parent must exist). Returns the created path, which
+  // differs from `path` for sequential nodes.
+  absl::StatusOr<v1::CreateNodeResponse> CreateNode(
+      const std::string& path, const std::string& content = "",
+      bool ephemeral = false, bool sequential = false);
+  // Replaces the content; with expected_content_generation != 0 only if the
+  // node's content generation equals it (else FAILED_PRECONDITION).
+  absl::StatusOr<v1::NodeMeta> SetNode(
+      const std::string& path, const std::string& content,
+      uint64_t expected_content_generation = 0);
+  // Deletes `path`, with compare-and-set as in SetNode.
+  absl::Status DeleteNode(const std::string& path,
+                          uint64_t expected_content_generation = 0);
+  // Registers (or with `remove`, drops) interest in `path`: its changes
+  // arrive through on_event.
+  absl::Status Watch(const std::string& path, bool remove = false);
+
+  // Reads, forwarded to the client.
+  absl::StatusOr<v1::GetNodeResponse> GetNode(const std::string& path) {
+    return client_->Get(path);
+  }
+  absl::StatusOr<v1::StatNodeResponse> StatNode(const std::string& path) {
+    return client_->Stat(path);
+  }
+  absl::StatusOr<std::vector<std::string>> ListChildren(
+      const std::string& path) {
+    return client_->List(path);
+  }
+
+  // Keep-alive answers received so far (for tests).
+  uint64_t keep_alive_answers() const;
+
+ private:
+  friend class Lock;
+  using Clock = std::chrono::steady_clock;
+
+  Session(Client* client, SessionOptions options);
+
+  // A header with the next request number. Pair with Answered().
+  v1::RequestHeader NewHeader();
+  // The request will never be retried again.
+  void Answered(uint64_t request_id);
+  // LOCK_LOST events seen for `path` so far (Lock::IsHeld compares).
+  uint64_t locks_lost(const std::string& path) const;
+
+  void KeepAliveLoop();
+  // Handles one KeepAlive answer, `base` the send time to measure from.
+  void OnAnswer(const v1::KeepAliveResponse& response, Clock::time_point base)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves to jeopardy or expiry when their time has come.
+  void CheckLeaseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetStateLocked(SessionState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues an event (or state change) for the dispatcher.
+  void PostLocked(std::function<void()> callback)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PostEventLocked(v1::Event::Type type) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The absl::Time at which steady time `t` arrives (for condvar waits).
+  static absl::Time ToDeadline(Clock::time_point t);
+  void DispatchLoop();
+  void StopThreads();
+
+  // Bound of the dispatcher's queue; beyond it the oldest notifications are
+  // dropped (a stuck callback must not make the session grow without end).
+  static constexpr size_t kMaxQueuedCallbacks = 10000;
+
+  Client* const client_;
+  const SessionOptions options_;
+  uint64_t id_ = 0;
+
+  mutable absl::Mutex mu_;
+  mutable absl::CondVar cv_;
+  SessionState state_ ABSL_GUARDED_BY(mu_) = SessionState::kHealthy;
+  // End of the local lease, and of the grace period once in jeopardy.
+  Clock::time_point lease_end_ ABSL_GUARDED_BY(mu_);
+  Clock::time_point grace_end_ ABSL_GUARDED_BY(mu_);
+  uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t answers_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t last_event_sequence_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, uint64_t> locks_lost_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_request_id_ ABSL_GUARDED_BY(mu_) = 1;
+  std::set<uint64_t> unanswered_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<std::function<void()>> callbacks_ ABSL_GUARDED_BY(mu_);
+  bool dispatcher_stop_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::thread keep_alive_thread_;
+  std::thread dispatcher_thread_;
+};
+
+}  // namespace lockd
+
+#endif  // LOCKD_CLIENT_INCLUDE_LOCKD_SESSION_H_

@@ -1,0 +1,391 @@
+// The client library (client/) against real local cells: leader finding,
+// retries without double effects, the session's jeopardy, recovery and
+// expiry, and locks.
+
+#include "lockd/client.h"
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "lockd/lock.h"
+#include "lockd/session.h"
+#include "tests/integration/cell.h"
+#include "tests/integration/cell_fixture.h"
+
+namespace lockd {
+namespace {
+
+using integration::CellTest;
+using integration::CodeOf;
+using integration::PollUntil;
+
+// Collects what a session's callbacks report.
+class Recorder {
+ public:
+  void Attach(SessionOptions* options) {
+    options->on_state_change = [this](SessionState state) {
+      absl::MutexLock lock(&mu_);
+      states_.push_back(state);
+    };
+    options->on_event = [this](const v1::Event& event) {
+      absl::MutexLock lock(&mu_);
+      events_.push_back(event);
+    };
+  }
+  std::vector<SessionState> states() const {
+    absl::MutexLock lock(&mu_);
+    return states_;
+  }
+  bool SawEvent(v1::Event::Type type) const {
+    absl::MutexLock lock(&mu_);
+    return std::any_of(events_.begin(), events_.end(),
+                       [&](const v1::Event& e) { return e.type() == type; });
+  }
+  std::vector<v1::Event> events() const {
+    absl::MutexLock lock(&mu_);
+    return events_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::vector<SessionState> states_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::Event> events_ ABSL_GUARDED_BY(mu_);
+};
+
+class ClientTest : public CellTest {
+ protected:
+  ClientOptions LibraryClientOptions() const {
+    ClientOptions options;
+    options.endpoints = cell_->addresses();
+    options.attempt_timeout = absl::Seconds(2);
+    return options;
+  }
+
+  Client* NewLibraryClient(ClientOptions options) {
+    absl::StatusOr<std::unique_ptr<Client>> client =
+        Client::Create(std::move(options));
+    EXPECT_TRUE(client.ok()) << client.status();
+    if (!client.ok()) return nullptr;
+    library_clients_.push_back(std::move(*client));
+    return library_clients_.back().get();
+  }
+  Client* NewLibraryClient() {
+    return NewLibraryClient(LibraryClientOptions());
+  }
+
+  Session* NewSession(Client* client, SessionOptions options = {}) {
+    if (options.client_name == "lockd-client") {
+      options.client_name =
+          ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    }
+    absl::StatusOr<std::unique_ptr<Session>> session =
+        Session::Create(client, std::move(options));
+    EXPECT_TRUE(session.ok()) << session.status();
+    if (!session.ok()) return nullptr;
+    sessions_.push_back(std::move(*session));
+    return sessions_.back().get();
+  }
+
+  void TearDown() override {
+    locks_.clear();
+    sessions_.clear();
+    library_clients_.clear();
+    CellTest::TearDown();
+  }
+
+  std::vector<std::unique_ptr<Client>> library_clients_;
+  std::vector<std::unique_ptr<Session>> sessions_;
+  std::vector<std::unique_ptr<Lock>> locks_;
+};
+
+TEST_F(ClientTest, FollowsTheLeaderFromFollowerEndpoints) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  const int leader = Leader();
+  ASSERT_NE(leader, 0);
+  ClientOptions options = LibraryClientOptions();
+  // Only followers first; the leader last.
+  options.endpoints.clear();
+  for (int id = 1; id <= cell_->size(); ++id) {
+    if (id != leader) options.endpoints.push_back(cell_->address(id));
+  }
+  options.endpoints.push_back(cell_->address(leader));
+  Client* client = NewLibraryClient(options);
+  ASSERT_NE(client, nullptr);
+  Session* session = NewSession(client);
+  ASSERT_NE(session, nullptr);
+  EXPECT_EQ(client->current_address(), cell_->address(leader));
+  LOCKD_ASSERT_OK(session->CreateNode("/redirected", "x"));
+  absl::StatusOr<v1::GetNodeResponse> got = client->Get("/redirected");
+  LOCKD_ASSERT_OK(got);
+  EXPECT_EQ(got->content(), "x");
+}
+
+TEST_F(ClientTest, NodeOperationsWithCasAndWatch) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  Client* client = NewLibraryClient();
+  Recorder recorder;
+  SessionOptions options;
+  recorder.Attach(&options);
+  Session* session = NewSession(client, options);
+  ASSERT_NE(session, nullptr);
+
+  absl::StatusOr<v1::CreateNodeResponse> created =
+      session->CreateNode("/n", "one");
+  LOCKD_ASSERT_OK(created);
+  EXPECT_EQ(CodeOf(session->CreateNode("/n")),
+            absl::StatusCode::kAlreadyExists);
+  LOCKD_ASSERT_OK(session->Watch("/n"));
+  const uint64_t generation = created->meta().content_generation();
+  EXPECT_EQ(CodeOf(session->SetNode("/n", "bad", generation + 7)),
+            absl::StatusCode::kFailedPrecondition);
+  absl::StatusOr<v1::NodeMeta> set = session->SetNode("/n", "two", generation);
+  LOCKD_ASSERT_OK(set);
+  EXPECT_GT(set->content_generation(), generation);
+  EXPECT_TRUE(
+      PollUntil([&] { return recorder.SawEvent(v1::Event::CONTENT_CHANGED); },
+                absl::Seconds(10)));
+
+  LOCKD_ASSERT_OK(session->CreateNode("/n/child"));
+  absl::StatusOr<std::vector<std::string>> children = client->List("/n");
+  LOCKD_ASSERT_OK(children);
+  EXPECT_EQ(*children, std::vector<std::string>{"child"});
+  absl::StatusOr<v1::StatNodeResponse> stat = client->Stat("/n");
+  LOCKD_ASSERT_OK(stat);
+  EXPECT_EQ(stat->meta().num_children(), 1u);
+  EXPECT_EQ(CodeOf(session->DeleteNode("/n/child", 99)),
+            absl::StatusCode::kFailedPrecondition);
+  LOCKD_ASSERT_OK(session->DeleteNode("/n/child"));
+  EXPECT_EQ(CodeOf(client->Get("/n/child")), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ClientTest, RetriesAcrossLeaderKillWithoutDoubleEffects) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  Client* client = NewLibraryClient();
+  Session* session = NewSession(client);
+  ASSERT_NE(session, nullptr);
+  LOCKD_ASSERT_OK(session->CreateNode("/q"));
+
+  // Sequential creates run back to back while the leader is killed, so some
+  // are in flight at the kill and are retried at the new leader.
+  std::atomic<bool> stop{false};
+  std::atomic<int> succeeded{0};
+  std::atomic<int> failed{0};
+  std::thread writer([&] {
+    while (!stop.load()) {
+      if (session->CreateNode("/q/item-", "", false, true).ok()) {
+        succeeded.fetch_add(1);
+      } else {
+        failed.fetch_add(1);
+      }
+    }
+  });
+  ASSERT_TRUE(
+      PollUntil([&] { return succeeded.load() >= 20; }, absl::Seconds(20)));
+  const int leader = Leader();
+  const uint64_t retries_before = client->retries();
+  LOCKD_ASSERT_OK(cell_->Kill(leader));
+  const int before_kill = succeeded.load();
+  EXPECT_TRUE(PollUntil([&] { return succeeded.load() >= before_kill + 20; },
+                        FailoverBound() + absl::Seconds(20)));
+  stop.store(true);
+  writer.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GT(client->retries(), retries_before);
+  absl::StatusOr<std::vector<std::string>> children = client->List("/q");
+  LOCKD_ASSERT_OK(children);
+  // One node per successful call: no retry was applied twice.
+  EXPECT_EQ(static_cast<int>(children->size()), succeeded.load());
+}
+
+TEST_F(ClientTest, JeopardyThenRecoveryWhenANewLeaderAnswers) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  Client* client = NewLibraryClient();
+  Recorder recorder;
+  SessionOptions options;
+  options.ttl = absl::Seconds(2);
+  options.grace_period = absl::Seconds(60);
+  recorder.Attach(&options);
+  Session* session = NewSession(client, options);
+  ASSERT_NE(session, nullptr);
+  ASSERT_TRUE(PollUntil([&] { return session->keep_alive_answers() > 0; },
+                        absl::Seconds(10)));
+  const uint64_t epoch = session->epoch();
+  absl::StatusOr<std::unique_ptr<Lock>> lock = Lock::TryAcquire(
+      session, "/jeopardy", v1::EXCLUSIVE, absl::Milliseconds(100));
+  LOCKD_ASSERT_OK(lock);
+  EXPECT_TRUE((*lock)->IsHeld());
+
+  // Kill the leader and one follower: no quorum, so no leader answers and
+  // the local lease runs out.
+  const int leader = Leader();
+  const int follower = leader % cell_->size() + 1;
+  LOCKD_ASSERT_OK(cell_->Kill(leader));
+  LOCKD_ASSERT_OK(cell_->Kill(follower));
+  ASSERT_TRUE(
+      session->WaitForState(SessionState::kJeopardy, absl::Seconds(10)));
+  EXPECT_FALSE((*lock)->IsHeld());
+  EXPECT_TRUE(
+      PollUntil([&] { return recorder.SawEvent(v1::Event::SESSION_EXPIRING); },
+                absl::Seconds(5)));
+
+  // A new leader within the grace period: healthy again, same session.
+  LOCKD_ASSERT_OK(cell_->StartReplica(follower));
+  ASSERT_TRUE(session->WaitForState(SessionState::kHealthy,
+                                    FailoverBound() + absl::Seconds(20)));
+  EXPECT_GT(session->epoch(), epoch);
+  EXPECT_TRUE(
+      PollUntil([&] { return recorder.SawEvent(v1::Event::LEADER_CHANGED); },
+                absl::Seconds(5)));
+  EXPECT_TRUE((*lock)->IsHeld());
+  absl::StatusOr<v1::CheckSequencerResponse> check =
+      client->CheckSequencer((*lock)->sequencer());
+  LOCKD_ASSERT_OK(check);
+  EXPECT_TRUE(check->valid()) << check->reason();
+  const std::vector<SessionState> states = recorder.states();
+  ASSERT_GE(states.size(), 2u);
+  EXPECT_EQ(states[0], SessionState::kJeopardy);
+  EXPECT_EQ(states[1], SessionState::kHealthy);
+  locks_.push_back(std::move(*lock));
+}
+
+TEST_F(ClientTest, ExpiresWhenTheCellStaysDownLongerThanTheGracePeriod) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  Client* client = NewLibraryClient();
+  Recorder recorder;
+  SessionOptions options;
+  options.ttl = absl::Seconds(2);
+  options.grace_period = absl::Seconds(2);
+  recorder.Attach(&options);
+  Session* session = NewSession(client, options);
+  ASSERT_NE(session, nullptr);
+  absl::StatusOr<std::unique_ptr<Lock>> lock =
+      Lock::TryAcquire(session, "/expiry", v1::EXCLUSIVE);
+  LOCKD_ASSERT_OK(lock);
+  for (int id = 1; id <= cell_->size(); ++id) {
+    LOCKD_ASSERT_OK(cell_->Kill(id));
+  }
+  ASSERT_TRUE(
+      session->WaitForState(SessionState::kJeopardy, absl::Seconds(10)));
+  ASSERT_TRUE(session->WaitForState(SessionState::kExpired, absl::Seconds(10)));
+  EXPECT_FALSE((*lock)->IsHeld());
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        std::vector<SessionState> states = recorder.states();
+        return states == std::vector<SessionState>{SessionState::kJeopardy,
+                                                   SessionState::kExpired};
+      },
+      absl::Seconds(5)));
+  // Release of a lock of an expired session is a no-op.
+  LOCKD_EXPECT_OK((*lock)->Release());
+}
+
+TEST_F(ClientTest, ExclusiveLockIsHandedOverInFifoOrder) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  Client* client = NewLibraryClient();
+  Recorder holder_events;
+  SessionOptions holder_options;
+  holder_events.Attach(&holder_options);
+  Session* holder = NewSession(client, holder_options);
+  Session* first = NewSession(client);
+  Session* second = NewSession(client);
+  ASSERT_TRUE(holder != nullptr && first != nullptr && second != nullptr);
+
+  absl::StatusOr<std::unique_ptr<Lock>> held =
+      Lock::TryAcquire(holder, "/fifo", v1::EXCLUSIVE);
+  LOCKD_ASSERT_OK(held);
+  // A waiter is known to be queued once the holder hears LOCK_CONFLICT.
+  auto conflict_from = [&](uint64_t session_id) {
+    for (const v1::Event& e : holder_events.events()) {
+      if (e.type() == v1::Event::LOCK_CONFLICT &&
+          e.other_session_id() == session_id) {
+        return true;
+      }
+    }
+    return false;
+  };
+  absl::StatusOr<std::unique_ptr<Lock>> first_lock;
+  absl::StatusOr<std::unique_ptr<Lock>> second_lock;
+  std::atomic<bool> first_done{false};
+  std::atomic<bool> second_done{false};
+  std::thread first_waiter([&] {
+    first_lock =
+        Lock::Acquire(first, "/fifo", v1::EXCLUSIVE, absl::Seconds(60));
+    first_done.store(true);
+  });
+  ASSERT_TRUE(
+      PollUntil([&] { return conflict_from(first->id()); }, absl::Seconds(10)));
+  std::thread second_waiter([&] {
+    second_lock =
+        Lock::Acquire(second, "/fifo", v1::EXCLUSIVE, absl::Seconds(60));
+    second_done.store(true);
+  });
+  ASSERT_TRUE(PollUntil([&] { return conflict_from(second->id()); },
+                        absl::Seconds(10)));
+
+  LOCKD_ASSERT_OK((*held)->Release());
+  EXPECT_FALSE((*held)->IsHeld());
+  first_waiter.join();
+  LOCKD_ASSERT_OK(first_lock);
+  EXPECT_TRUE((*first_lock)->IsHeld());
+  EXPECT_FALSE(second_done.load());
+  EXPECT_GT((*first_lock)->sequencer().lock_generation(),
+            (*held)->sequencer().lock_generation());
+
+  first_lock->reset();  // The destructor releases.
+  second_waiter.join();
+  LOCKD_ASSERT_OK(second_lock);
+  EXPECT_TRUE((*second_lock)->IsHeld());
+  absl::StatusOr<v1::CheckSequencerResponse> check =
+      client->CheckSequencer((*second_lock)->sequencer());
+  LOCKD_ASSERT_OK(check);
+  EXPECT_TRUE(check->valid()) << check->reason();
+  check = client->CheckSequencer((*held)->sequencer());
+  LOCKD_ASSERT_OK(check);
+  EXPECT_FALSE(check->valid());
+}
+
+TEST_F(ClientTest, SharedLocksCoexistAndExcludeWriters) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  Client* client = NewLibraryClient();
+  Session* a = NewSession(client);
+  Session* b = NewSession(client);
+  Session* writer = NewSession(client);
+  ASSERT_TRUE(a != nullptr && b != nullptr && writer != nullptr);
+
+  absl::StatusOr<std::unique_ptr<Lock>> lock_a =
+      Lock::TryAcquire(a, "/shared", v1::SHARED);
+  absl::StatusOr<std::unique_ptr<Lock>> lock_b =
+      Lock::TryAcquire(b, "/shared", v1::SHARED);
+  LOCKD_ASSERT_OK(lock_a);
+  LOCKD_ASSERT_OK(lock_b);
+  EXPECT_TRUE((*lock_a)->IsHeld());
+  EXPECT_TRUE((*lock_b)->IsHeld());
+  for (const auto* lock : {&*lock_a, &*lock_b}) {
+    absl::StatusOr<v1::CheckSequencerResponse> check =
+        client->CheckSequencer((*lock)->sequencer());
+    LOCKD_ASSERT_OK(check);
+    EXPECT_TRUE(check->valid()) << check->reason();
+  }
+  EXPECT_EQ(CodeOf(Lock::TryAcquire(writer, "/shared", v1::EXCLUSIVE)),
+            absl::StatusCode::kFailedPrecondition);
+  LOCKD_ASSERT_OK((*lock_a)->Release());
+  EXPECT_EQ(CodeOf(Lock::TryAcquire(writer, "/shared", v1::EXCLUSIVE)),
+            absl::StatusCode::kFailedPrecondition);
+  LOCKD_ASSERT_OK((*lock_b)->Release());
+  absl::StatusOr<std::unique_ptr<Lock>> exclusive =
+      Lock::TryAcquire(writer, "/shared", v1::EXCLUSIVE);
+  LOCKD_ASSERT_OK(exclusive);
+  EXPECT_TRUE((*exclusive)->IsHeld());
+}
+
+}  // namespace
+}  // namespace lockd
