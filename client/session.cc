@@ -135,6 +135,11 @@ uint64_t Session::keep_alive_answers() const {
   return answers_;
 }
 
+uint64_t Session::events_lost() const {
+  absl::MutexLock lock(&mu_);
+  return events_lost_;
+}
+
 uint64_t Session::locks_lost(const std::string& path) const {
   absl::MutexLock lock(&mu_);
   auto it = locks_lost_.find(path);
@@ -208,6 +213,7 @@ void Session::OnAnswer(const v1::KeepAliveResponse& response,
     epoch_ = response.epoch();
   }
   ++answers_;
+  events_lost_ = std::max(events_lost_, response.events_lost());
   if (response.lease_remaining_ms() > 0) {
     const Clock::time_point end =
         base +

@@ -167,6 +167,54 @@ TEST_F(ClientTest, NodeOperationsWithCasAndWatch) {
   EXPECT_EQ(CodeOf(client->Get("/n/child")), absl::StatusCode::kNotFound);
 }
 
+// A callback that blocks until opened; shared with the callback so that it
+// outlives the test body even if the callback still runs.
+struct Gate {
+  absl::Mutex mu;
+  bool entered ABSL_GUARDED_BY(mu) = false;
+  bool open ABSL_GUARDED_BY(mu) = false;
+  void Open() {
+    absl::MutexLock lock(&mu);
+    open = true;
+  }
+};
+
+TEST_F(ClientTest, ABlockedCallbackDoesNotStopTheKeepAlive) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  Client* client = NewLibraryClient();
+  auto gate = std::make_shared<Gate>();
+  SessionOptions options;
+  options.ttl = absl::Seconds(1);
+  options.on_event = [gate](const v1::Event& event) {
+    if (event.type() != v1::Event::CONTENT_CHANGED) return;
+    absl::MutexLock lock(&gate->mu);
+    gate->entered = true;
+    gate->mu.Await(absl::Condition(&gate->open));
+  };
+  Session* session = NewSession(client, options);
+  ASSERT_NE(session, nullptr);
+  // Opens the gate however the test ends (before the session goes).
+  std::unique_ptr<Gate, void (*)(Gate*)> opener(gate.get(),
+                                                [](Gate* g) { g->Open(); });
+  LOCKD_ASSERT_OK(session->CreateNode("/blocked"));
+  LOCKD_ASSERT_OK(session->Watch("/blocked"));
+  LOCKD_ASSERT_OK(session->SetNode("/blocked", "x"));
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        absl::MutexLock lock(&gate->mu);
+        return gate->entered;
+      },
+      absl::Seconds(10)));
+  // While the callback blocks, keep-alives go on for several TTLs.
+  const uint64_t answers = session->keep_alive_answers();
+  const absl::Time until = absl::Now() + 3 * options.ttl;
+  while (absl::Now() < until) {
+    ASSERT_EQ(session->state(), SessionState::kHealthy);
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_GE(session->keep_alive_answers(), answers + 5);
+}
+
 TEST_F(ClientTest, RetriesAcrossLeaderKillWithoutDoubleEffects) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
   Client* client = NewLibraryClient();

@@ -144,6 +144,10 @@ class Session {
 
   // Keep-alive answers received so far (for tests).
   uint64_t keep_alive_answers() const;
+  // Events the cell dropped because the session's buffer was full (the
+  // largest KeepAliveResponse.events_lost seen). When it grows, re-read what
+  // you watch.
+  uint64_t events_lost() const;
 
  private:
   friend class Lock;
@@ -190,6 +194,7 @@ class Session {
   Clock::time_point grace_end_ ABSL_GUARDED_BY(mu_);
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t answers_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t events_lost_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t last_event_sequence_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, uint64_t> locks_lost_ ABSL_GUARDED_BY(mu_);
   uint64_t next_request_id_ ABSL_GUARDED_BY(mu_) = 1;
