@@ -332,7 +332,8 @@ void Session::KeepAliveLoop() {
       if (server_ended &&
           (status.error_code() == grpc::StatusCode::NOT_FOUND ||
            status.error_code() == grpc::StatusCode::FAILED_PRECONDITION)) {
-        SetStateLocked(SessionState::kExpired);
+        SetStateLocked(closing_ ? SessionState::kClosed
+                                : SessionState::kExpired);
         return;
       }
       if (stream_answers > 0) backoff = client_->options().initial_backoff;
@@ -382,6 +383,10 @@ void Session::DispatchLoop() {
 }
 
 absl::Status Session::Close() {
+  {
+    absl::MutexLock lock(&mu_);
+    closing_ = true;
+  }
   v1::CloseSessionRequest request;
   *request.mutable_header() = NewHeader();
   v1::CloseSessionResponse response;
@@ -392,10 +397,9 @@ absl::Status Session::Close() {
         return e.sessions->CloseSession(context, request, &response);
       });
   Answered(request.header().request_id());
-  if (status.ok()) {
-    absl::MutexLock lock(&mu_);
-    SetStateLocked(SessionState::kClosed);
-  }
+  absl::MutexLock lock(&mu_);
+  closing_ = false;
+  if (status.ok()) SetStateLocked(SessionState::kClosed);
   return status;
 }
 

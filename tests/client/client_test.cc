@@ -28,17 +28,19 @@ using integration::CellTest;
 using integration::CodeOf;
 using integration::PollUntil;
 
-// Collects what a session's callbacks report.
-class Recorder {
+// Collects what a session's callbacks report. Held by shared_ptr: the
+// callbacks keep it alive until the session (owned by the fixture) is gone.
+class Recorder : public std::enable_shared_from_this<Recorder> {
  public:
   void Attach(SessionOptions* options) {
-    options->on_state_change = [this](SessionState state) {
-      absl::MutexLock lock(&mu_);
-      states_.push_back(state);
+    std::shared_ptr<Recorder> self = shared_from_this();
+    options->on_state_change = [self](SessionState state) {
+      absl::MutexLock lock(&self->mu_);
+      self->states_.push_back(state);
     };
-    options->on_event = [this](const v1::Event& event) {
-      absl::MutexLock lock(&mu_);
-      events_.push_back(event);
+    options->on_event = [self](const v1::Event& event) {
+      absl::MutexLock lock(&self->mu_);
+      self->events_.push_back(event);
     };
   }
   std::vector<SessionState> states() const {
@@ -132,9 +134,9 @@ TEST_F(ClientTest, FollowsTheLeaderFromFollowerEndpoints) {
 TEST_F(ClientTest, NodeOperationsWithCasAndWatch) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
   Client* client = NewLibraryClient();
-  Recorder recorder;
+  auto recorder = std::make_shared<Recorder>();
   SessionOptions options;
-  recorder.Attach(&options);
+  recorder->Attach(&options);
   Session* session = NewSession(client, options);
   ASSERT_NE(session, nullptr);
 
@@ -151,7 +153,7 @@ TEST_F(ClientTest, NodeOperationsWithCasAndWatch) {
   LOCKD_ASSERT_OK(set);
   EXPECT_GT(set->content_generation(), generation);
   EXPECT_TRUE(
-      PollUntil([&] { return recorder.SawEvent(v1::Event::CONTENT_CHANGED); },
+      PollUntil([&] { return recorder->SawEvent(v1::Event::CONTENT_CHANGED); },
                 absl::Seconds(10)));
 
   LOCKD_ASSERT_OK(session->CreateNode("/n/child"));
@@ -257,11 +259,11 @@ TEST_F(ClientTest, RetriesAcrossLeaderKillWithoutDoubleEffects) {
 TEST_F(ClientTest, JeopardyThenRecoveryWhenANewLeaderAnswers) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
   Client* client = NewLibraryClient();
-  Recorder recorder;
+  auto recorder = std::make_shared<Recorder>();
   SessionOptions options;
   options.ttl = absl::Seconds(2);
   options.grace_period = absl::Seconds(60);
-  recorder.Attach(&options);
+  recorder->Attach(&options);
   Session* session = NewSession(client, options);
   ASSERT_NE(session, nullptr);
   ASSERT_TRUE(PollUntil([&] { return session->keep_alive_answers() > 0; },
@@ -282,7 +284,7 @@ TEST_F(ClientTest, JeopardyThenRecoveryWhenANewLeaderAnswers) {
       session->WaitForState(SessionState::kJeopardy, absl::Seconds(10)));
   EXPECT_FALSE((*lock)->IsHeld());
   EXPECT_TRUE(
-      PollUntil([&] { return recorder.SawEvent(v1::Event::SESSION_EXPIRING); },
+      PollUntil([&] { return recorder->SawEvent(v1::Event::SESSION_EXPIRING); },
                 absl::Seconds(5)));
 
   // A new leader within the grace period: healthy again, same session.
@@ -291,14 +293,14 @@ TEST_F(ClientTest, JeopardyThenRecoveryWhenANewLeaderAnswers) {
                                     FailoverBound() + absl::Seconds(20)));
   EXPECT_GT(session->epoch(), epoch);
   EXPECT_TRUE(
-      PollUntil([&] { return recorder.SawEvent(v1::Event::LEADER_CHANGED); },
+      PollUntil([&] { return recorder->SawEvent(v1::Event::LEADER_CHANGED); },
                 absl::Seconds(5)));
   EXPECT_TRUE((*lock)->IsHeld());
   absl::StatusOr<v1::CheckSequencerResponse> check =
       client->CheckSequencer((*lock)->sequencer());
   LOCKD_ASSERT_OK(check);
   EXPECT_TRUE(check->valid()) << check->reason();
-  const std::vector<SessionState> states = recorder.states();
+  const std::vector<SessionState> states = recorder->states();
   ASSERT_GE(states.size(), 2u);
   EXPECT_EQ(states[0], SessionState::kJeopardy);
   EXPECT_EQ(states[1], SessionState::kHealthy);
@@ -308,11 +310,11 @@ TEST_F(ClientTest, JeopardyThenRecoveryWhenANewLeaderAnswers) {
 TEST_F(ClientTest, ExpiresWhenTheCellStaysDownLongerThanTheGracePeriod) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
   Client* client = NewLibraryClient();
-  Recorder recorder;
+  auto recorder = std::make_shared<Recorder>();
   SessionOptions options;
   options.ttl = absl::Seconds(2);
   options.grace_period = absl::Seconds(2);
-  recorder.Attach(&options);
+  recorder->Attach(&options);
   Session* session = NewSession(client, options);
   ASSERT_NE(session, nullptr);
   absl::StatusOr<std::unique_ptr<Lock>> lock =
@@ -327,7 +329,7 @@ TEST_F(ClientTest, ExpiresWhenTheCellStaysDownLongerThanTheGracePeriod) {
   EXPECT_FALSE((*lock)->IsHeld());
   EXPECT_TRUE(PollUntil(
       [&] {
-        std::vector<SessionState> states = recorder.states();
+        std::vector<SessionState> states = recorder->states();
         return states == std::vector<SessionState>{SessionState::kJeopardy,
                                                    SessionState::kExpired};
       },
@@ -339,9 +341,9 @@ TEST_F(ClientTest, ExpiresWhenTheCellStaysDownLongerThanTheGracePeriod) {
 TEST_F(ClientTest, ExclusiveLockIsHandedOverInFifoOrder) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
   Client* client = NewLibraryClient();
-  Recorder holder_events;
+  auto holder_events = std::make_shared<Recorder>();
   SessionOptions holder_options;
-  holder_events.Attach(&holder_options);
+  holder_events->Attach(&holder_options);
   Session* holder = NewSession(client, holder_options);
   Session* first = NewSession(client);
   Session* second = NewSession(client);
@@ -352,7 +354,7 @@ TEST_F(ClientTest, ExclusiveLockIsHandedOverInFifoOrder) {
   LOCKD_ASSERT_OK(held);
   // A waiter is known to be queued once the holder hears LOCK_CONFLICT.
   auto conflict_from = [&](uint64_t session_id) {
-    for (const v1::Event& e : holder_events.events()) {
+    for (const v1::Event& e : holder_events->events()) {
       if (e.type() == v1::Event::LOCK_CONFLICT &&
           e.other_session_id() == session_id) {
         return true;
@@ -399,6 +401,24 @@ TEST_F(ClientTest, ExclusiveLockIsHandedOverInFifoOrder) {
   check = client->CheckSequencer((*held)->sequencer());
   LOCKD_ASSERT_OK(check);
   EXPECT_FALSE(check->valid());
+}
+
+TEST_F(ClientTest, CloseReleasesLocksAtOnce) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  Client* client = NewLibraryClient();
+  Session* closing = NewSession(client);
+  Session* other = NewSession(client);
+  ASSERT_TRUE(closing != nullptr && other != nullptr);
+  absl::StatusOr<std::unique_ptr<Lock>> lock =
+      Lock::TryAcquire(closing, "/closed", v1::EXCLUSIVE, absl::Seconds(30));
+  LOCKD_ASSERT_OK(lock);
+  EXPECT_EQ(CodeOf(Lock::TryAcquire(other, "/closed", v1::EXCLUSIVE)),
+            absl::StatusCode::kFailedPrecondition);
+  LOCKD_ASSERT_OK(closing->Close());
+  EXPECT_EQ(closing->state(), SessionState::kClosed);
+  EXPECT_FALSE((*lock)->IsHeld());
+  // No lock-delay after a close.
+  LOCKD_EXPECT_OK(Lock::TryAcquire(other, "/closed", v1::EXCLUSIVE));
 }
 
 TEST_F(ClientTest, SharedLocksCoexistAndExcludeWriters) {

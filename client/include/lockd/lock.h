@@ -54,7 +54,8 @@ class Lock {
       absl::Duration lock_delay = absl::ZeroDuration());
 
   // Releases the lock if still held; errors are ignored (the lock goes with
-  // the session at the latest).
+  // the session at the latest). Like Release(), may block up to
+  // ClientOptions::call_timeout while no leader answers.
   ~Lock();
   Lock(const Lock&) = delete;
   Lock& operator=(const Lock&) = delete;

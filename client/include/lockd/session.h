@@ -200,6 +200,9 @@ class Session {
   uint64_t next_request_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::set<uint64_t> unanswered_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // Close() is running: the cell ending the stream with NOT_FOUND means
+  // closed, not expired.
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<std::function<void()>> callbacks_ ABSL_GUARDED_BY(mu_);
   bool dispatcher_stop_ ABSL_GUARDED_BY(mu_) = false;
 
