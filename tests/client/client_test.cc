@@ -307,6 +307,30 @@ TEST_F(ClientTest, JeopardyThenRecoveryWhenANewLeaderAnswers) {
   locks_.push_back(std::move(*lock));
 }
 
+TEST_F(ClientTest, MovesOnFromAPausedLeader) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  Client* client = NewLibraryClient();
+  SessionOptions options;
+  options.ttl = absl::Seconds(2);
+  Session* session = NewSession(client, options);
+  ASSERT_NE(session, nullptr);
+  ASSERT_TRUE(PollUntil([&] { return session->keep_alive_answers() > 0; },
+                        absl::Seconds(10)));
+  const uint64_t epoch = session->epoch();
+  // A paused leader keeps its sockets open and answers nothing: the
+  // keep-alive must give its stream up and find the new leader.
+  const int leader = Leader();
+  LOCKD_ASSERT_OK(cell_->Pause(leader));
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        return session->epoch() > epoch &&
+               session->state() == SessionState::kHealthy;
+      },
+      FailoverBound() + absl::Seconds(10)));
+  LOCKD_EXPECT_OK(session->CreateNode("/after-pause"));
+  LOCKD_ASSERT_OK(cell_->Resume(leader));
+}
+
 TEST_F(ClientTest, ExpiresWhenTheCellStaysDownLongerThanTheGracePeriod) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
   Client* client = NewLibraryClient();
