@@ -134,6 +134,21 @@ grpc::ServerUnaryReactor* ReadState(
   return reactor;
 }
 
+// Runs `read` under the leader lease and answers with its response.
+template <typename Response, typename ReadFn>
+grpc::ServerUnaryReactor* ReadInto(ReplicaLoop* loop,
+                                   grpc::CallbackServerContext* context,
+                                   Response* response, ReadFn read) {
+  return ReadState(loop, context,
+                   [response, read = std::move(read)](
+                       const sessions::StateMachine& state) -> absl::Status {
+                     absl::StatusOr<Response> answer = read(state);
+                     if (!answer.ok()) return answer.status();
+                     *response = *std::move(answer);
+                     return absl::OkStatus();
+                   });
+}
+
 // Serializes the writes of one server stream: at most one write in flight,
 // Finish only after the last write completed, nothing after Finish. Send()
 // and End() may be called from any thread.
@@ -346,14 +361,10 @@ grpc::ServerUnaryReactor* NodesService::Create(
 grpc::ServerUnaryReactor* NodesService::Get(
     grpc::CallbackServerContext* context, const v1::GetNodeRequest* request,
     v1::GetNodeResponse* response) {
-  return ReadState(loop_, context,
-                   [request, response](const sessions::StateMachine& state) {
-                     absl::StatusOr<v1::GetNodeResponse> node =
-                         state.GetNode(request->path());
-                     if (!node.ok()) return node.status();
-                     *response = *std::move(node);
-                     return absl::OkStatus();
-                   });
+  return ReadInto(loop_, context, response,
+                  [request](const sessions::StateMachine& state) {
+                    return state.GetNode(request->path());
+                  });
 }
 
 grpc::ServerUnaryReactor* NodesService::Set(
@@ -376,27 +387,19 @@ grpc::ServerUnaryReactor* NodesService::List(
     grpc::CallbackServerContext* context,
     const v1::ListChildrenRequest* request,
     v1::ListChildrenResponse* response) {
-  return ReadState(loop_, context,
-                   [request, response](const sessions::StateMachine& state) {
-                     absl::StatusOr<v1::ListChildrenResponse> children =
-                         state.ListChildren(request->path());
-                     if (!children.ok()) return children.status();
-                     *response = *std::move(children);
-                     return absl::OkStatus();
-                   });
+  return ReadInto(loop_, context, response,
+                  [request](const sessions::StateMachine& state) {
+                    return state.ListChildren(request->path());
+                  });
 }
 
 grpc::ServerUnaryReactor* NodesService::Stat(
     grpc::CallbackServerContext* context, const v1::StatNodeRequest* request,
     v1::StatNodeResponse* response) {
-  return ReadState(loop_, context,
-                   [request, response](const sessions::StateMachine& state) {
-                     absl::StatusOr<v1::StatNodeResponse> stat =
-                         state.StatNode(request->path());
-                     if (!stat.ok()) return stat.status();
-                     *response = *std::move(stat);
-                     return absl::OkStatus();
-                   });
+  return ReadInto(loop_, context, response,
+                  [request](const sessions::StateMachine& state) {
+                    return state.StatNode(request->path());
+                  });
 }
 
 grpc::ServerUnaryReactor* NodesService::Watch(
@@ -457,14 +460,10 @@ grpc::ServerUnaryReactor* ElectionsService::Proclaim(
 grpc::ServerUnaryReactor* ElectionsService::Leader(
     grpc::CallbackServerContext* context, const v1::GetLeaderRequest* request,
     v1::GetLeaderResponse* response) {
-  return ReadState(loop_, context,
-                   [request, response](const sessions::StateMachine& state) {
-                     absl::StatusOr<v1::GetLeaderResponse> leader =
-                         state.GetLeader(request->name());
-                     if (!leader.ok()) return leader.status();
-                     *response = *std::move(leader);
-                     return absl::OkStatus();
-                   });
+  return ReadInto(loop_, context, response,
+                  [request](const sessions::StateMachine& state) {
+                    return state.GetLeader(request->name());
+                  });
 }
 
 grpc::ServerWriteReactor<v1::GetLeaderResponse>* ElectionsService::Observe(
