@@ -72,6 +72,7 @@ std::shared_ptr<Client::Endpoint> Client::endpoint(const std::string& address) {
     slot->sessions = v1::Sessions::NewStub(slot->channel);
     slot->nodes = v1::Nodes::NewStub(slot->channel);
     slot->locks = v1::Locks::NewStub(slot->channel);
+    slot->elections = v1::Elections::NewStub(slot->channel);
     slot->cluster = v1::Cluster::NewStub(slot->channel);
   }
   return slot;
@@ -227,7 +228,11 @@ absl::StatusOr<v1::CheckSequencerResponse> Client::CheckSequencer(
 }
 
 absl::StatusOr<v1::StatusResponse> Client::Status() {
-  const std::string address = current_address();
+  return StatusOf(current_address());
+}
+
+absl::StatusOr<v1::StatusResponse> Client::StatusOf(
+    const std::string& address) {
   std::shared_ptr<Endpoint> target = endpoint(address);
   grpc::ClientContext context;
   context.set_deadline(

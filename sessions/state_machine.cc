@@ -787,6 +787,15 @@ absl::Status StateMachine::Impl::CheckWaitTimeout(
   return absl::OkStatus();
 }
 
+absl::Status StateMachine::Impl::CheckLockDelay(int64_t lock_delay_ms) const {
+  if (lock_delay_ms < 0 || lock_delay_ms > limits_.max_lock_delay_ms) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("lock_delay_ms ", lock_delay_ms, " is outside [0, ",
+                     limits_.max_lock_delay_ms, "]"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<StateMachine::Impl::LockPlan> StateMachine::Impl::PlanLock(
     const Session& session, absl::string_view path, const Node* node,
     LockMode mode, int64_t wait_timeout_ms) const {
@@ -944,11 +953,9 @@ absl::StatusOr<std::optional<v1::AcquireResponse>> StateMachine::Impl::Acquire(
       !status.ok()) {
     return status;
   }
-  if (request.lock_delay_ms() < 0 ||
-      request.lock_delay_ms() > limits_.max_lock_delay_ms) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("lock_delay_ms ", request.lock_delay_ms(),
-                     " is outside [0, ", limits_.max_lock_delay_ms, "]"));
+  if (absl::Status status = CheckLockDelay(request.lock_delay_ms());
+      !status.ok()) {
+    return status;
   }
   Node* node = FindNode(path);
   if (node == nullptr) {
@@ -1080,6 +1087,10 @@ StateMachine::Impl::Campaign(Session& session, uint64_t request_id,
       !status.ok()) {
     return status;
   }
+  if (absl::Status status = CheckLockDelay(request.lock_delay_ms());
+      !status.ok()) {
+    return status;
+  }
   const bool dir_missing = FindNode(kElectionDir) == nullptr;
   Node* node = FindNode(path);
   if (dir_missing) {
@@ -1105,14 +1116,14 @@ StateMachine::Impl::Campaign(Session& session, uint64_t request_id,
           MakeSequencer(path, *node, session.id, v1::EXCLUSIVE));
     case LockPlan::kGrant: {
       const v1::Sequencer sequencer =
-          Grant(path, *node, session, v1::EXCLUSIVE, /*lock_delay_ms=*/0);
+          Grant(path, *node, session, v1::EXCLUSIVE, request.lock_delay_ms());
       SetContent(path, *node, request.value());
       return CampaignResponseFor(request.name(), sequencer);
     }
     case LockPlan::kPark:
       Park(path, *node,
            Waiter{session.id, request_id, v1::EXCLUSIVE,
-                  now_ms_ + request.wait_timeout_ms(), /*lock_delay_ms=*/0,
+                  now_ms_ + request.wait_timeout_ms(), request.lock_delay_ms(),
                   /*campaign=*/true, request.value()});
       return std::nullopt;
   }

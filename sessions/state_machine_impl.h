@@ -203,6 +203,7 @@ class StateMachine::Impl {
                                     v1::LockMode mode,
                                     int64_t wait_timeout_ms) const;
   absl::Status CheckWaitTimeout(int64_t wait_timeout_ms) const;
+  absl::Status CheckLockDelay(int64_t lock_delay_ms) const;
   v1::Sequencer MakeSequencer(absl::string_view path, const Node& node,
                               uint64_t session_id, v1::LockMode mode) const;
   v1::Sequencer Grant(const std::string& path, Node& node, Session& session,

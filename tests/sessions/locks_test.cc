@@ -522,6 +522,25 @@ TEST_F(LocksTest, CampaignTryFailsWhileLedThenWaitsAndWinsOnResign) {
               ElementsAre(v1::Event::LOCK_ACQUIRED));
 }
 
+TEST_F(LocksTest, ExpiredLeaderImposesTheCampaignsLockDelay) {
+  const uint64_t leader = cell_.NewSession(/*ttl_ms=*/1000);
+  ASSERT_EQ(cell_.Run(leader, CampaignCommand("db", "old", 0, 2000))->code(),
+            kOk);
+  uint64_t request = 0;
+  EXPECT_FALSE(
+      cell_.Run(a_, CampaignCommand("db", "new", kLongWaitMs, 500), &request)
+          .has_value());
+  EXPECT_THAT(cell_.Advance(1000).ended_sessions, ElementsAre(leader));
+  EXPECT_EQ(cell_.sm().GetLeader("db").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_THAT(cell_.Advance(1999).completions, IsEmpty());
+  const ApplyResult delay_over = cell_.Advance(1);
+  EXPECT_TRUE(FindCompletion(delay_over, {a_, request}).has_value());
+  EXPECT_EQ(cell_.sm().GetLeader("db")->leader().value(), "new");
+  EXPECT_EQ(cell_.Run(b_, CampaignCommand("x", "b", 0, -1))->code(),
+            kInvalidArgument);
+}
+
 TEST_F(LocksTest, ProclaimOnlyByLeader) {
   ASSERT_EQ(cell_.Run(a_, CampaignCommand("db", "a"))->code(), kOk);
   const statepb::Result refused = *cell_.Run(b_, ProclaimCommand("db", "b"));

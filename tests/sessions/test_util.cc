@@ -65,12 +65,14 @@ statepb::Command ReleaseCommand(const std::string& path) {
 
 statepb::Command CampaignCommand(const std::string& name,
                                  const std::string& value,
-                                 int64_t wait_timeout_ms) {
+                                 int64_t wait_timeout_ms,
+                                 int64_t lock_delay_ms) {
   statepb::Command command;
   v1::CampaignRequest* request = command.mutable_campaign();
   request->set_name(name);
   request->set_value(value);
   request->set_wait_timeout_ms(wait_timeout_ms);
+  request->set_lock_delay_ms(lock_delay_ms);
   return command;
 }
 

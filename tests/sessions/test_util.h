@@ -47,7 +47,8 @@ statepb::Command AcquireCommand(const std::string& path, v1::LockMode mode,
 statepb::Command ReleaseCommand(const std::string& path);
 statepb::Command CampaignCommand(const std::string& name,
                                  const std::string& value,
-                                 int64_t wait_timeout_ms = 0);
+                                 int64_t wait_timeout_ms = 0,
+                                 int64_t lock_delay_ms = 0);
 statepb::Command ProclaimCommand(const std::string& name,
                                  const std::string& value);
 statepb::Command ResignCommand(const std::string& name);

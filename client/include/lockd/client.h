@@ -87,6 +87,16 @@ class Client {
   // Cluster.Status of the replica calls currently go to (not retried at
   // other replicas; for status displays).
   absl::StatusOr<v1::StatusResponse> Status();
+  // Cluster.Status of the replica at `address` (any address, not only the
+  // configured endpoints; one attempt, not retried).
+  absl::StatusOr<v1::StatusResponse> StatusOf(const std::string& address);
+
+  // Every live session of the cell with the locks it holds (read at the
+  // leader). See Sessions.List in protos/lockd.proto.
+  absl::StatusOr<v1::ListSessionsResponse> ListSessions();
+  // Every lock held or waited for on a node under `prefix` ("/" for all),
+  // with holders and waiters. See Locks.List in protos/lockd.proto.
+  absl::StatusOr<v1::ListLocksResponse> ListLocks(const std::string& prefix);
 
   // The address calls currently go to (the leader, once one answered).
   std::string current_address() const;
@@ -94,6 +104,8 @@ class Client {
   uint64_t retries() const { return retries_.load(); }
 
  private:
+  friend class Election;
+  friend class ElectionObserver;
   friend class Lock;
   friend class Session;
 
@@ -103,6 +115,7 @@ class Client {
     std::unique_ptr<v1::Sessions::Stub> sessions;
     std::unique_ptr<v1::Nodes::Stub> nodes;
     std::unique_ptr<v1::Locks::Stub> locks;
+    std::unique_ptr<v1::Elections::Stub> elections;
     std::unique_ptr<v1::Cluster::Stub> cluster;
   };
   // One attempt of a call on `endpoint` with `context` (deadline set).
