@@ -30,6 +30,16 @@ struct Limits {
   int64_t max_ttl_ms = 3600000;
   int64_t max_wait_timeout_ms = 3600000;
   int64_t max_lock_delay_ms = 60000;
+
+  // Bounds of one answer of the operators' listings (ListSessions,
+  // ListLocks), which are reads: they refuse nothing, they stop listing and
+  // set `truncated`. Entries per answer, and serialized bytes of the entries
+  // (below gRPC's default 4 MiB receive limit; with the defaults above any
+  // single entry fits).
+  size_t max_list_entries = 10000;
+  size_t max_list_bytes = 2 << 20;
+  // Lock paths listed per session (SessionInfo.num_locks has the count).
+  size_t max_listed_locks_per_session = 100;
 };
 
 }  // namespace lockd::sessions

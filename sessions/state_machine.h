@@ -107,6 +107,24 @@ class StateMachine {
       const v1::Sequencer& sequencer) const;
   absl::StatusOr<v1::GetLeaderResponse> GetLeader(std::string_view name) const;
 
+  // --- Listings for operators (reads as above). Remaining times are
+  // measured from now_ms(). An answer holds at most limits.max_list_entries
+  // entries of at most limits.max_list_bytes serialized bytes in all;
+  // `truncated` is set if entries after the last one listed were left out.
+  //
+  // Every live session by ascending id: its TTL, lease left, the first
+  // limits.max_listed_locks_per_session paths it holds locks on (byte
+  // order) and their number, and its number of ephemeral nodes.
+  v1::ListSessionsResponse ListSessions() const;
+  // The nodes whose lock is held, waited for or in lock-delay, in path byte
+  // order, restricted to `prefix` and the nodes below it by whole names
+  // ("/a" covers "/a/b", not "/ab"; "" or "/" covers all): holders by
+  // session id, waiters in queue order. INVALID_ARGUMENT if `prefix` is not
+  // a valid path. Costs time in proportion to the locks in use, not to the
+  // namespace.
+  absl::StatusOr<v1::ListLocksResponse> ListLocks(
+      std::string_view prefix) const;
+
   // --- For the leader's front end.
   // Cell time: max time_ms applied so far.
   int64_t now_ms() const;

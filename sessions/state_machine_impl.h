@@ -109,6 +109,9 @@ class StateMachine::Impl {
   v1::CheckSequencerResponse CheckSequencer(
       const v1::Sequencer& sequencer) const;
   absl::StatusOr<v1::GetLeaderResponse> GetLeader(absl::string_view name) const;
+  v1::ListSessionsResponse ListSessions() const;
+  absl::StatusOr<v1::ListLocksResponse> ListLocks(
+      absl::string_view prefix) const;
 
   const Limits& limits() const { return limits_; }
   int64_t now_ms() const { return now_ms_; }

@@ -2,7 +2,7 @@
 // identical results and Snapshot() bytes, a restored snapshot continues
 // exactly like the original, Restore refuses damaged snapshots and keeps the
 // state then, and state invariants hold after every command of seeded random
-// logs.
+// logs (including: the operators' listings agree with the snapshot).
 
 #include <cstdint>
 #include <map>
@@ -185,10 +185,97 @@ std::string Describe(const ApplyResult& result) {
   return out;
 }
 
+// The lock listing computed the slow way, from a snapshot: every node
+// whose lock is held, waited for or delayed, at or below `prefix` by whole
+// names.
+v1::ListLocksResponse LocksFromSnapshot(const statepb::StateSnapshot& snapshot,
+                                        const std::string& prefix) {
+  v1::ListLocksResponse response;
+  for (const statepb::NodeState& node : snapshot.nodes()) {
+    const std::string& path = node.path();
+    const bool covered =
+        prefix == "/" || path == prefix ||
+        (path.size() > prefix.size() &&
+         path.compare(0, prefix.size() + 1, prefix + "/") == 0);
+    if (!covered || (node.holders_size() == 0 && node.waiters_size() == 0 &&
+                     node.lock_delay_until_ms() == 0)) {
+      continue;
+    }
+    v1::LockInfo* lock = response.add_locks();
+    lock->set_path(path);
+    lock->set_lock_generation(node.meta().lock_generation());
+    for (const statepb::LockHolderState& holder : node.holders()) {
+      v1::LockHolder* listed = lock->add_holders();
+      listed->set_session_id(holder.session_id());
+      listed->set_mode(holder.mode());
+    }
+    for (const statepb::LockWaiterState& waiter : node.waiters()) {
+      v1::LockWaiter* listed = lock->add_waiters();
+      listed->set_session_id(waiter.session_id());
+      listed->set_mode(waiter.mode());
+      listed->set_wait_remaining_ms(waiter.deadline_ms() - snapshot.now_ms());
+      listed->set_campaign(waiter.campaign());
+    }
+    if (node.lock_delay_until_ms() != 0) {
+      lock->set_lock_delay_remaining_ms(node.lock_delay_until_ms() -
+                                        snapshot.now_ms());
+    }
+  }
+  return response;
+}
+
+// The session listing computed from a snapshot (default list limits).
+v1::ListSessionsResponse SessionsFromSnapshot(
+    const statepb::StateSnapshot& snapshot) {
+  std::map<uint64_t, std::vector<std::string>> held;
+  std::map<uint64_t, uint64_t> ephemeral;
+  for (const statepb::NodeState& node : snapshot.nodes()) {
+    for (const statepb::LockHolderState& holder : node.holders()) {
+      held[holder.session_id()].push_back(node.path());
+    }
+    if (node.meta().ephemeral_owner() != 0) {
+      ++ephemeral[node.meta().ephemeral_owner()];
+    }
+  }
+  v1::ListSessionsResponse response;
+  for (const statepb::SessionState& session : snapshot.sessions()) {
+    v1::SessionInfo* info = response.add_sessions();
+    info->set_session_id(session.session_id());
+    info->set_client_name(session.client_name());
+    info->set_ttl_ms(session.ttl_ms());
+    info->set_lease_remaining_ms(session.expires_at_ms() - snapshot.now_ms());
+    for (const std::string& path : held[session.session_id()]) {
+      info->add_locks(path);
+    }
+    info->set_num_locks(held[session.session_id()].size());
+    info->set_ephemeral_nodes(ephemeral[session.session_id()]);
+  }
+  return response;
+}
+
+// The listings agree with `snapshot` of `sm` (the indexes they use are
+// right).
+void CheckListings(const StateMachine& sm,
+                   const statepb::StateSnapshot& snapshot,
+                   const std::string& where) {
+  EXPECT_EQ(sm.ListSessions().DebugString(),
+            SessionsFromSnapshot(snapshot).DebugString())
+      << where;
+  for (const char* prefix :
+       {"/", "/a", "/a/x", "/b", "/q", "/election", "/election/e1"}) {
+    absl::StatusOr<v1::ListLocksResponse> locks = sm.ListLocks(prefix);
+    ASSERT_TRUE(locks.ok()) << where << " " << locks.status();
+    EXPECT_EQ(locks->DebugString(),
+              LocksFromSnapshot(snapshot, prefix).DebugString())
+        << where << " prefix " << prefix;
+  }
+}
+
 // Checks the state invariants visible in a snapshot.
 void CheckInvariants(const StateMachine& sm, const std::string& where) {
   statepb::StateSnapshot snapshot;
   ASSERT_TRUE(snapshot.ParseFromString(sm.Snapshot())) << where;
+  CheckListings(sm, snapshot, where);
   const int64_t now = snapshot.now_ms();
   for (const statepb::SessionState& session : snapshot.sessions()) {
     // Due expirations ran before the command.
@@ -287,6 +374,13 @@ TEST(DeterminismTest, RestoredSnapshotContinuesIdentically) {
     EXPECT_EQ(restored.epoch(), original.epoch());
     EXPECT_EQ(restored.NextDeadline(), original.NextDeadline());
     EXPECT_EQ(restored.SessionIds(), original.SessionIds());
+    EXPECT_EQ(restored.ListSessions().SerializeAsString(),
+              original.ListSessions().SerializeAsString());
+    EXPECT_EQ(restored.ListLocks("/")->SerializeAsString(),
+              original.ListLocks("/")->SerializeAsString());
+    statepb::StateSnapshot parsed;
+    ASSERT_TRUE(parsed.ParseFromString(snapshot));
+    CheckListings(restored, parsed, absl::StrCat("restored seed ", seed));
     for (size_t i = 600; i < log.size(); ++i) {
       ASSERT_EQ(Describe(original.Apply(log[i])),
                 Describe(restored.Apply(log[i])))
