@@ -348,6 +348,15 @@ grpc::ServerUnaryReactor* SessionsService::CloseSession(
                 &statepb::Result::mutable_close_session);
 }
 
+grpc::ServerUnaryReactor* SessionsService::List(
+    grpc::CallbackServerContext* context,
+    const v1::ListSessionsRequest* /*request*/,
+    v1::ListSessionsResponse* response) {
+  return ReadInto(
+      loop_, context, response,
+      [](const sessions::StateMachine& state) { return state.ListSessions(); });
+}
+
 // --------------------------------------------------------------------- Nodes
 
 grpc::ServerUnaryReactor* NodesService::Create(
@@ -437,6 +446,15 @@ grpc::ServerUnaryReactor* LocksService::CheckSequencer(
                      *response = state.CheckSequencer(request->sequencer());
                      return absl::OkStatus();
                    });
+}
+
+grpc::ServerUnaryReactor* LocksService::List(
+    grpc::CallbackServerContext* context, const v1::ListLocksRequest* request,
+    v1::ListLocksResponse* response) {
+  return ReadInto(loop_, context, response,
+                  [request](const sessions::StateMachine& state) {
+                    return state.ListLocks(request->prefix());
+                  });
 }
 
 // ----------------------------------------------------------------- Elections

@@ -31,6 +31,9 @@ class SessionsService : public v1::Sessions::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::CloseSessionRequest* request,
       v1::CloseSessionResponse* response) override;
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
+                                 const v1::ListSessionsRequest* request,
+                                 v1::ListSessionsResponse* response) override;
 
  private:
   ReplicaLoop* const loop_;
@@ -84,6 +87,9 @@ class LocksService : public v1::Locks::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::CheckSequencerRequest* request,
       v1::CheckSequencerResponse* response) override;
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
+                                 const v1::ListLocksRequest* request,
+                                 v1::ListLocksResponse* response) override;
 
  private:
   ReplicaLoop* const loop_;
