@@ -249,4 +249,30 @@ absl::StatusOr<v1::StatusResponse> Client::StatusOf(
   return response;
 }
 
+absl::StatusOr<v1::ListSessionsResponse> Client::ListSessions() {
+  const v1::ListSessionsRequest request;
+  v1::ListSessionsResponse response;
+  absl::Status status =
+      Invoke("Sessions.List", [&](Endpoint& e, grpc::ClientContext* context) {
+        response.Clear();
+        return e.sessions->List(context, request, &response);
+      });
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::ListLocksResponse> Client::ListLocks(
+    const std::string& prefix) {
+  v1::ListLocksRequest request;
+  request.set_prefix(prefix);
+  v1::ListLocksResponse response;
+  absl::Status status =
+      Invoke("Locks.List", [&](Endpoint& e, grpc::ClientContext* context) {
+        response.Clear();
+        return e.locks->List(context, request, &response);
+      });
+  if (!status.ok()) return status;
+  return response;
+}
+
 }  // namespace lockd
