@@ -150,6 +150,7 @@ class Session {
   uint64_t events_lost() const;
 
  private:
+  friend class Election;
   friend class Lock;
   using Clock = std::chrono::steady_clock;
 
