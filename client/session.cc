@@ -385,6 +385,10 @@ void Session::DispatchLoop() {
 absl::Status Session::Close() {
   {
     absl::MutexLock lock(&mu_);
+    // Nothing is left to end (and an expired session's cell may be gone).
+    if (state_ == SessionState::kExpired || state_ == SessionState::kClosed) {
+      return absl::OkStatus();
+    }
     closing_ = true;
   }
   v1::CloseSessionRequest request;

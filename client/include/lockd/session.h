@@ -109,7 +109,8 @@ class Session {
   uint64_t epoch() const;
 
   // Ends the session: the cell releases its locks (without lock-delay) and
-  // deletes its ephemeral nodes. The state becomes kClosed.
+  // deletes its ephemeral nodes. The state becomes kClosed. OK at once if
+  // the session already expired or was closed.
   absl::Status Close();
 
   // --- Node operations (exactly-once; see protos/lockd.proto for codes).

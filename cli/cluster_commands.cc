@@ -1,0 +1,325 @@
+// lockctl status, members, sessions and locks.
+
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "cli/context.h"
+
+namespace lockd::cli {
+namespace {
+
+struct ReplicaStatus {
+  std::string address;
+  absl::StatusOr<v1::StatusResponse> status;
+};
+
+// Cluster.Status of every address, asked in parallel.
+std::vector<ReplicaStatus> AskAll(Client& client,
+                                  const std::vector<std::string>& addresses) {
+  std::vector<ReplicaStatus> results(addresses.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    results[i].address = addresses[i];
+    threads.emplace_back([&client, &results, i] {
+      results[i].status = client.StatusOf(results[i].address);
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  return results;
+}
+
+// The cell's members as the answering replicas report them (id to
+// address); the configured endpoints if none answered.
+std::map<uint32_t, std::string> Membership(
+    const std::vector<ReplicaStatus>& answers,
+    const std::vector<std::string>& endpoints) {
+  std::map<uint32_t, std::string> members;
+  for (const ReplicaStatus& answer : answers) {
+    if (!answer.status.ok()) continue;
+    for (const v1::Member& member : answer.status->members()) {
+      members.emplace(member.id(), member.address());
+    }
+  }
+  if (members.empty()) {
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+      members.emplace(0x80000000u + i, endpoints[i]);
+    }
+  }
+  return members;
+}
+
+std::string StatusJson(const v1::StatusResponse& status) {
+  return JsonObject()
+      .Uint("id", status.id())
+      .String("role", status.role())
+      .Bool("has_lease", status.has_lease())
+      .Uint("leader_id", status.leader_id())
+      .String("leader_address", status.leader_address())
+      .Uint("epoch", status.epoch())
+      .Uint("commit_index", status.commit_index())
+      .Uint("applied_index", status.applied_index())
+      .Uint("snapshot_index", status.snapshot_index())
+      .Uint("sessions", status.sessions())
+      .str();
+}
+
+// The LOCKS cell of `lockctl sessions`.
+std::string LockList(const v1::SessionInfo& session) {
+  if (session.num_locks() == 0) return "-";
+  std::string list = absl::StrJoin(session.locks(), ",");
+  if (static_cast<uint64_t>(session.locks_size()) < session.num_locks()) {
+    absl::StrAppend(&list, ",... (", session.num_locks(), " in all)");
+  }
+  return list;
+}
+
+void PrintTruncated(const char* what) {
+  absl::FPrintF(stderr,
+                "lockctl: the cell listed only the first %s (answer size "
+                "limit; docs/sessions.md, \"Listings\")\n",
+                what);
+}
+
+}  // namespace
+
+std::string ModeName(v1::LockMode mode) {
+  switch (mode) {
+    case v1::EXCLUSIVE:
+      return "exclusive";
+    case v1::SHARED:
+      return "shared";
+    default:
+      return "unspecified";
+  }
+}
+
+int RunStatus(Context& context) {
+  const std::vector<ReplicaStatus> answers =
+      AskAll(*context.client, context.client_options.endpoints);
+  const ReplicaStatus* leader = nullptr;
+  size_t answering = 0;
+  for (const ReplicaStatus& answer : answers) {
+    if (!answer.status.ok()) continue;
+    ++answering;
+    if (answer.status->role() == "leader" && answer.status->has_lease()) {
+      leader = &answer;
+    }
+  }
+  ReplicaStatus named;
+  if (leader == nullptr) {
+    // A replica outside the configured endpoints may lead: ask it.
+    for (const ReplicaStatus& answer : answers) {
+      if (!answer.status.ok() || answer.status->leader_address().empty()) {
+        continue;
+      }
+      named = AskAll(*context.client, {answer.status->leader_address()})[0];
+      if (named.status.ok() && named.status->role() == "leader" &&
+          named.status->has_lease()) {
+        leader = &named;
+      }
+      break;
+    }
+  }
+  if (leader == nullptr) {
+    std::string why =
+        absl::StrCat(answering, " of ", answers.size(), " endpoints answered");
+    for (const ReplicaStatus& answer : answers) {
+      if (!answer.status.ok()) {
+        absl::StrAppend(&why, "; ", answer.address, ": ",
+                        answer.status.status().message());
+      }
+    }
+    return context.out.Error("status",
+                             absl::UnavailableError(absl::StrCat(
+                                 "no replica leads with a lease (", why, ")")),
+                             kExitUnavailable);
+  }
+  const v1::StatusResponse& status = *leader->status;
+  if (context.out.json()) {
+    context.out.Json(JsonObject()
+                         .Raw("leader", StatusJson(status))
+                         .String("leader_address", leader->address)
+                         .Uint("members", status.members_size())
+                         .Uint("endpoints_answering", answering)
+                         .Uint("endpoints", answers.size())
+                         .str());
+    return kExitOk;
+  }
+  Table table({"FIELD", "VALUE"});
+  table.AddRow(
+      {"leader", absl::StrCat(status.id(), " (", leader->address, ")")});
+  table.AddRow({"epoch", absl::StrCat(status.epoch())});
+  table.AddRow({"commit index", absl::StrCat(status.commit_index())});
+  table.AddRow({"applied index", absl::StrCat(status.applied_index())});
+  table.AddRow({"snapshot index", absl::StrCat(status.snapshot_index())});
+  table.AddRow({"sessions", absl::StrCat(status.sessions())});
+  table.AddRow({"members", absl::StrCat(status.members_size())});
+  table.AddRow(
+      {"endpoints answering", absl::StrCat(answering, " of ", answers.size())});
+  table.Print(stdout);
+  return kExitOk;
+}
+
+int RunMembers(Context& context) {
+  const std::vector<ReplicaStatus> first =
+      AskAll(*context.client, context.client_options.endpoints);
+  const std::map<uint32_t, std::string> members =
+      Membership(first, context.client_options.endpoints);
+  std::vector<std::string> addresses;
+  for (const auto& [id, address] : members) addresses.push_back(address);
+  const std::vector<ReplicaStatus> answers = AskAll(*context.client, addresses);
+
+  size_t answering = 0;
+  std::vector<std::string> json_rows;
+  Table table({"ID", "ADDRESS", "ROLE", "LEASE", "EPOCH", "COMMIT", "APPLIED",
+               "SNAPSHOT", "HEALTH"});
+  size_t i = 0;
+  for (const auto& [id, address] : members) {
+    const ReplicaStatus& answer = answers[i++];
+    const std::string id_text = id >= 0x80000000u ? "?" : absl::StrCat(id);
+    if (answer.status.ok()) {
+      ++answering;
+      const v1::StatusResponse& s = *answer.status;
+      table.AddRow({absl::StrCat(s.id()), address, s.role(),
+                    s.has_lease() ? "yes" : "no", absl::StrCat(s.epoch()),
+                    absl::StrCat(s.commit_index()),
+                    absl::StrCat(s.applied_index()),
+                    absl::StrCat(s.snapshot_index()), "ok"});
+      json_rows.push_back(JsonObject()
+                              .String("address", address)
+                              .String("health", "ok")
+                              .Raw("status", StatusJson(s))
+                              .str());
+    } else {
+      const std::string health =
+          absl::StrCat(absl::StatusCodeToString(answer.status.status().code()),
+                       ": ", answer.status.status().message());
+      table.AddRow({id_text, address, "-", "-", "-", "-", "-", "-", health});
+      json_rows.push_back(JsonObject()
+                              .String("address", address)
+                              .String("health", health)
+                              .str());
+    }
+  }
+  if (context.out.json()) {
+    context.out.Json(JsonObject().Raw("members", JsonArray(json_rows)).str());
+  } else {
+    table.Print(stdout);
+  }
+  if (answering == 0) {
+    return context.out.Error("members",
+                             absl::UnavailableError("no replica answered"),
+                             kExitUnavailable);
+  }
+  return kExitOk;
+}
+
+int RunSessions(Context& context) {
+  absl::StatusOr<v1::ListSessionsResponse> sessions =
+      context.client->ListSessions();
+  if (!sessions.ok()) return context.Fail(sessions.status());
+  if (context.out.json()) {
+    std::vector<std::string> rows;
+    for (const v1::SessionInfo& session : sessions->sessions()) {
+      std::vector<std::string> locks;
+      for (const std::string& path : session.locks()) {
+        locks.push_back(JsonString(path));
+      }
+      rows.push_back(
+          JsonObject()
+              .Uint("session_id", session.session_id())
+              .String("client_name", session.client_name())
+              .Int("ttl_ms", session.ttl_ms())
+              .Int("lease_remaining_ms", session.lease_remaining_ms())
+              .Raw("locks", JsonArray(locks))
+              .Uint("num_locks", session.num_locks())
+              .Uint("ephemeral_nodes", session.ephemeral_nodes())
+              .str());
+    }
+    context.out.Json(JsonObject()
+                         .Raw("sessions", JsonArray(rows))
+                         .Bool("truncated", sessions->truncated())
+                         .str());
+    return kExitOk;
+  }
+  Table table({"ID", "CLIENT", "TTL", "LEASE LEFT", "LOCKS", "EPHEMERAL"});
+  for (const v1::SessionInfo& session : sessions->sessions()) {
+    table.AddRow({absl::StrCat(session.session_id()), session.client_name(),
+                  FormatDurationMs(session.ttl_ms()),
+                  FormatDurationMs(session.lease_remaining_ms()),
+                  LockList(session), absl::StrCat(session.ephemeral_nodes())});
+  }
+  table.Print(stdout);
+  if (sessions->truncated()) PrintTruncated("sessions");
+  return kExitOk;
+}
+
+int RunLocks(Context& context) {
+  const std::string prefix =
+      context.args.positional.empty() ? "/" : context.args.positional[0];
+  absl::StatusOr<v1::ListLocksResponse> locks =
+      context.client->ListLocks(prefix);
+  if (!locks.ok()) return context.Fail(locks.status());
+  if (context.out.json()) {
+    std::vector<std::string> rows;
+    for (const v1::LockInfo& lock : locks->locks()) {
+      std::vector<std::string> holders, waiters;
+      for (const v1::LockHolder& holder : lock.holders()) {
+        holders.push_back(JsonObject()
+                              .Uint("session_id", holder.session_id())
+                              .String("mode", ModeName(holder.mode()))
+                              .str());
+      }
+      for (const v1::LockWaiter& waiter : lock.waiters()) {
+        waiters.push_back(
+            JsonObject()
+                .Uint("session_id", waiter.session_id())
+                .String("mode", ModeName(waiter.mode()))
+                .Int("wait_remaining_ms", waiter.wait_remaining_ms())
+                .Bool("campaign", waiter.campaign())
+                .str());
+      }
+      rows.push_back(
+          JsonObject()
+              .String("path", lock.path())
+              .Uint("lock_generation", lock.lock_generation())
+              .Raw("holders", JsonArray(holders))
+              .Raw("waiters", JsonArray(waiters))
+              .Int("lock_delay_remaining_ms", lock.lock_delay_remaining_ms())
+              .str());
+    }
+    context.out.Json(JsonObject()
+                         .Raw("locks", JsonArray(rows))
+                         .Bool("truncated", locks->truncated())
+                         .str());
+    return kExitOk;
+  }
+  Table table({"PATH", "GENERATION", "HOLDERS", "WAITERS", "LOCK-DELAY LEFT"});
+  for (const v1::LockInfo& lock : locks->locks()) {
+    std::vector<std::string> holders, waiters;
+    for (const v1::LockHolder& holder : lock.holders()) {
+      holders.push_back(
+          absl::StrCat(holder.session_id(), "/", ModeName(holder.mode())));
+    }
+    for (const v1::LockWaiter& waiter : lock.waiters()) {
+      waiters.push_back(
+          absl::StrCat(waiter.session_id(), "/", ModeName(waiter.mode())));
+    }
+    table.AddRow({lock.path(), absl::StrCat(lock.lock_generation()),
+                  holders.empty() ? "-" : absl::StrJoin(holders, ","),
+                  waiters.empty() ? "-" : absl::StrJoin(waiters, ","),
+                  lock.lock_delay_remaining_ms() == 0
+                      ? "-"
+                      : FormatDurationMs(lock.lock_delay_remaining_ms())});
+  }
+  table.Print(stdout);
+  if (locks->truncated()) PrintTruncated("locks");
+  return kExitOk;
+}
+
+}  // namespace lockd::cli

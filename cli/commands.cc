@@ -1,0 +1,541 @@
+#include "cli/commands.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "cli/context.h"
+#include "cli/supervisor.h"
+
+namespace lockd::cli {
+namespace {
+
+constexpr char kDefaultEndpoints[] =
+    "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+
+struct Command {
+  std::string name;
+  std::string arguments;  // As in the synopsis, e.g. "PATH [VALUE]".
+  std::string summary;    // One line for `lockctl help`.
+  std::string details;    // Paragraphs for `lockctl help NAME`.
+  std::vector<FlagSpec> flags;
+  std::vector<std::string> examples;
+  size_t min_args;
+  size_t max_args;
+  // Accepts "-- CMD [ARGS...]".
+  bool runs_command;
+  // Handles signals itself (long-running): signals are blocked before the
+  // client starts its threads.
+  bool handles_signals;
+  int (*run)(Context&);
+};
+
+const std::vector<FlagSpec>& GlobalFlags() {
+  static const auto* flags = new std::vector<FlagSpec>{
+      {"endpoints", "HOST:PORT,...",
+       "Replicas of the cell (any will do). Default: $LOCKD_ENDPOINTS, else " +
+           std::string(kDefaultEndpoints) + "."},
+      {"output", "table|json",
+       "table (default) for people; json prints one JSON value per result "
+       "line, and errors as {\"error\": {...}} on stdout."},
+      {"timeout", "DURATION",
+       "How long a call keeps retrying while no leader answers before "
+       "lockctl gives up with exit code 7. Default 30s."},
+      {"help", "", "Show help for lockctl or the command."},
+  };
+  return *flags;
+}
+
+// Flags of the commands that hold a session while they run.
+std::vector<FlagSpec> HoldFlags(const std::string& holding) {
+  return {
+      {"wait", "DURATION",
+       "How long to wait for " + holding +
+           " (0: try once). Default: until interrupted. Exit code 5 if it "
+           "runs out."},
+      {"ttl", "DURATION", "Session lease length. Default 10s."},
+      {"lock-delay", "DURATION",
+       "If the session is lost while holding, nobody gets " + holding +
+           " for this long (at most 60s). Default 10s."},
+      {"kill-grace", "DURATION",
+       "When the session is lost, CMD gets SIGTERM and, this long after, "
+       "SIGKILL. Default 3s. Must fit in the lock-delay (see `lockctl help "
+       "lock`)."},
+  };
+}
+
+const std::vector<Command>& Commands() {
+  static const auto* commands = new std::vector<Command>{
+      {"status",
+       "",
+       "Show the cell's leader, epoch and log indices.",
+       "Asks every replica for its status and prints the leader's view: "
+       "leader id and address, epoch, commit/applied/snapshot indices, live "
+       "sessions, and how many replicas answered. Exit code 7 if no replica "
+       "leads with a valid lease.",
+       {},
+       {"lockctl status", "lockctl status --output=json"},
+       0,
+       0,
+       false,
+       false,
+       RunStatus},
+      {"members",
+       "",
+       "List the replicas: role, lease, epoch, indices, health.",
+       "One row per replica of the cell (as the replicas report the "
+       "membership), each asked directly. HEALTH is `ok` or why the "
+       "replica could not be asked. Exit code 7 if none answered.",
+       {},
+       {"lockctl members"},
+       0,
+       0,
+       false,
+       false,
+       RunMembers},
+      {"get",
+       "PATH",
+       "Print a node's content.",
+       "Prints the content of PATH (with --output=json also its metadata). "
+       "Exit code 3 if the node does not exist.",
+       {},
+       {"lockctl get /config/db", "lockctl get /config/db -o json"},
+       1,
+       1,
+       false,
+       false,
+       RunGet},
+      {"put",
+       "PATH [VALUE]",
+       "Create or replace a node's content.",
+       "Sets PATH's content to VALUE (or to standard input when VALUE is "
+       "left out), creating the node if it does not exist. With "
+       "--expect=GEN the write happens only if the node's content "
+       "generation is still GEN (compare-and-set; see `lockctl stat`); "
+       "exit code 4 if not.",
+       {{"create", "", "Fail with exit code 4 if the node exists."},
+        {"expect", "GEN",
+         "Compare-and-set: only if the content generation is GEN."},
+        {"parents", "", "Create missing parent nodes (empty)."}},
+       {"lockctl put /config/db primary=10.0.0.5",
+        "lockctl put --expect=3 /config/db primary=10.0.0.6",
+        "lockctl put --parents /apps/web/owner alice",
+        "echo hello | lockctl put /greeting"},
+       1,
+       2,
+       false,
+       false,
+       RunPut},
+      {"ls",
+       "[PATH]",
+       "List a node's children.",
+       "Lists the child names of PATH (default /) in byte order.",
+       {},
+       {"lockctl ls /", "lockctl ls /election"},
+       0,
+       1,
+       false,
+       false,
+       RunList},
+      {"rm",
+       "PATH",
+       "Delete a node.",
+       "Deletes PATH. The node must have no children (exit code 4 "
+       "otherwise). With --expect=GEN only if its content generation is "
+       "GEN.",
+       {{"expect", "GEN",
+         "Compare-and-set: only if the content generation is GEN."}},
+       {"lockctl rm /config/old", "lockctl rm --expect=7 /config/db"},
+       1,
+       1,
+       false,
+       false,
+       RunRemove},
+      {"stat",
+       "PATH",
+       "Show a node's metadata.",
+       "Prints instance, content and lock generations, checksum, size, "
+       "owner (ephemeral nodes), children and times of PATH.",
+       {},
+       {"lockctl stat /config/db"},
+       1,
+       1,
+       false,
+       false,
+       RunStat},
+      {"watch",
+       "PATH",
+       "Print changes to a node as they happen.",
+       "Opens a session, watches PATH (which must exist) and prints one "
+       "line per event: content changed, child added or removed, node "
+       "deleted, and the session's own SESSION_EXPIRING/LEADER_CHANGED. "
+       "Runs until interrupted, or until --count events were printed. Exit "
+       "code 6 if the session is lost.",
+       {{"count", "N", "Exit after N events."},
+        {"ttl", "DURATION", "Session lease length. Default 10s."}},
+       {"lockctl watch /config/db", "lockctl watch --count=1 /config/db"},
+       1,
+       1,
+       false,
+       true,
+       RunWatch},
+      {"sessions",
+       "",
+       "List the cell's live sessions.",
+       "One row per session: id, client name, TTL, lease left (cell time), "
+       "the locks it holds and how many ephemeral nodes it owns.",
+       {},
+       {"lockctl sessions", "lockctl sessions -o json"},
+       0,
+       0,
+       false,
+       false,
+       RunSessions},
+      {"locks",
+       "[PREFIX]",
+       "List locks that are held, waited for or in lock-delay.",
+       "One row per node under PREFIX (default /) whose lock is held, "
+       "waited for or delayed: lock generation, holders (session/mode), "
+       "waiters in FIFO order and the lock-delay left.",
+       {},
+       {"lockctl locks", "lockctl locks /jobs"},
+       0,
+       1,
+       false,
+       false,
+       RunLocks},
+      {"lock",
+       "PATH [-- CMD [ARGS...]]",
+       "Hold a lock, optionally while running a command.",
+       "Acquires the lock on PATH (the node is created if missing; its "
+       "parent must exist), exclusive unless --shared, waiting in FIFO "
+       "order.\n\n"
+       "With `-- CMD`, runs CMD while holding the lock, with "
+       "LOCKD_SEQUENCER (pass it to servers that check it with `lockctl "
+       "check-sequencer` or Client::CheckSequencer) and "
+       "LOCKD_LOCK_GENERATION in its environment. Signals sent to lockctl "
+       "are forwarded to CMD. When CMD exits, the lock is released and "
+       "lockctl exits with CMD's exit status (128+N if CMD died of signal "
+       "N).\n\n"
+       "If the session falls into jeopardy (no leader answered before the "
+       "local lease ran out) and does not recover within lock-delay x 0.95 "
+       "- kill-grace - 200ms, or the cell says it expired, CMD gets SIGTERM, "
+       "then SIGKILL after --kill-grace, and lockctl exits with code 6. "
+       "That is before the cell can give the lock to anyone else: the cell "
+       "expires the session no earlier than the local lease ends, and then "
+       "keeps the lock for the lock-delay (docs/lockctl.md has the "
+       "argument). CMD is also killed if lockctl itself dies.\n\n"
+       "Without CMD, holds the lock until interrupted (SIGINT, SIGTERM, "
+       "SIGHUP), then releases it and exits 0.",
+       [] {
+         std::vector<FlagSpec> flags = {
+             {"shared", "", "Take a shared (reader) lock."}};
+         for (FlagSpec& flag : HoldFlags("the lock")) flags.push_back(flag);
+         return flags;
+       }(),
+       {"lockctl lock /jobs/reindex -- ./reindex.sh",
+        "lockctl lock --wait=30s /jobs/reindex -- sh -c 'echo "
+        "$LOCKD_LOCK_GENERATION'",
+        "lockctl lock --shared /data/snapshot -- cp -r /data /backup",
+        "lockctl lock /maintenance    # hold until Ctrl-C"},
+       1,
+       1,
+       true,
+       true,
+       RunLock},
+      {"elect",
+       "NAME VALUE [-- CMD [ARGS...]]",
+       "Elect a leader, optionally running a command while it leads.",
+       "Campaigns for election NAME with VALUE (what observers see as the "
+       "leader's value) and waits until elected. Then, like `lock`, runs "
+       "CMD while leader with LOCKD_SEQUENCER, LOCKD_LOCK_GENERATION, "
+       "LOCKD_ELECTION and LOCKD_ELECTION_VALUE in its environment, stops "
+       "it the same way when the session is lost, resigns when CMD exits "
+       "and exits with CMD's status. Without CMD, leads until interrupted, "
+       "then resigns.",
+       HoldFlags("the leadership"),
+       {"lockctl elect scheduler host-a:8080 -- ./scheduler",
+        "lockctl elect --wait=0 scheduler host-a:8080"},
+       2,
+       2,
+       true,
+       true,
+       RunElect},
+      {"leader",
+       "NAME",
+       "Print the leader of an election.",
+       "Prints the current leader's value, session and lock generation. "
+       "Exit code 3 if nobody leads.",
+       {},
+       {"lockctl leader scheduler"},
+       1,
+       1,
+       false,
+       false,
+       RunLeader},
+      {"observe",
+       "NAME",
+       "Print every leader change of an election.",
+       "Prints the current leader of NAME, then one line per change: a new "
+       "leader, a new value, or nobody leading. Follows the cell across "
+       "failovers. Runs until interrupted or --count lines were printed.",
+       {{"count", "N", "Exit after N lines."}},
+       {"lockctl observe scheduler"},
+       1,
+       1,
+       false,
+       true,
+       RunObserve},
+      {"check-sequencer",
+       "SEQUENCER",
+       "Check that a lock sequencer is still valid.",
+       "SEQUENCER is the text form lockctl exports as LOCKD_SEQUENCER "
+       "(lockd1:MODE:GENERATION:SESSION:INSTANCE:PATH). Exit code 0 if its "
+       "session still holds that lock in that mode at that generation, 8 "
+       "(with the reason) if not.",
+       {},
+       {"lockctl check-sequencer \"$LOCKD_SEQUENCER\""},
+       1,
+       1,
+       false,
+       false,
+       RunCheckSequencer},
+  };
+  return *commands;
+}
+
+const Command* FindCommand(const std::string& name) {
+  for (const Command& command : Commands()) {
+    if (command.name == name) return &command;
+  }
+  return nullptr;
+}
+
+std::string Wrap(const std::string& text, size_t indent) {
+  std::string out;
+  for (absl::string_view paragraph : absl::StrSplit(text, "\n\n")) {
+    if (!out.empty()) out += "\n";
+    std::string line(indent, ' ');
+    for (absl::string_view word :
+         absl::StrSplit(paragraph, ' ', absl::SkipEmpty())) {
+      if (line.size() > indent && line.size() + 1 + word.size() > 78) {
+        absl::StrAppend(&out, line, "\n");
+        line.assign(indent, ' ');
+      }
+      if (line.size() > indent) line += " ";
+      absl::StrAppend(&line, word);
+    }
+    absl::StrAppend(&out, line, "\n");
+  }
+  return out;
+}
+
+std::string FlagLines(const std::vector<FlagSpec>& flags) {
+  std::string out;
+  for (const FlagSpec& flag : flags) {
+    const std::string name =
+        flag.value_name.empty()
+            ? absl::StrCat("--", flag.name)
+            : absl::StrCat("--", flag.name, "=", flag.value_name);
+    absl::StrAppend(&out, "  ", name, "\n", Wrap(flag.help, 6));
+  }
+  return out;
+}
+
+std::string ExitCodeLines() {
+  return "  0  success\n"
+         "  1  other error (e.g. a limit was exceeded)\n"
+         "  2  usage: bad command line or argument\n"
+         "  3  not found (node, leader)\n"
+         "  4  precondition failed: compare-and-set mismatch, node exists,\n"
+         "     node has children\n"
+         "  5  lock or leadership not acquired before --wait ran out\n"
+         "  6  session lost (locks must be assumed gone)\n"
+         "  7  cell unavailable: no leader answered within --timeout\n"
+         "  8  check-sequencer: sequencer not valid\n"
+         "  With -- CMD, lockctl exits with CMD's status once CMD ran.\n";
+}
+
+std::string GeneralHelp() {
+  std::string out =
+      "lockctl: the command line of lockd, a distributed lock service.\n\n"
+      "Usage: lockctl [GLOBAL FLAGS] COMMAND [FLAGS] [ARGS] [-- CMD "
+      "[ARGS...]]\n\nCommands:\n";
+  size_t width = 0;
+  for (const Command& command : Commands()) {
+    width = std::max(width, command.name.size());
+  }
+  for (const Command& command : Commands()) {
+    absl::StrAppend(&out, "  ", command.name,
+                    std::string(width - command.name.size() + 2, ' '),
+                    command.summary, "\n");
+  }
+  absl::StrAppend(&out, "  help", std::string(width - 4 + 2, ' '),
+                  "Show this help, or `lockctl help COMMAND`.\n\n",
+                  "Global flags:\n", FlagLines(GlobalFlags()),
+                  "\nExit codes:\n", ExitCodeLines(),
+                  "\nExamples:\n"
+                  "  lockctl status\n"
+                  "  lockctl put /config/db primary=10.0.0.5\n"
+                  "  lockctl lock /jobs/reindex -- ./reindex.sh\n"
+                  "  lockctl elect scheduler host-a -- ./scheduler\n"
+                  "  lockctl help lock\n");
+  return out;
+}
+
+std::string CommandHelp(const Command& command) {
+  std::string out = absl::StrCat("Usage: lockctl ", command.name);
+  if (!command.flags.empty()) out += " [FLAGS]";
+  if (!command.arguments.empty()) absl::StrAppend(&out, " ", command.arguments);
+  absl::StrAppend(&out, "\n\n",
+                  Wrap(command.summary + " " + command.details, 0));
+  if (!command.flags.empty()) {
+    absl::StrAppend(&out, "\nFlags:\n", FlagLines(command.flags));
+  }
+  absl::StrAppend(&out, "\nExamples:\n");
+  for (const std::string& example : command.examples) {
+    absl::StrAppend(&out, "  ", example, "\n");
+  }
+  absl::StrAppend(&out,
+                  "\nGlobal flags (--endpoints, --output, --timeout): "
+                  "see `lockctl help`.\n");
+  return out;
+}
+
+}  // namespace
+
+int Context::Fail(const absl::Status& status, bool acquiring) const {
+  const ExitCode code = ExitCodeFor(status, acquiring);
+  if (code == kExitUnavailable) {
+    return out.Error(
+        what,
+        absl::Status(
+            status.code(),
+            absl::StrCat("cell unavailable: no leader answered "
+                         "within --timeout (",
+                         absl::FormatDuration(client_options.call_timeout),
+                         ") at ", absl::StrJoin(client_options.endpoints, ","),
+                         ": ", status.message())),
+        code);
+  }
+  return out.Error(what, status, code);
+}
+
+int Context::Usage(const std::string& message) const {
+  return out.Error(what.empty() ? "usage" : what,
+                   absl::InvalidArgumentError(absl::StrCat(
+                       message, " (see 'lockctl help",
+                       args.command.empty() ? "" : " " + args.command, "')")),
+                   kExitUsage);
+}
+
+absl::StatusOr<std::unique_ptr<Session>> Context::OpenSession(
+    absl::Duration ttl, absl::Duration grace_period) const {
+  SessionOptions options;
+  options.ttl = ttl;
+  options.grace_period = grace_period;
+  char host[256] = "";
+  gethostname(host, sizeof(host) - 1);
+  options.client_name =
+      absl::StrCat("lockctl ", what, " (", host, " pid ", getpid(), ")");
+  return Session::Create(client.get(), options);
+}
+
+int Main(int argc, char** argv) {
+  Context context;
+  absl::StatusOr<ParsedArgs> parsed =
+      ParseArgs(argc, argv, GlobalFlags(), [](const std::string& name) {
+        const Command* command = FindCommand(name);
+        return command == nullptr ? nullptr : &command->flags;
+      });
+  if (!parsed.ok()) {
+    return context.out.Error(
+        "usage",
+        absl::InvalidArgumentError(
+            absl::StrCat(parsed.status().message(), " (see 'lockctl help')")),
+        kExitUsage);
+  }
+  context.args = *std::move(parsed);
+  const ParsedArgs& args = context.args;
+  const std::string output = args.Get("output", "table");
+  if (output != "table" && output != "json") {
+    return context.Usage("--output must be table or json, not \"" + output +
+                         "\"");
+  }
+  context.out = Output(output == "json");
+
+  if (args.command.empty() || args.command == "help") {
+    if (args.command.empty() && !args.Has("help")) {
+      absl::FPrintF(stderr, "%s", GeneralHelp());
+      return kExitUsage;
+    }
+    if (args.positional.empty()) {
+      absl::PrintF("%s", GeneralHelp());
+      return kExitOk;
+    }
+    const Command* command = FindCommand(args.positional[0]);
+    if (command == nullptr) {
+      return context.Usage("unknown command \"" + args.positional[0] + "\"");
+    }
+    absl::PrintF("%s", CommandHelp(*command));
+    return kExitOk;
+  }
+  const Command* command = FindCommand(args.command);
+  if (command == nullptr) {
+    return context.Usage("unknown command \"" + args.command + "\"");
+  }
+  if (args.Has("help")) {
+    absl::PrintF("%s", CommandHelp(*command));
+    return kExitOk;
+  }
+  context.what = absl::StrJoin(
+      std::vector<std::string>{
+          command->name, args.positional.empty() ? "" : args.positional[0]},
+      " ");
+  if (args.positional.empty()) context.what = command->name;
+  if (args.positional.size() < command->min_args ||
+      args.positional.size() > command->max_args) {
+    return context.Usage(absl::StrCat("expected: lockctl ", command->name, " ",
+                                      command->arguments));
+  }
+  if (args.has_exec && !command->runs_command) {
+    return context.Usage(command->name + " runs no command after --");
+  }
+  if (args.has_exec && args.exec.empty()) {
+    return context.Usage("nothing to run after --");
+  }
+
+  const char* env_endpoints = std::getenv("LOCKD_ENDPOINTS");
+  const std::string endpoints =
+      args.Get("endpoints", env_endpoints != nullptr && *env_endpoints != '\0'
+                                ? env_endpoints
+                                : kDefaultEndpoints);
+  context.client_options.endpoints =
+      absl::StrSplit(endpoints, ',', absl::SkipWhitespace());
+  absl::StatusOr<absl::Duration> timeout =
+      args.Duration("timeout", absl::Seconds(30));
+  if (!timeout.ok())
+    return context.Usage(std::string(timeout.status().message()));
+  if (*timeout <= absl::ZeroDuration()) {
+    return context.Usage("--timeout must be positive");
+  }
+  context.client_options.call_timeout = *timeout;
+  context.client_options.attempt_timeout =
+      std::min(*timeout, context.client_options.attempt_timeout);
+
+  if (command->handles_signals) BlockSignals();
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(context.client_options);
+  if (!client.ok())
+    return context.Usage(std::string(client.status().message()));
+  context.client = *std::move(client);
+  return command->run(context);
+}
+
+}  // namespace lockd::cli

@@ -1,0 +1,504 @@
+// lockctl end to end: the real binary against a real local cell.
+
+#include <signal.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "glog/logging.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/cli/lockctl_runner.h"
+#include "tests/integration/cell.h"
+
+#ifndef LOCKD_BINARY
+#error "LOCKD_BINARY must name the lockd binary"
+#endif
+#ifndef LOCKCTL_BINARY
+#error "LOCKCTL_BINARY must name the lockctl binary"
+#endif
+
+namespace lockd::cli_test {
+namespace {
+
+using ::lockd::integration::Cell;
+using ::lockd::integration::CellOptions;
+using ::lockd::integration::PickFreePort;
+using ::lockd::integration::PollUntil;
+using ::testing::ContainsRegex;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// Exit codes documented in docs/lockctl.md.
+constexpr int kUsage = 2;
+constexpr int kNotFound = 3;
+constexpr int kCasMismatch = 4;
+constexpr int kNotAcquired = 5;
+constexpr int kSessionLost = 6;
+constexpr int kUnavailable = 7;
+constexpr int kSequencerInvalid = 8;
+
+std::unique_ptr<Cell> StartCell() {
+  CellOptions options;
+  options.lockd_binary = LOCKD_BINARY;
+  absl::StatusOr<std::unique_ptr<Cell>> cell = Cell::Start(options);
+  CHECK(cell.ok()) << cell.status();
+  const absl::StatusOr<int> leader = (*cell)->WaitForLeader(absl::Seconds(20));
+  CHECK(leader.ok()) << leader.status() << (*cell)->AllLogTails();
+  return *std::move(cell);
+}
+
+class LockctlTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { shared_cell_ = StartCell().release(); }
+  static void TearDownTestSuite() {
+    delete shared_cell_;
+    shared_cell_ = nullptr;
+  }
+
+  void SetUp() override {
+    std::string pattern = ::testing::TempDir() + "/lockctl-test-XXXXXX";
+    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
+    dir_ = pattern;
+  }
+
+  // The cell the test talks to.
+  virtual Cell& cell() { return *shared_cell_; }
+
+  RunResult Run(const std::vector<std::string>& args,
+                const std::string& stdin_text = "") {
+    return RunLockctl(LOCKCTL_BINARY, cell().endpoints(), dir_, args,
+                      absl::Seconds(60), stdin_text);
+  }
+  std::unique_ptr<LockctlProcess> Start(const std::vector<std::string>& args) {
+    return std::make_unique<LockctlProcess>(LOCKCTL_BINARY, cell().endpoints(),
+                                            dir_, args);
+  }
+  std::string File(const std::string& name) const {
+    return absl::StrCat(dir_, "/", name);
+  }
+  // Waits until the file `name` contains `text`.
+  bool WaitForFile(const std::string& name, const std::string& text,
+                   absl::Duration timeout = absl::Seconds(30)) {
+    return PollUntil(
+        [&] { return absl::StrContains(ReadFile(File(name)), text); }, timeout);
+  }
+
+  static Cell* shared_cell_;
+  std::string dir_;
+};
+
+Cell* LockctlTest::shared_cell_ = nullptr;
+
+std::string Describe(const RunResult& result) {
+  return absl::StrCat("exit ", result.exit_code, "\nstdout: ", result.out,
+                      "\nstderr: ", result.err);
+}
+
+TEST_F(LockctlTest, HelpAndUsageErrors) {
+  RunResult help = Run({"help"});
+  EXPECT_EQ(help.exit_code, 0) << Describe(help);
+  for (const char* command :
+       {"status", "members", "put", "get", "ls", "rm", "stat", "watch",
+        "sessions", "locks", "lock", "elect", "leader", "observe",
+        "check-sequencer"}) {
+    EXPECT_THAT(help.out, HasSubstr(absl::StrCat("  ", command, " ")));
+    const RunResult command_help = Run({"help", command});
+    EXPECT_EQ(command_help.exit_code, 0) << command;
+    EXPECT_THAT(command_help.out, HasSubstr("Examples:")) << command;
+  }
+  EXPECT_THAT(Run({"help", "lock"}).out, HasSubstr("LOCKD_SEQUENCER"));
+  EXPECT_THAT(Run({"lock", "--help"}).out, HasSubstr("--lock-delay"));
+
+  const RunResult nothing = Run({});
+  EXPECT_EQ(nothing.exit_code, kUsage);
+  EXPECT_THAT(nothing.err, HasSubstr("Usage: lockctl"));
+  const RunResult unknown = Run({"frobnicate"});
+  EXPECT_EQ(unknown.exit_code, kUsage);
+  EXPECT_THAT(unknown.err, HasSubstr("unknown command \"frobnicate\""));
+  const RunResult missing = Run({"get"});
+  EXPECT_EQ(missing.exit_code, kUsage);
+  EXPECT_THAT(missing.err, HasSubstr("expected: lockctl get PATH"));
+  EXPECT_EQ(Run({"get", "/a", "/b"}).exit_code, kUsage);
+  const RunResult bad_flag = Run({"get", "--bogus", "/a"});
+  EXPECT_EQ(bad_flag.exit_code, kUsage);
+  EXPECT_THAT(bad_flag.err, HasSubstr("unknown flag --bogus for 'get'"));
+  EXPECT_EQ(Run({"--output=xml", "status"}).exit_code, kUsage);
+  const RunResult bad_duration = Run({"lock", "--wait=10", "/x"});
+  EXPECT_EQ(bad_duration.exit_code, kUsage);
+  EXPECT_THAT(bad_duration.err, HasSubstr("use a number with a unit"));
+  EXPECT_EQ(Run({"get", "/x", "--", "true"}).exit_code, kUsage);
+  const RunResult short_delay =
+      Run({"lock", "--lock-delay=1s", "--kill-grace=3s", "/x", "--", "true"});
+  EXPECT_EQ(short_delay.exit_code, kUsage);
+  EXPECT_THAT(short_delay.err, HasSubstr("too short for --kill-grace"));
+  // A path the cell rejects is a usage error too.
+  const RunResult bad_path = Run({"get", "no-slash"});
+  EXPECT_EQ(bad_path.exit_code, kUsage) << Describe(bad_path);
+  // Errors are one line.
+  EXPECT_EQ(std::count(bad_path.err.begin(), bad_path.err.end(), '\n'), 1)
+      << bad_path.err;
+}
+
+TEST_F(LockctlTest, StatusAndMembers) {
+  const RunResult status = Run({"status"});
+  ASSERT_EQ(status.exit_code, 0) << Describe(status);
+  EXPECT_THAT(status.out, ContainsRegex("leader +[123] \\(127.0.0.1:"));
+  EXPECT_THAT(status.out, ContainsRegex("endpoints answering +3 of 3"));
+  const RunResult json = Run({"-o", "json", "status"});
+  ASSERT_EQ(json.exit_code, 0) << Describe(json);
+  EXPECT_THAT(json.out, HasSubstr("\"role\":\"leader\",\"has_lease\":true"));
+
+  const RunResult members = Run({"members"});
+  ASSERT_EQ(members.exit_code, 0) << Describe(members);
+  EXPECT_THAT(members.out, HasSubstr("HEALTH"));
+  for (const std::string& address : cell().addresses()) {
+    EXPECT_THAT(members.out, ContainsRegex(address + " +(leader|follower)"));
+  }
+  // Given one endpoint, the others come from the membership.
+  const RunResult from_one =
+      RunLockctl(LOCKCTL_BINARY, cell().address(1), dir_, {"members"});
+  ASSERT_EQ(from_one.exit_code, 0) << Describe(from_one);
+  EXPECT_THAT(from_one.out, HasSubstr(cell().address(3)));
+}
+
+TEST_F(LockctlTest, NodeCommandsAndTheirExitCodes) {
+  RunResult put = Run({"put", "--parents", "/tour/config/db", "primary=a"});
+  ASSERT_EQ(put.exit_code, 0) << Describe(put);
+  EXPECT_EQ(put.out, "/tour/config/db: content generation 1\n");
+  EXPECT_EQ(Run({"get", "/tour/config/db"}).out, "primary=a\n");
+  EXPECT_EQ(Run({"put", "/tour/config/db"}, "from stdin").exit_code, 0);
+  EXPECT_EQ(Run({"get", "/tour/config/db"}).out, "from stdin\n");
+
+  // Compare-and-set.
+  const RunResult stale = Run({"put", "--expect=1", "/tour/config/db", "x"});
+  EXPECT_EQ(stale.exit_code, kCasMismatch) << Describe(stale);
+  EXPECT_THAT(stale.err, HasSubstr("lockctl: put /tour/config/db: "));
+  EXPECT_EQ(Run({"put", "--expect=2", "/tour/config/db", "b"}).exit_code, 0);
+  EXPECT_EQ(Run({"put", "--create", "/tour/config/db", "c"}).exit_code,
+            kCasMismatch);
+  EXPECT_EQ(Run({"rm", "--expect=9", "/tour/config/db"}).exit_code,
+            kCasMismatch);
+  EXPECT_EQ(Run({"rm", "/tour/config"}).exit_code, kCasMismatch)
+      << "a node with children";
+
+  const RunResult stat = Run({"stat", "/tour/config/db"});
+  ASSERT_EQ(stat.exit_code, 0) << Describe(stat);
+  EXPECT_THAT(stat.out, ContainsRegex("content generation +3"));
+  const RunResult ls = Run({"ls", "/tour"});
+  EXPECT_EQ(ls.out, "config\n");
+  const RunResult ls_json = Run({"ls", "-o", "json", "/tour/config"});
+  EXPECT_EQ(ls_json.out, "{\"path\":\"/tour/config\",\"children\":[\"db\"]}\n");
+  const RunResult get_json = Run({"--output=json", "get", "/tour/config/db"});
+  EXPECT_THAT(get_json.out,
+              HasSubstr("\"content\":\"b\",\"meta\":{\"instance\":"));
+
+  EXPECT_EQ(Run({"rm", "--expect=3", "/tour/config/db"}).exit_code, 0);
+  const RunResult gone = Run({"get", "/tour/config/db"});
+  EXPECT_EQ(gone.exit_code, kNotFound);
+  EXPECT_THAT(gone.err, HasSubstr("does not exist"));
+  const RunResult gone_json = Run({"get", "-o", "json", "/tour/config/db"});
+  EXPECT_EQ(gone_json.exit_code, kNotFound);
+  EXPECT_THAT(gone_json.out,
+              HasSubstr("{\"error\":{\"command\":\"get /tour/config/db\","
+                        "\"code\":\"NOT_FOUND\""));
+  EXPECT_THAT(gone_json.out, HasSubstr("\"exit_code\":3}}"));
+  EXPECT_EQ(Run({"put", "/no/parent", "x"}).exit_code, kNotFound);
+}
+
+TEST_F(LockctlTest, UnavailableCellExitsSeven) {
+  absl::StatusOr<int> port = PickFreePort();
+  ASSERT_TRUE(port.ok());
+  const RunResult result =
+      RunLockctl(LOCKCTL_BINARY, absl::StrCat("127.0.0.1:", *port), dir_,
+                 {"--timeout=1s", "get", "/x"});
+  EXPECT_EQ(result.exit_code, kUnavailable) << Describe(result);
+  EXPECT_THAT(result.err, HasSubstr("cell unavailable"));
+  const RunResult status =
+      RunLockctl(LOCKCTL_BINARY, absl::StrCat("127.0.0.1:", *port), dir_,
+                 {"--timeout=1s", "status"});
+  EXPECT_EQ(status.exit_code, kUnavailable) << Describe(status);
+}
+
+TEST_F(LockctlTest, RacingLockCommandsNeverOverlap) {
+  // Each command appends "start NS GEN" and "end NS GEN" around a pause.
+  const std::string log = File("intervals");
+  const std::string script = absl::StrCat(
+      "echo \"start $(date +%s%N) $LOCKD_LOCK_GENERATION\" >> ", log,
+      "; sleep 0.2; echo \"end $(date +%s%N) $LOCKD_LOCK_GENERATION\" >> ",
+      log);
+  constexpr int kWorkers = 2;
+  constexpr int kRounds = 3;
+  std::vector<std::thread> workers;
+  std::vector<int> failures(kWorkers, 0);
+  for (int w = 0; w < kWorkers; ++w) {
+    workers.emplace_back([&, w] {
+      for (int round = 0; round < kRounds; ++round) {
+        const RunResult result =
+            Run({"lock", "/race", "--", "sh", "-c", script});
+        if (result.exit_code != 0) {
+          ++failures[w];
+          ADD_FAILURE() << Describe(result);
+        }
+      }
+    });
+  }
+  for (std::thread& worker : workers) worker.join();
+  ASSERT_EQ(failures, std::vector<int>(kWorkers, 0));
+
+  const std::vector<std::string> lines =
+      absl::StrSplit(ReadFile(log), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u * kWorkers * kRounds) << ReadFile(log);
+  // In file order (appends are atomic): start, end, start, end...; each
+  // start after the previous end; generations strictly increase.
+  uint64_t last_end = 0;
+  uint64_t last_generation = 0;
+  for (size_t i = 0; i < lines.size(); i += 2) {
+    const std::vector<std::string> start = absl::StrSplit(lines[i], ' ');
+    const std::vector<std::string> end = absl::StrSplit(lines[i + 1], ' ');
+    ASSERT_EQ(start.size(), 3u);
+    ASSERT_EQ(end.size(), 3u);
+    ASSERT_EQ(start[0], "start") << ReadFile(log);
+    ASSERT_EQ(end[0], "end") << ReadFile(log);
+    uint64_t start_ns, end_ns, generation, end_generation;
+    ASSERT_TRUE(absl::SimpleAtoi(start[1], &start_ns));
+    ASSERT_TRUE(absl::SimpleAtoi(end[1], &end_ns));
+    ASSERT_TRUE(absl::SimpleAtoi(start[2], &generation));
+    ASSERT_TRUE(absl::SimpleAtoi(end[2], &end_generation));
+    EXPECT_EQ(generation, end_generation);
+    EXPECT_GT(start_ns, last_end) << "overlapping intervals:\n"
+                                  << ReadFile(log);
+    EXPECT_GT(generation, last_generation) << ReadFile(log);
+    last_end = end_ns;
+    last_generation = generation;
+  }
+}
+
+TEST_F(LockctlTest, CommandGetsASequencerAndItsStatusIsReturned) {
+  const RunResult checked =
+      Run({"lock", "/seq", "--", "sh", "-c",
+           absl::StrCat("echo \"$LOCKD_SEQUENCER\" > ", File("sequencer"),
+                        "; lockctl check-sequencer \"$LOCKD_SEQUENCER\"")});
+  ASSERT_EQ(checked.exit_code, 0) << Describe(checked);
+  EXPECT_EQ(checked.out, "valid\n");
+  std::string sequencer = ReadFile(File("sequencer"));
+  ASSERT_THAT(sequencer,
+              ContainsRegex("^lockd1:exclusive:[0-9]+:[0-9]+:[0-9]+:/seq\n$"));
+  sequencer.pop_back();
+  // Released when the command ended.
+  const RunResult stale = Run({"check-sequencer", sequencer});
+  EXPECT_EQ(stale.exit_code, kSequencerInvalid) << Describe(stale);
+  EXPECT_THAT(stale.out, HasSubstr("invalid: "));
+  EXPECT_EQ(Run({"check-sequencer", "lockd1:bogus"}).exit_code, kUsage);
+
+  EXPECT_EQ(Run({"lock", "/seq", "--", "sh", "-c", "exit 42"}).exit_code, 42);
+  const RunResult missing = Run({"lock", "/seq", "--", "/nonexistent/cmd"});
+  EXPECT_EQ(missing.exit_code, 127);
+  EXPECT_THAT(missing.err, HasSubstr("cannot run /nonexistent/cmd"));
+  EXPECT_EQ(Run({"lock", "/seq", "--", "sh", "-c", "kill -9 $$"}).exit_code,
+            128 + SIGKILL);
+}
+
+TEST_F(LockctlTest, NotAcquiredBeforeTheWaitRunsOut) {
+  auto holder = Start({"lock", "/busy"});
+  ASSERT_TRUE(
+      PollUntil([&] { return !holder->Out().empty(); }, absl::Seconds(30)))
+      << holder->Err();
+  EXPECT_THAT(holder->Out(), HasSubstr("lock /busy: held, generation "));
+
+  const RunResult once = Run({"lock", "--wait=0", "/busy", "--", "true"});
+  EXPECT_EQ(once.exit_code, kNotAcquired) << Describe(once);
+  const RunResult waited = Run({"lock", "--wait=300ms", "/busy"});
+  EXPECT_EQ(waited.exit_code, kNotAcquired) << Describe(waited);
+  // Listed while held.
+  const RunResult locks = Run({"locks", "/busy"});
+  ASSERT_EQ(locks.exit_code, 0) << Describe(locks);
+  EXPECT_THAT(locks.out, ContainsRegex("/busy +[0-9]+ +[0-9]+/exclusive"));
+  const RunResult sessions = Run({"sessions"});
+  ASSERT_EQ(sessions.exit_code, 0) << Describe(sessions);
+  EXPECT_THAT(sessions.out, ContainsRegex("lockctl lock /busy .*/busy"));
+
+  // A waiter interrupted by SIGTERM leaves the queue.
+  auto waiter = Start({"lock", "/busy"});
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        const RunResult r = Run({"-o", "json", "locks", "/busy"});
+        return absl::StrContains(r.out, "\"waiters\":[{");
+      },
+      absl::Seconds(30), absl::Milliseconds(100)));
+  waiter->Signal(SIGTERM);
+  EXPECT_EQ(waiter->Wait(absl::Seconds(30)), 128 + SIGTERM);
+  EXPECT_THAT(Run({"-o", "json", "locks", "/busy"}).out,
+              HasSubstr("\"waiters\":[]"));
+
+  holder->Signal(SIGTERM);
+  EXPECT_EQ(holder->Wait(absl::Seconds(30)), 0) << holder->Err();
+  EXPECT_EQ(Run({"lock", "--wait=0", "/busy", "--", "true"}).exit_code, 0);
+}
+
+TEST_F(LockctlTest, SignalsAreForwardedToTheCommand) {
+  const std::string script = absl::StrCat(
+      "trap 'echo usr1 >> ", File("signals"), "' USR1; trap 'echo term >> ",
+      File("signals"), "; exit 3' TERM; echo ready >> ", File("signals"),
+      "; while true; do sleep 0.05; done");
+  auto process = Start({"lock", "/signals", "--", "sh", "-c", script});
+  ASSERT_TRUE(WaitForFile("signals", "ready")) << process->Err();
+  process->Signal(SIGUSR1);
+  ASSERT_TRUE(WaitForFile("signals", "usr1")) << process->Err();
+  process->Signal(SIGTERM);
+  EXPECT_EQ(process->Wait(absl::Seconds(30)), 3) << process->Err();
+  EXPECT_EQ(ReadFile(File("signals")), "ready\nusr1\nterm\n");
+  // The lock was released.
+  EXPECT_EQ(Run({"lock", "--wait=0", "/signals", "--", "true"}).exit_code, 0);
+}
+
+TEST_F(LockctlTest, KilledHolderHandsTheLockOnAfterTtlPlusLockDelay) {
+  constexpr absl::Duration kTtl = absl::Seconds(2);
+  constexpr absl::Duration kLockDelay = absl::Seconds(1);
+  auto holder = Start({"lock", "--ttl=2s", "--lock-delay=1s",
+                       "--kill-grace=500ms", "/handover", "--", "sh", "-c",
+                       absl::StrCat("echo $$ $LOCKD_LOCK_GENERATION > ",
+                                    File("holder"), "; exec sleep 600")});
+  ASSERT_TRUE(WaitForFile("holder", "\n")) << holder->Err();
+  auto waiter =
+      Start({"lock", "/handover", "--", "sh", "-c",
+             absl::StrCat("echo $LOCKD_LOCK_GENERATION > ", File("waiter"))});
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        return absl::StrContains(Run({"-o", "json", "locks", "/handover"}).out,
+                                 "\"waiters\":[{");
+      },
+      absl::Seconds(30), absl::Milliseconds(50)));
+
+  const absl::Time killed = absl::Now();
+  holder->Signal(SIGKILL);
+  ASSERT_EQ(holder->Wait(absl::Seconds(10)), 128 + SIGKILL);
+  ASSERT_TRUE(WaitForFile("waiter", "\n", absl::Seconds(30))) << waiter->Err();
+  const absl::Duration handover = absl::Now() - killed;
+  EXPECT_EQ(waiter->Wait(absl::Seconds(30)), 0) << waiter->Err();
+  // The cell expires the holder's session no earlier than 2/3 TTL after
+  // the kill (its last keep-alive went out at most TTL/3 before), then
+  // keeps the lock for the lock-delay (cell time may run 5% fast).
+  EXPECT_GE(handover, (kTtl * 2 / 3 + kLockDelay) * 0.95);
+  EXPECT_LE(handover, kTtl + kLockDelay + absl::Seconds(3));
+
+  const std::vector<std::string> holder_line = absl::StrSplit(
+      ReadFile(File("holder")), absl::ByAnyChar(" \n"), absl::SkipEmpty());
+  ASSERT_EQ(holder_line.size(), 2u);
+  uint64_t child_pid, holder_generation, waiter_generation;
+  ASSERT_TRUE(absl::SimpleAtoi(holder_line[0], &child_pid));
+  ASSERT_TRUE(absl::SimpleAtoi(holder_line[1], &holder_generation));
+  ASSERT_TRUE(
+      absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadFile(File("waiter"))),
+                       &waiter_generation));
+  EXPECT_GT(waiter_generation, holder_generation);
+  // The holder's command died with lockctl.
+  EXPECT_TRUE(
+      PollUntil([&] { return kill(static_cast<pid_t>(child_pid), 0) != 0; },
+                absl::Seconds(10)));
+}
+
+TEST_F(LockctlTest, WatchPrintsChangesUntilCount) {
+  ASSERT_EQ(Run({"put", "/watched", "v1"}).exit_code, 0);
+  auto watch = Start({"watch", "--count=2", "/watched"});
+  ASSERT_TRUE(PollUntil(
+      [&] { return absl::StrContains(watch->Err(), "watching /watched"); },
+      absl::Seconds(30)))
+      << watch->Err();
+  ASSERT_EQ(Run({"put", "/watched", "v2"}).exit_code, 0);
+  ASSERT_EQ(Run({"put", "/watched", "v3"}).exit_code, 0);
+  EXPECT_EQ(watch->Wait(absl::Seconds(30)), 0) << watch->Err();
+  const std::vector<std::string> lines =
+      absl::StrSplit(watch->Out(), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << watch->Out();
+  for (const std::string& line : lines) {
+    EXPECT_THAT(line, ContainsRegex("^20[0-9-]+T[0-9:.]+Z  CONTENT_CHANGED  "
+                                    "/watched$"));
+  }
+  EXPECT_EQ(Run({"watch", "/not-there"}).exit_code, kNotFound);
+}
+
+TEST_F(LockctlTest, ElectLeaderAndObserve) {
+  auto observer = Start({"observe", "--count=5", "tour"});
+  ASSERT_TRUE(
+      PollUntil([&] { return absl::StrContains(observer->Out(), "no leader"); },
+                absl::Seconds(30)))
+      << observer->Err();
+  const RunResult no_leader = Run({"leader", "tour"});
+  EXPECT_EQ(no_leader.exit_code, kNotFound) << Describe(no_leader);
+
+  const RunResult first =
+      Run({"elect", "tour", "host-a", "--", "sh", "-c",
+           "test \"$LOCKD_ELECTION_VALUE\" = host-a && lockctl leader tour"});
+  ASSERT_EQ(first.exit_code, 0) << Describe(first);
+  EXPECT_THAT(first.out, ContainsRegex("tour +host-a +[0-9]+ +[0-9]+"));
+
+  auto second = Start({"elect", "tour", "host-b"});
+  ASSERT_TRUE(
+      PollUntil([&] { return !second->Out().empty(); }, absl::Seconds(30)))
+      << second->Err();
+  EXPECT_EQ(Run({"elect", "--wait=0", "tour", "host-c"}).exit_code,
+            kNotAcquired);
+  second->Signal(SIGINT);
+  EXPECT_EQ(second->Wait(absl::Seconds(30)), 0) << second->Err();
+
+  EXPECT_EQ(observer->Wait(absl::Seconds(30)), 0) << observer->Err();
+  const std::vector<std::string> lines =
+      absl::StrSplit(observer->Out(), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 5u) << observer->Out();
+  EXPECT_THAT(lines[0], HasSubstr("tour: no leader"));
+  EXPECT_THAT(lines[1], HasSubstr("tour: host-a (session "));
+  EXPECT_THAT(lines[2], HasSubstr("tour: no leader"));
+  EXPECT_THAT(lines[3], HasSubstr("tour: host-b (session "));
+  EXPECT_THAT(lines[4], HasSubstr("tour: no leader"));
+}
+
+// Tests that stop the cell get one of their own.
+class LockctlLostSessionTest : public LockctlTest {
+ protected:
+  static void SetUpTestSuite() {}
+  static void TearDownTestSuite() {}
+  void SetUp() override {
+    LockctlTest::SetUp();
+    own_cell_ = StartCell();
+  }
+  Cell& cell() override { return *own_cell_; }
+  std::unique_ptr<Cell> own_cell_;
+};
+
+TEST_F(LockctlLostSessionTest, LostSessionStopsTheCommandInTime) {
+  constexpr absl::Duration kTtl = absl::Seconds(3);
+  constexpr absl::Duration kLockDelay = absl::Seconds(3);
+  const std::string script = absl::StrCat(
+      "trap 'echo term >> ", File("child"), "; exit 0' TERM; echo started >> ",
+      File("child"), "; while true; do sleep 0.05; done");
+  auto process =
+      Start({"lock", "--ttl=3s", "--lock-delay=3s", "--kill-grace=500ms",
+             "/lost", "--", "sh", "-c", script});
+  ASSERT_TRUE(WaitForFile("child", "started")) << process->Err();
+  const absl::Time cell_killed = absl::Now();
+  for (int id = 1; id <= cell().size(); ++id) ASSERT_TRUE(cell().Kill(id).ok());
+
+  ASSERT_TRUE(WaitForFile("child", "term", absl::Seconds(30)))
+      << process->Err();
+  const absl::Duration stopped = absl::Now() - cell_killed;
+  EXPECT_EQ(process->Wait(absl::Seconds(30)), kSessionLost) << process->Err();
+  EXPECT_THAT(process->Err(), HasSubstr("in jeopardy"));
+  EXPECT_THAT(process->Err(), HasSubstr("stopped CMD"));
+  // The safety bound: the cell could hand the lock on no earlier than the
+  // session's expiry plus the lock-delay; the local lease ends before that
+  // expiry, at most 0.9 TTL after the kill.
+  EXPECT_LE(stopped, kTtl + kLockDelay) << process->Err();
+}
+
+}  // namespace
+}  // namespace lockd::cli_test
