@@ -68,6 +68,7 @@ std::shared_ptr<Client::Endpoint> Client::endpoint(const std::string& address) {
   std::shared_ptr<Endpoint>& slot = endpoints_[address];
   if (slot == nullptr) {
     slot = std::make_shared<Endpoint>();
+    slot->address = address;
     slot->channel = NewChannel(address);
     slot->sessions = v1::Sessions::NewStub(slot->channel);
     slot->nodes = v1::Nodes::NewStub(slot->channel);

@@ -98,6 +98,37 @@ class Client {
   // with holders and waiters. See Locks.List in protos/lockd.proto.
   absl::StatusOr<v1::ListLocksResponse> ListLocks(const std::string& prefix);
 
+  // --- Calls the library does not wrap, or requests sent exactly as given
+  // (tests that replay a request number). Every call above goes through
+  // Invoke, so these get the same leader finding and retries.
+
+  // The stubs of one replica, on one channel.
+  struct Endpoint {
+    std::string address;  // The replica's "host:port".
+    std::shared_ptr<grpc::Channel> channel;
+    std::unique_ptr<v1::Sessions::Stub> sessions;
+    std::unique_ptr<v1::Nodes::Stub> nodes;
+    std::unique_ptr<v1::Locks::Stub> locks;
+    std::unique_ptr<v1::Elections::Stub> elections;
+    std::unique_ptr<v1::Cluster::Stub> cluster;
+  };
+  // One attempt of a call on `endpoint` with `context` (deadline set).
+  using Attempt = std::function<grpc::Status(Endpoint&, grpc::ClientContext*)>;
+  // Runs `attempt` at the replica calls currently go to, following the
+  // leader and retrying UNAVAILABLE, ABORTED and attempts that ran into
+  // attempt_timeout, until it succeeds, fails with a status that is not
+  // retried, or call_timeout (+ server_wait) passes. A failure is the last
+  // attempt's status, its message prefixed with `method` and the address.
+  // `server_wait` is for requests the server may hold (a blocking wait): it
+  // extends each attempt's deadline and the call's.
+  // The attempt may run several times, at different replicas: it must clear
+  // its response, and a state-changing request must carry the same
+  // RequestHeader on every attempt (that makes it exactly-once). Request
+  // numbers belong to a session (lockd/session.h): a header made by hand
+  // for a session whose own calls also number requests collides with them.
+  absl::Status Invoke(const char* method, const Attempt& attempt,
+                      absl::Duration server_wait = absl::ZeroDuration());
+
   // The address calls currently go to (the leader, once one answered).
   std::string current_address() const;
   // Attempts that were retried so far (all calls), for reports and tests.
@@ -108,18 +139,6 @@ class Client {
   friend class ElectionObserver;
   friend class Lock;
   friend class Session;
-
-  // Stubs on one channel to one replica.
-  struct Endpoint {
-    std::shared_ptr<grpc::Channel> channel;
-    std::unique_ptr<v1::Sessions::Stub> sessions;
-    std::unique_ptr<v1::Nodes::Stub> nodes;
-    std::unique_ptr<v1::Locks::Stub> locks;
-    std::unique_ptr<v1::Elections::Stub> elections;
-    std::unique_ptr<v1::Cluster::Stub> cluster;
-  };
-  // One attempt of a call on `endpoint` with `context` (deadline set).
-  using Attempt = std::function<grpc::Status(Endpoint&, grpc::ClientContext*)>;
 
   explicit Client(ClientOptions options);
 
@@ -137,11 +156,6 @@ class Client {
   // call moved on already).
   void Redirect(const std::string& address, const grpc::ClientContext& context,
                 const grpc::Status& status, bool* sleep);
-  // Runs `attempt` until it succeeds, fails with a status that is not
-  // retried, or call_timeout (+ server_wait) passes. `server_wait` also
-  // extends each attempt's deadline (blocking acquires).
-  absl::Status Invoke(const char* method, const Attempt& attempt,
-                      absl::Duration server_wait = absl::ZeroDuration());
   // A jittered sleep length for `backoff`.
   absl::Duration Jitter(absl::Duration backoff);
 
