@@ -43,6 +43,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "lockd/client.h"
 #include "protos/lockd.grpc.pb.h"
 #include "tests/integration/cell.h"
 #include "tests/integration/fencing_checker.h"
@@ -133,7 +134,7 @@ absl::StatusOr<v1::StatusResponse> StatusOf(const std::string& address) {
   v1::StatusResponse response;
   grpc::Status status = v1::Cluster::NewStub(NewChannel(address))
                             ->Status(&context, v1::StatusRequest(), &response);
-  if (!status.ok()) return FromGrpc(status);
+  if (!status.ok()) return lockd::FromGrpcStatus(status);
   return response;
 }
 

@@ -1,183 +1,78 @@
 #include "tests/integration/test_client.h"
 
-#include <algorithm>
-#include <random>
 #include <utility>
 
-#include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
-#include "grpcpp/grpcpp.h"
 #include "tests/integration/cell.h"
 
 namespace lockd::integration {
 namespace {
 
-constexpr char kLeaderAddressKey[] = "lockd-leader-address";
+// Retry backoff: faster than the library's default (20 ms to 1 s), since
+// the cells under test fail over in well under a second.
 constexpr absl::Duration kFirstBackoff = absl::Milliseconds(10);
 constexpr absl::Duration kMaxBackoff = absl::Milliseconds(200);
 
-uint64_t RandomNonce() {
-  std::random_device device;
-  return (static_cast<uint64_t>(device()) << 32) ^ device();
-}
-
-bool IsRetryable(const grpc::Status& status, absl::Time attempt_deadline) {
-  switch (status.error_code()) {
-    case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::ABORTED:
-      return true;
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      // Our own attempt deadline (no answer in time), not a blocking
-      // acquire's wait timeout, which the server reports before it.
-      return absl::Now() >= attempt_deadline;
-    default:
-      return false;
-  }
-}
-
 }  // namespace
 
-absl::Status FromGrpc(const grpc::Status& status) {
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      status.error_message());
-}
-
-TestClient::TestClient(ClientOptions options) : options_(std::move(options)) {}
+TestClient::TestClient(ClientOptions options,
+                       std::unique_ptr<lockd::Client> client)
+    : options_(std::move(options)), client_(std::move(client)) {}
 
 absl::StatusOr<std::unique_ptr<TestClient>> TestClient::Connect(
     ClientOptions options) {
-  if (options.endpoints.empty()) {
-    return absl::InvalidArgumentError("ClientOptions.endpoints is empty");
-  }
-  std::unique_ptr<TestClient> client(new TestClient(std::move(options)));
-  {
-    absl::MutexLock lock(&client->mu_);
-    client->address_ = client->options_.endpoints.front();
-  }
-  v1::CreateSessionRequest request;
-  request.set_ttl_ms(client->options_.ttl_ms);
-  request.set_client_name(client->options_.client_name);
-  request.set_nonce(RandomNonce());
-  v1::CreateSessionResponse response;
-  absl::Status status = client->Invoke(
-      "Sessions.CreateSession",
-      [&](Endpoint& endpoint, grpc::ClientContext* context) {
-        response.Clear();
-        return endpoint.sessions->CreateSession(context, request, &response);
-      });
-  if (!status.ok()) return status;
-  client->session_id_ = response.session_id();
-  if (client->options_.keep_alive) {
-    TestClient* raw = client.get();
-    client->keep_alive_thread_ = std::thread([raw] { raw->KeepAliveLoop(); });
-  }
-  return client;
+  lockd::ClientOptions library_options;
+  library_options.endpoints = options.endpoints;
+  library_options.call_timeout = options.retry_timeout;
+  library_options.attempt_timeout = options.attempt_timeout;
+  library_options.initial_backoff = kFirstBackoff;
+  library_options.max_backoff = kMaxBackoff;
+  absl::StatusOr<std::unique_ptr<lockd::Client>> client =
+      lockd::Client::Create(std::move(library_options));
+  if (!client.ok()) return client.status();
+  std::unique_ptr<TestClient> test_client(
+      new TestClient(std::move(options), *std::move(client)));
+
+  lockd::SessionOptions session_options;
+  session_options.ttl = absl::Milliseconds(test_client->options_.ttl_ms);
+  session_options.client_name = test_client->options_.client_name;
+  TestClient* raw = test_client.get();
+  session_options.on_event = [raw](const v1::Event& event) {
+    raw->OnEvent(event);
+  };
+  absl::StatusOr<std::unique_ptr<lockd::Session>> session =
+      lockd::Session::Create(test_client->client_.get(),
+                             std::move(session_options));
+  if (!session.ok()) return session.status();
+  test_client->session_id_ = (*session)->id();
+  absl::MutexLock lock(&test_client->session_mu_);
+  test_client->session_ = *std::move(session);
+  return test_client;
 }
 
 TestClient::~TestClient() { StopKeepAlive(); }
 
-std::shared_ptr<TestClient::Endpoint> TestClient::endpoint(
-    const std::string& address) {
+template <typename Stub, typename Request, typename Response>
+absl::StatusOr<Response> TestClient::Call(
+    const char* method, std::unique_ptr<Stub> lockd::Client::Endpoint::*stub,
+    grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
+    const Request& request, absl::Duration server_wait) {
+  Response response;
+  std::string answered_by;
+  absl::Status status = client_->Invoke(
+      method,
+      [&](lockd::Client::Endpoint& e, grpc::ClientContext* context) {
+        response.Clear();
+        Stub& replica = *(e.*stub);
+        grpc::Status answer = (replica.*rpc)(context, request, &response);
+        if (answer.ok()) answered_by = e.address;
+        return answer;
+      },
+      server_wait);
+  Answered(request.header().request_id());
+  if (!status.ok()) return status;
   absl::MutexLock lock(&mu_);
-  std::shared_ptr<Endpoint>& slot = endpoints_[address];
-  if (slot == nullptr) {
-    slot = std::make_shared<Endpoint>();
-    slot->channel = NewChannel(address);
-    slot->sessions = v1::Sessions::NewStub(slot->channel);
-    slot->nodes = v1::Nodes::NewStub(slot->channel);
-    slot->locks = v1::Locks::NewStub(slot->channel);
-  }
-  return slot;
-}
-
-void TestClient::DropIfBroken(const std::string& address,
-                              const std::shared_ptr<Endpoint>& broken,
-                              const grpc::Status& status) {
-  if (!ChannelIsBroken(*broken->channel, status)) return;
-  absl::MutexLock lock(&mu_);
-  auto it = endpoints_.find(address);
-  if (it != endpoints_.end() && it->second == broken) endpoints_.erase(it);
-}
-
-std::string TestClient::current_address() const {
-  absl::MutexLock lock(&mu_);
-  return address_;
-}
-
-std::string TestClient::last_answered_by() const {
-  absl::MutexLock lock(&mu_);
-  return last_answered_by_;
-}
-
-void TestClient::Redirect(const std::string& address,
-                          const grpc::ClientContext& context,
-                          const grpc::Status& status, bool* sleep) {
-  *sleep = true;
-  if (status.error_code() != grpc::StatusCode::UNAVAILABLE &&
-      status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
-    return;  // ABORTED and the like: same replica again.
-  }
-  std::string hint;
-  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    const auto& trailers = context.GetServerTrailingMetadata();
-    auto it = trailers.find(kLeaderAddressKey);
-    if (it != trailers.end()) hint.assign(it->second.data(), it->second.size());
-  }
-  absl::MutexLock lock(&mu_);
-  if (address_ != address) {
-    // Another call moved on already.
-    *sleep = false;
-    return;
-  }
-  if (!hint.empty() && hint != address) {
-    address_ = hint;
-    *sleep = false;
-    return;
-  }
-  // No usable hint (no leader known, or the replica is down): next endpoint.
-  const std::vector<std::string>& all = options_.endpoints;
-  auto it = std::find(all.begin(), all.end(), address);
-  address_ = (it == all.end() || it + 1 == all.end()) ? all.front() : *(it + 1);
-}
-
-absl::Status TestClient::Invoke(const char* method, const Attempt& attempt,
-                                absl::Duration server_wait) {
-  const absl::Time give_up = absl::Now() + options_.retry_timeout;
-  absl::Duration backoff = kFirstBackoff;
-  while (true) {
-    const std::string address = current_address();
-    std::shared_ptr<Endpoint> target = endpoint(address);
-    grpc::ClientContext context;
-    const absl::Time attempt_deadline =
-        absl::Now() + options_.attempt_timeout + server_wait;
-    context.set_deadline(absl::ToChronoTime(attempt_deadline));
-    const grpc::Status status = attempt(*target, &context);
-    if (status.ok()) {
-      absl::MutexLock lock(&mu_);
-      last_answered_by_ = address;
-      return absl::OkStatus();
-    }
-    DropIfBroken(address, target, status);
-    const bool retryable = IsRetryable(status, attempt_deadline);
-    if (!retryable || absl::Now() >= give_up) {
-      std::string message =
-          absl::StrCat(method, " at ", address, ": ", status.error_message());
-      if (retryable) {
-        message = absl::StrCat("gave up after retrying for ",
-                               absl::FormatDuration(options_.retry_timeout),
-                               "; last: ", message);
-      }
-      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                          message);
-    }
-    retries_.fetch_add(1);
-    bool sleep = true;
-    Redirect(address, context, status, &sleep);
-    if (sleep) {
-      absl::SleepFor(backoff);
-      backoff = std::min(backoff * 2, kMaxBackoff);
-    }
-  }
+  last_answered_by_ = answered_by;
+  return response;
 }
 
 v1::RequestHeader TestClient::NewHeader() {
@@ -197,71 +92,40 @@ void TestClient::Answered(uint64_t request_id) {
   unanswered_.erase(request_id);
 }
 
+std::string TestClient::last_answered_by() const {
+  absl::MutexLock lock(&mu_);
+  return last_answered_by_;
+}
+
 absl::StatusOr<v1::CreateNodeResponse> TestClient::Send(
     const v1::CreateNodeRequest& request) {
-  v1::CreateNodeResponse response;
-  absl::Status status =
-      Invoke("Nodes.Create", [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.nodes->Create(context, request, &response);
-      });
-  Answered(request.header().request_id());
-  if (!status.ok()) return status;
-  return response;
+  return Call("Nodes.Create", &lockd::Client::Endpoint::nodes,
+              &v1::Nodes::Stub::Create, request);
 }
 
 absl::StatusOr<v1::SetNodeResponse> TestClient::Send(
     const v1::SetNodeRequest& request) {
-  v1::SetNodeResponse response;
-  absl::Status status =
-      Invoke("Nodes.Set", [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.nodes->Set(context, request, &response);
-      });
-  Answered(request.header().request_id());
-  if (!status.ok()) return status;
-  return response;
+  return Call("Nodes.Set", &lockd::Client::Endpoint::nodes,
+              &v1::Nodes::Stub::Set, request);
 }
 
 absl::StatusOr<v1::AcquireResponse> TestClient::Send(
     const v1::AcquireRequest& request) {
-  v1::AcquireResponse response;
-  absl::Status status = Invoke(
-      "Locks.Acquire",
-      [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.locks->Acquire(context, request, &response);
-      },
-      absl::Milliseconds(request.wait_timeout_ms()));
-  Answered(request.header().request_id());
-  if (!status.ok()) return status;
-  return response;
+  return Call("Locks.Acquire", &lockd::Client::Endpoint::locks,
+              &v1::Locks::Stub::Acquire, request,
+              absl::Milliseconds(request.wait_timeout_ms()));
 }
 
 absl::StatusOr<v1::ReleaseResponse> TestClient::Send(
     const v1::ReleaseRequest& request) {
-  v1::ReleaseResponse response;
-  absl::Status status =
-      Invoke("Locks.Release", [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.locks->Release(context, request, &response);
-      });
-  Answered(request.header().request_id());
-  if (!status.ok()) return status;
-  return response;
+  return Call("Locks.Release", &lockd::Client::Endpoint::locks,
+              &v1::Locks::Stub::Release, request);
 }
 
 absl::StatusOr<v1::WatchResponse> TestClient::Send(
     const v1::WatchRequest& request) {
-  v1::WatchResponse response;
-  absl::Status status =
-      Invoke("Nodes.Watch", [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.nodes->Watch(context, request, &response);
-      });
-  Answered(request.header().request_id());
-  if (!status.ok()) return status;
-  return response;
+  return Call("Nodes.Watch", &lockd::Client::Endpoint::nodes,
+              &v1::Nodes::Stub::Watch, request);
 }
 
 absl::StatusOr<v1::CreateNodeResponse> TestClient::Create(
@@ -293,14 +157,9 @@ absl::Status TestClient::Delete(const std::string& path,
   *request.mutable_header() = NewHeader();
   request.set_path(path);
   request.set_expected_content_generation(expected_content_generation);
-  v1::DeleteNodeResponse response;
-  absl::Status status =
-      Invoke("Nodes.Delete", [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.nodes->Delete(context, request, &response);
-      });
-  Answered(request.header().request_id());
-  return status;
+  return Call("Nodes.Delete", &lockd::Client::Endpoint::nodes,
+              &v1::Nodes::Stub::Delete, request)
+      .status();
 }
 
 absl::StatusOr<v1::AcquireResponse> TestClient::Acquire(
@@ -325,97 +184,76 @@ absl::Status TestClient::Release(const std::string& path) {
 absl::Status TestClient::CloseSession() {
   v1::CloseSessionRequest request;
   *request.mutable_header() = NewHeader();
-  v1::CloseSessionResponse response;
-  absl::Status status = Invoke(
-      "Sessions.CloseSession", [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.sessions->CloseSession(context, request, &response);
-      });
-  Answered(request.header().request_id());
+  absl::Status status =
+      Call("Sessions.CloseSession", &lockd::Client::Endpoint::sessions,
+           &v1::Sessions::Stub::CloseSession, request)
+          .status();
   if (status.ok()) StopKeepAlive();
   return status;
 }
 
 absl::StatusOr<v1::GetNodeResponse> TestClient::Get(const std::string& path) {
-  v1::GetNodeRequest request;
-  request.set_path(path);
-  v1::GetNodeResponse response;
-  absl::Status status =
-      Invoke("Nodes.Get", [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.nodes->Get(context, request, &response);
-      });
-  if (!status.ok()) return status;
-  return response;
+  return client_->Get(path);
 }
 
 absl::StatusOr<v1::StatNodeResponse> TestClient::Stat(const std::string& path) {
-  v1::StatNodeRequest request;
-  request.set_path(path);
-  v1::StatNodeResponse response;
-  absl::Status status =
-      Invoke("Nodes.Stat", [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.nodes->Stat(context, request, &response);
-      });
-  if (!status.ok()) return status;
-  return response;
+  return client_->Stat(path);
 }
 
 absl::StatusOr<v1::ListChildrenResponse> TestClient::List(
     const std::string& path) {
-  v1::ListChildrenRequest request;
-  request.set_path(path);
+  absl::StatusOr<std::vector<std::string>> names = client_->List(path);
+  if (!names.ok()) return names.status();
   v1::ListChildrenResponse response;
-  absl::Status status =
-      Invoke("Nodes.List", [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.nodes->List(context, request, &response);
-      });
-  if (!status.ok()) return status;
+  for (std::string& name : *names) response.add_names(std::move(name));
   return response;
 }
 
 absl::StatusOr<v1::CheckSequencerResponse> TestClient::CheckSequencer(
     const v1::Sequencer& sequencer) {
-  v1::CheckSequencerRequest request;
-  *request.mutable_sequencer() = sequencer;
-  v1::CheckSequencerResponse response;
-  absl::Status status = Invoke(
-      "Locks.CheckSequencer", [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.locks->CheckSequencer(context, request, &response);
-      });
-  if (!status.ok()) return status;
-  return response;
+  return client_->CheckSequencer(sequencer);
+}
+
+void TestClient::OnEvent(const v1::Event& event) {
+  // The library's own reports, not events of the cell.
+  if (event.type() == v1::Event::SESSION_EXPIRING ||
+      event.type() == v1::Event::LEADER_CHANGED) {
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  events_.push_back(event);
 }
 
 void TestClient::StopKeepAlive() {
-  {
-    absl::MutexLock lock(&keep_alive_mu_);
-    stop_keep_alive_ = true;
-    keep_alive_cv_.SignalAll();
-  }
-  if (keep_alive_thread_.joinable()) keep_alive_thread_.join();
+  absl::MutexLock lock(&session_mu_);
+  if (session_ == nullptr) return;
+  stopped_figures_ = FiguresOf(*session_);
+  session_.reset();  // Joins its keep-alive and dispatcher threads.
 }
 
-bool TestClient::session_lost() const {
-  absl::MutexLock lock(&keep_alive_mu_);
-  return session_lost_;
+TestClient::KeepAliveFigures TestClient::FiguresOf(
+    const lockd::Session& session) {
+  KeepAliveFigures figures;
+  figures.answers = session.keep_alive_answers();
+  // The session's epoch starts at its creation's; report only answers'.
+  figures.epoch = figures.answers > 0 ? session.epoch() : 0;
+  figures.lost = session.state() == lockd::SessionState::kExpired;
+  return figures;
 }
 
-uint64_t TestClient::keep_alive_responses() const {
-  absl::MutexLock lock(&keep_alive_mu_);
-  return keep_alive_responses_;
+TestClient::KeepAliveFigures TestClient::Figures() const {
+  absl::MutexLock lock(&session_mu_);
+  return session_ == nullptr ? stopped_figures_ : FiguresOf(*session_);
 }
 
-uint64_t TestClient::last_keep_alive_epoch() const {
-  absl::MutexLock lock(&keep_alive_mu_);
-  return last_epoch_;
-}
+bool TestClient::session_lost() const { return Figures().lost; }
+
+uint64_t TestClient::keep_alive_responses() const { return Figures().answers; }
+
+uint64_t TestClient::last_keep_alive_epoch() const { return Figures().epoch; }
 
 std::vector<v1::Event> TestClient::events() const {
-  absl::MutexLock lock(&keep_alive_mu_);
+  absl::MutexLock lock(&mu_);
   return events_;
 }
 
@@ -430,88 +268,6 @@ bool TestClient::WaitForEvent(
         return false;
       },
       timeout);
-}
-
-void TestClient::KeepAliveLoop() {
-  const absl::Duration interval = absl::Milliseconds(options_.ttl_ms / 3);
-  absl::Duration backoff = kFirstBackoff;
-  while (true) {
-    {
-      absl::MutexLock lock(&keep_alive_mu_);
-      if (stop_keep_alive_) return;
-    }
-    const std::string address = current_address();
-    std::shared_ptr<Endpoint> target = endpoint(address);
-    grpc::ClientContext context;
-    std::unique_ptr<
-        grpc::ClientReaderWriter<v1::KeepAliveRequest, v1::KeepAliveResponse>>
-        stream = target->sessions->KeepAlive(&context);
-    bool reader_done = false;     // Guarded by keep_alive_mu_.
-    uint64_t stream_answers = 0;  // Guarded by keep_alive_mu_.
-    std::thread reader([&] {
-      v1::KeepAliveResponse response;
-      while (stream->Read(&response)) {
-        absl::MutexLock lock(&keep_alive_mu_);
-        ++keep_alive_responses_;
-        ++stream_answers;
-        last_epoch_ = std::max(last_epoch_, response.epoch());
-        for (const v1::Event& event : response.events()) {
-          if (events_.empty() || event.sequence() > events_.back().sequence()) {
-            events_.push_back(event);
-          }
-        }
-      }
-      absl::MutexLock lock(&keep_alive_mu_);
-      reader_done = true;
-      keep_alive_cv_.SignalAll();
-    });
-
-    bool server_ended = false;
-    while (true) {
-      v1::KeepAliveRequest request;
-      request.set_session_id(session_id_);
-      {
-        absl::MutexLock lock(&keep_alive_mu_);
-        if (!events_.empty()) {
-          request.set_acked_event_sequence(events_.back().sequence());
-        }
-      }
-      if (!stream->Write(request)) break;
-      absl::MutexLock lock(&keep_alive_mu_);
-      const absl::Time next = absl::Now() + interval;
-      while (!stop_keep_alive_ && !reader_done &&
-             !keep_alive_cv_.WaitWithDeadline(&keep_alive_mu_, next)) {
-      }
-      server_ended = reader_done;
-      if (stop_keep_alive_ || server_ended) break;
-    }
-    if (!server_ended) context.TryCancel();
-    reader.join();
-    const grpc::Status status = stream->Finish();
-    uint64_t answers = 0;
-    {
-      absl::MutexLock lock(&keep_alive_mu_);
-      if (stop_keep_alive_) return;
-      answers = stream_answers;
-      if (status.error_code() == grpc::StatusCode::NOT_FOUND ||
-          status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
-        session_lost_ = true;
-        return;
-      }
-    }
-    if (answers > 0) backoff = kFirstBackoff;
-    DropIfBroken(address, target, status);
-    bool sleep = true;
-    Redirect(address, context, status, &sleep);
-    if (sleep) {
-      absl::MutexLock lock(&keep_alive_mu_);
-      const absl::Time until = absl::Now() + backoff;
-      while (!stop_keep_alive_ &&
-             !keep_alive_cv_.WaitWithDeadline(&keep_alive_mu_, until)) {
-      }
-      backoff = std::min(backoff * 2, kMaxBackoff);
-    }
-  }
 }
 
 }  // namespace lockd::integration

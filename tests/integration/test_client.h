@@ -1,14 +1,11 @@
 #ifndef LOCKD_TESTS_INTEGRATION_TEST_CLIENT_H_
 #define LOCKD_TESTS_INTEGRATION_TEST_CLIENT_H_
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -16,6 +13,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lockd/client.h"
+#include "lockd/session.h"
 #include "protos/lockd.grpc.pb.h"
 
 namespace lockd::integration {
@@ -30,33 +29,38 @@ struct ClientOptions {
   // top).
   absl::Duration attempt_timeout = absl::Seconds(3);
   // How long a call keeps retrying UNAVAILABLE and ABORTED (and attempts
-  // that ran into attempt_timeout) before it gives up.
+  // that ran into attempt_timeout) before it gives up (a blocking acquire
+  // gets its wait on top).
   absl::Duration retry_timeout = absl::Seconds(30);
   // Fill RequestHeader.first_unanswered_request_id so the cell may forget
   // old answers. Tests that replay old request numbers turn it off.
   bool report_answered = true;
-  // Run the keep-alive stream (a background thread).
-  bool keep_alive = true;
 };
 
-// A minimal lockd client for tests and benchmarks: one session, its
-// keep-alive stream, numbered requests, leader following and retries.
+// A lockd client for tests and benchmarks: one session, the cell's answers
+// as raw protos.
 //
-// Every state-changing call takes the next request number and retries
-// UNAVAILABLE and ABORTED with the same number (following the leader
-// address a follower names, otherwise trying the next endpoint) until
-// retry_timeout; any other status is returned as is. Reads are retried the
-// same way.
+// Built on the client library: a lockd::Client finds the leader and
+// retries (every call retries UNAVAILABLE and ABORTED, following the leader
+// address a follower names or trying the next endpoint, until
+// retry_timeout; any other status is returned as is), and a lockd::Session
+// opens the session and keeps it alive. Unlike lockd::Session, TestClient
+// numbers the session's requests itself (the Session makes no numbered
+// call) and sends them through lockd::Client::Invoke, so that tests can
+// replay a request number (NewHeader, Send), keep the cell from forgetting
+// answers (report_answered), take and release locks by path without
+// lockd::Lock, and stop the keep-alive to let the session expire while
+// still sending requests for it.
 //
 // Thread-safe: calls may come from several threads at once.
 class TestClient {
  public:
-  // Finds the leader, creates a session (retried with the same nonce) and
-  // starts the keep-alive stream.
+  // Creates the session (retried with the same nonce, at the leader) and
+  // starts its keep-alive.
   static absl::StatusOr<std::unique_ptr<TestClient>> Connect(
       ClientOptions options);
 
-  // Stops the keep-alive stream; does not close the session.
+  // Stops the keep-alive; does not close the session.
   ~TestClient();
   TestClient(const TestClient&) = delete;
   TestClient& operator=(const TestClient&) = delete;
@@ -80,9 +84,10 @@ class TestClient {
       absl::Duration wait = absl::ZeroDuration(),
       absl::Duration lock_delay = absl::ZeroDuration());
   absl::Status Release(const std::string& path);
+  // Closes the session and, if that succeeded, stops the keep-alive.
   absl::Status CloseSession();
 
-  // --- Reads.
+  // --- Reads (the client library's).
   absl::StatusOr<v1::GetNodeResponse> Get(const std::string& path);
   absl::StatusOr<v1::StatNodeResponse> Stat(const std::string& path);
   absl::StatusOr<v1::ListChildrenResponse> List(const std::string& path);
@@ -99,80 +104,74 @@ class TestClient {
   absl::StatusOr<v1::ReleaseResponse> Send(const v1::ReleaseRequest& request);
   absl::StatusOr<v1::WatchResponse> Send(const v1::WatchRequest& request);
 
-  // --- Keep-alive.
+  // --- Keep-alive (the lockd::Session's). After StopKeepAlive() the
+  // figures below stay as they were.
   // Stops sending keep-alives (the lease runs out on its own).
   void StopKeepAlive();
-  // True once the cell ended the keep-alive stream with NOT_FOUND or
-  // FAILED_PRECONDITION (session gone).
+  // True once the session is gone for the library: the cell ended the
+  // keep-alive stream with NOT_FOUND or FAILED_PRECONDITION, or the session
+  // stayed in jeopardy for its whole grace period (lockd::Session, 45 s).
   bool session_lost() const;
-  // Keep-alive responses received so far, and the epoch of the last one.
+  // Keep-alive answers received so far, and the highest epoch one carried
+  // (0 before the first answer).
   uint64_t keep_alive_responses() const;
   uint64_t last_keep_alive_epoch() const;
-  // Events received on the keep-alive stream, in sequence order.
+  // The cell's events for the session, in sequence order (without the
+  // library's own SESSION_EXPIRING and LEADER_CHANGED).
   std::vector<v1::Event> events() const;
   // Polls events() until one satisfies `match`.
   bool WaitForEvent(const std::function<bool(const v1::Event&)>& match,
                     absl::Duration timeout) const;
 
   // The address calls currently go to.
-  std::string current_address() const;
-  // The address that answered the last successful call (of any thread).
+  std::string current_address() const { return client_->current_address(); }
+  // The address that answered the last successful state-changing call (of
+  // any thread).
   std::string last_answered_by() const;
   // Attempts that were retried (any call), for reports.
-  uint64_t retries() const { return retries_.load(); }
+  uint64_t retries() const { return client_->retries(); }
 
  private:
-  struct Endpoint {
-    std::shared_ptr<grpc::Channel> channel;
-    std::unique_ptr<v1::Sessions::Stub> sessions;
-    std::unique_ptr<v1::Nodes::Stub> nodes;
-    std::unique_ptr<v1::Locks::Stub> locks;
+  struct KeepAliveFigures {
+    uint64_t answers = 0;
+    uint64_t epoch = 0;
+    bool lost = false;
   };
-  using Attempt = std::function<grpc::Status(Endpoint&, grpc::ClientContext*)>;
 
-  explicit TestClient(ClientOptions options);
-  std::shared_ptr<Endpoint> endpoint(const std::string& address);
-  // Drops `broken` if a call on it failed because it cannot connect (see
-  // ChannelIsBroken), so the next call connects afresh.
-  void DropIfBroken(const std::string& address,
-                    const std::shared_ptr<Endpoint>& broken,
-                    const grpc::Status& status);
-  // Runs `attempt` until it succeeds or fails with a status that is not
-  // retried, or retry_timeout passes. `server_wait` extends each attempt's
-  // deadline (for blocking acquires).
-  absl::Status Invoke(const char* method, const Attempt& attempt,
-                      absl::Duration server_wait = absl::ZeroDuration());
-  // After a retryable failure at `address`: where to go next.
-  void Redirect(const std::string& address, const grpc::ClientContext& context,
-                const grpc::Status& status, bool* sleep);
+  TestClient(ClientOptions options, std::unique_ptr<lockd::Client> client);
+  // Sends `request` (its header numbered already) with `rpc` of the stub
+  // `stub` of the replica calls go to, through client_->Invoke.
+  template <typename Stub, typename Request, typename Response>
+  absl::StatusOr<Response> Call(
+      const char* method, std::unique_ptr<Stub> lockd::Client::Endpoint::*stub,
+      grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&,
+                                Response*),
+      const Request& request,
+      absl::Duration server_wait = absl::ZeroDuration());
+  // The request will never be sent again.
   void Answered(uint64_t request_id);
-  void KeepAliveLoop();
+  // Records an event of the session (on the session's dispatcher thread).
+  void OnEvent(const v1::Event& event);
+  KeepAliveFigures Figures() const;
+  static KeepAliveFigures FiguresOf(const lockd::Session& session);
 
   const ClientOptions options_;
+  const std::unique_ptr<lockd::Client> client_;
   uint64_t session_id_ = 0;
-  std::atomic<uint64_t> retries_{0};
 
   mutable absl::Mutex mu_;
-  std::map<std::string, std::shared_ptr<Endpoint>> endpoints_
-      ABSL_GUARDED_BY(mu_);
-  std::string address_ ABSL_GUARDED_BY(mu_);
   std::string last_answered_by_ ABSL_GUARDED_BY(mu_);
   uint64_t next_request_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::set<uint64_t> unanswered_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::Event> events_ ABSL_GUARDED_BY(mu_);
 
-  mutable absl::Mutex keep_alive_mu_;
-  // Signalled on StopKeepAlive() and when a stream's reader finishes.
-  absl::CondVar keep_alive_cv_;
-  bool stop_keep_alive_ ABSL_GUARDED_BY(keep_alive_mu_) = false;
-  bool session_lost_ ABSL_GUARDED_BY(keep_alive_mu_) = false;
-  uint64_t keep_alive_responses_ ABSL_GUARDED_BY(keep_alive_mu_) = 0;
-  uint64_t last_epoch_ ABSL_GUARDED_BY(keep_alive_mu_) = 0;
-  std::vector<v1::Event> events_ ABSL_GUARDED_BY(keep_alive_mu_);
-  std::thread keep_alive_thread_;
+  // Taken before mu_, never while holding it: destroying the session under
+  // it waits for OnEvent, which takes mu_.
+  mutable absl::Mutex session_mu_;
+  // Null after StopKeepAlive(), which keeps its last figures.
+  std::unique_ptr<lockd::Session> session_ ABSL_GUARDED_BY(session_mu_);
+  KeepAliveFigures stopped_figures_ ABSL_GUARDED_BY(session_mu_);
 };
-
-// A gRPC status as an absl::Status (same code and message).
-absl::Status FromGrpc(const grpc::Status& status);
 
 }  // namespace lockd::integration
 
