@@ -1,9 +1,12 @@
 #include "cli/args.h"
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 
 namespace lockd::cli {
 namespace {
@@ -17,7 +20,45 @@ const FlagSpec* Find(const std::vector<FlagSpec>* specs,
   return nullptr;
 }
 
+// Whether `text` is one or more numbers ("10", "1.5", ".5"), each followed
+// by a unit of absl::ParseDuration.
+bool IsNumbersWithUnits(absl::string_view text) {
+  if (text.empty()) return false;
+  while (!text.empty()) {
+    size_t digits = 0;
+    size_t i = 0;
+    bool dot = false;
+    for (; i < text.size(); ++i) {
+      if (absl::ascii_isdigit(static_cast<unsigned char>(text[i]))) {
+        ++digits;
+      } else if (text[i] == '.' && !dot) {
+        dot = true;
+      } else {
+        break;
+      }
+    }
+    if (digits == 0) return false;
+    text.remove_prefix(i);
+    bool unit = false;
+    // Two-letter units first: "ms" is not "m" followed by "s".
+    for (absl::string_view name : {"ns", "us", "ms", "s", "m", "h"}) {
+      if (absl::ConsumePrefix(&text, name)) {
+        unit = true;
+        break;
+      }
+    }
+    if (!unit) return false;
+  }
+  return true;
+}
+
 }  // namespace
+
+void ParsedArgs::ExecToPositional() {
+  positional.insert(positional.end(), exec.begin(), exec.end());
+  exec.clear();
+  has_exec = false;
+}
 
 std::string ParsedArgs::Get(const std::string& name,
                             const std::string& fallback) const {
@@ -30,10 +71,9 @@ absl::StatusOr<absl::Duration> ParsedArgs::Duration(
   auto it = flags.find(name);
   if (it == flags.end()) return fallback;
   absl::Duration duration;
-  if (!absl::ParseDuration(it->second, &duration) ||
-      (it->second != "0" &&
-       it->second.find_first_of("hmsun") == std::string::npos) ||
-      duration < absl::ZeroDuration()) {
+  if ((it->second != "0" && !IsNumbersWithUnits(it->second)) ||
+      !absl::ParseDuration(it->second, &duration) ||
+      duration == absl::InfiniteDuration()) {
     return absl::InvalidArgumentError(
         absl::StrCat("--", name, "=", it->second,
                      " is not a duration; use a number with a unit, e.g. "
@@ -75,7 +115,9 @@ absl::StatusOr<ParsedArgs> ParseArgs(
     if (!absl::StartsWith(arg, "--") || arg == "-") {
       if (!arg.empty() && arg[0] == '-' && arg != "-") {
         return absl::InvalidArgumentError(
-            absl::StrCat("unknown flag ", arg, " (flags are --name=value)"));
+            absl::StrCat("unknown flag ", arg,
+                         " (flags are --name=value; an argument that starts "
+                         "with '-' goes after --)"));
       }
       if (parsed.command.empty()) {
         parsed.command = arg;
@@ -120,6 +162,22 @@ absl::StatusOr<ParsedArgs> ParseArgs(
     parsed.flags[name] = value;
   }
   return parsed;
+}
+
+std::optional<std::string> ScanOutputFlag(int argc, char** argv) {
+  std::optional<std::string> output;
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (arg == "-o" || arg == "--output") {
+      if (i + 1 < argc) output = argv[++i];
+    } else if (absl::StartsWith(arg, "--output=")) {
+      output = std::string(arg.substr(9));
+    } else if (absl::StartsWith(arg, "-o") && arg.size() > 2 && arg[2] != '-') {
+      output = std::string(arg.substr(2));
+    }
+  }
+  return output;
 }
 
 }  // namespace lockd::cli

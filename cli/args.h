@@ -26,7 +26,8 @@ struct FlagSpec {
 
 struct ParsedArgs {
   std::string command;
-  std::map<std::string, std::string> flags;  // Booleans map to "true".
+  // Booleans map to "true". A flag given twice keeps its last value.
+  std::map<std::string, std::string> flags;
   std::vector<std::string> positional;
   // Everything after "--" (empty if there was no "--").
   std::vector<std::string> exec;
@@ -34,8 +35,12 @@ struct ParsedArgs {
 
   bool Has(const std::string& name) const { return flags.count(name) != 0; }
   std::string Get(const std::string& name, const std::string& fallback) const;
-  // INVALID_ARGUMENT naming the flag if the value is not a duration with a
-  // unit ("500ms", "10s", "2m") or is negative.
+  // For commands that run no command: what came after "--" are more
+  // positional arguments (so they may start with '-': `put /x -- -5`).
+  void ExecToPositional();
+  // INVALID_ARGUMENT naming the flag unless the value is "0" or numbers
+  // each followed by a unit ("500ms", "1.5s", "1h30m"; units ns, us, ms,
+  // s, m, h) that add up to a finite duration.
   absl::StatusOr<absl::Duration> Duration(const std::string& name,
                                           absl::Duration fallback) const;
   absl::StatusOr<uint64_t> Uint(const std::string& name,
@@ -52,6 +57,11 @@ absl::StatusOr<ParsedArgs> ParseArgs(
     int argc, char** argv, const std::vector<FlagSpec>& global_flags,
     const std::function<const std::vector<FlagSpec>*(const std::string&)>&
         command_flags);
+
+// The value of the last --output flag (`-o X`, `-oX`, `--output=X`,
+// `--output X`) before any "--", found without parsing the rest, so that
+// errors in the rest can be reported in that format; nullopt if none.
+std::optional<std::string> ScanOutputFlag(int argc, char** argv);
 
 }  // namespace lockd::cli
 

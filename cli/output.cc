@@ -45,6 +45,15 @@ size_t Utf8SequenceLength(absl::string_view text) {
 
 }  // namespace
 
+bool IsValidUtf8(absl::string_view text) {
+  while (!text.empty()) {
+    const size_t length = Utf8SequenceLength(text);
+    if (length == 0) return false;
+    text.remove_prefix(length);
+  }
+  return true;
+}
+
 std::string JsonString(absl::string_view text) {
   std::string out = "\"";
   while (!text.empty()) {
@@ -111,6 +120,16 @@ JsonObject& JsonObject::Bool(absl::string_view key, bool value) {
   Key(key);
   body_ += value ? "true" : "false";
   return *this;
+}
+
+JsonObject& JsonObject::Null(absl::string_view key) {
+  Key(key);
+  body_ += "null";
+  return *this;
+}
+
+JsonObject& JsonObject::TimeMs(absl::string_view key, int64_t unix_ms) {
+  return unix_ms == 0 ? Null(key) : String(key, FormatTimeMs(unix_ms));
 }
 
 JsonObject& JsonObject::Raw(absl::string_view key, absl::string_view json) {

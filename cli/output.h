@@ -14,6 +14,10 @@
 
 namespace lockd::cli {
 
+// Whether `text` is valid UTF-8 (no overlong forms, surrogates or code
+// points above U+10FFFF).
+bool IsValidUtf8(absl::string_view text);
+
 // A JSON string literal (quotes included). Bytes that are not valid UTF-8
 // are written as \u00XX escapes of their Latin-1 reading, so the output is
 // always valid JSON.
@@ -26,6 +30,9 @@ class JsonObject {
   JsonObject& Int(absl::string_view key, int64_t value);
   JsonObject& Uint(absl::string_view key, uint64_t value);
   JsonObject& Bool(absl::string_view key, bool value);
+  JsonObject& Null(absl::string_view key);
+  // A time as FormatTimeMs writes it; null for 0 (no time).
+  JsonObject& TimeMs(absl::string_view key, int64_t unix_ms);
   // `json` must be valid JSON (an object, array, ...).
   JsonObject& Raw(absl::string_view key, absl::string_view json);
   std::string str() const { return "{" + body_ + "}"; }

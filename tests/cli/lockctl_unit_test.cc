@@ -1,6 +1,7 @@
 // lockctl's pure parts: argument parsing, JSON output, exit codes, and the
 // sequencer's text form (client library).
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,13 +23,32 @@ const std::vector<FlagSpec> kGlobal = {{"output", "FORMAT", ""},
 const std::vector<FlagSpec> kLockFlags = {{"shared", "", ""},
                                           {"wait", "DURATION", ""}};
 
-absl::StatusOr<ParsedArgs> Parse(std::vector<std::string> words) {
+// argv for `lockctl WORDS...`; the pointers point into `words`.
+std::vector<char*> Argv(std::vector<std::string>& words) {
   std::vector<char*> argv = {const_cast<char*>("lockctl")};
   for (std::string& word : words) argv.push_back(word.data());
+  return argv;
+}
+
+absl::StatusOr<ParsedArgs> Parse(std::vector<std::string> words) {
+  std::vector<char*> argv = Argv(words);
   return ParseArgs(static_cast<int>(argv.size()), argv.data(), kGlobal,
                    [](const std::string& name) -> const std::vector<FlagSpec>* {
                      return name == "lock" ? &kLockFlags : nullptr;
                    });
+}
+
+std::optional<std::string> ScanOutput(std::vector<std::string> words) {
+  std::vector<char*> argv = Argv(words);
+  return ScanOutputFlag(static_cast<int>(argv.size()), argv.data());
+}
+
+// The error message of --wait=`value`, or "" if it is a duration.
+std::string WaitError(const std::string& value) {
+  absl::StatusOr<ParsedArgs> args = Parse({"lock", "--wait=" + value});
+  if (!args.ok()) return std::string(args.status().message());
+  return std::string(
+      args->Duration("wait", absl::ZeroDuration()).status().message());
 }
 
 TEST(ArgsTest, FlagsCommandArgumentsAndCommand) {
@@ -58,16 +78,80 @@ TEST(ArgsTest, ErrorsNameTheFlag) {
               HasSubstr("takes no value"));
   EXPECT_THAT(Parse({"lock", "-x"}).status().message(),
               HasSubstr("unknown flag -x"));
-  for (const char* bad : {"10", "ten", "-1s"}) {
-    absl::StatusOr<ParsedArgs> args =
-        Parse({"lock", std::string("--wait=") + bad});
-    ASSERT_TRUE(args.ok());
-    EXPECT_THAT(args->Duration("wait", absl::ZeroDuration()).status().message(),
-                HasSubstr("use a number with a unit"))
-        << bad;
+  EXPECT_THAT(Parse({"lock", "/x", "-5"}).status().message(),
+              HasSubstr("an argument that starts with '-' goes after --"));
+}
+
+TEST(ArgsTest, DurationsAreNumbersWithUnits) {
+  for (const char* bad :
+       {"10", "ten", "-1s", "inf", "-inf", "+1s", "s", ".s", "1s2", "1 s", "",
+        "00", "1d", "9223372036854775807h"}) {
+    EXPECT_THAT(WaitError(bad), HasSubstr("use a number with a unit")) << bad;
+  }
+  for (const char* good : {"0", "500ms", "10s", "2m", "1.5s", ".5s", "1h30m",
+                           "250us", "7ns", "0s"}) {
+    EXPECT_EQ(WaitError(good), "") << good;
   }
   EXPECT_EQ(*Parse({"lock", "--wait=0"})->Duration("wait", absl::Seconds(1)),
             absl::ZeroDuration());
+  EXPECT_EQ(*Parse({"lock", "--wait=1h30m"})->Duration("wait", {}),
+            absl::Minutes(90));
+}
+
+TEST(ArgsTest, TheLastOfAFlagGivenTwiceWins) {
+  absl::StatusOr<ParsedArgs> args =
+      Parse({"lock", "--wait=1s", "/x", "--wait", "2s", "-o", "json"});
+  ASSERT_TRUE(args.ok()) << args.status();
+  EXPECT_EQ(*args->Duration("wait", {}), absl::Seconds(2));
+}
+
+TEST(ArgsTest, WhatFollowsTheDashesCanBeArguments) {
+  absl::StatusOr<ParsedArgs> args = Parse({"put", "/x", "--", "-5", "--y"});
+  ASSERT_TRUE(args.ok()) << args.status();
+  EXPECT_THAT(args->exec, ElementsAre("-5", "--y"));
+  args->ExecToPositional();
+  EXPECT_THAT(args->positional, ElementsAre("/x", "-5", "--y"));
+  EXPECT_FALSE(args->has_exec);
+  EXPECT_TRUE(args->exec.empty());
+}
+
+TEST(ArgsTest, TheOutputFlagIsFoundBeforeParsing) {
+  EXPECT_EQ(ScanOutput({"-o", "json", "get", "--bogus"}), "json");
+  EXPECT_EQ(ScanOutput({"get", "-ojson", "/x"}), "json");
+  EXPECT_EQ(ScanOutput({"--output=json", "frob"}), "json");
+  EXPECT_EQ(ScanOutput({"get", "--output", "json"}), "json");
+  EXPECT_EQ(ScanOutput({"-o", "json", "--output=table", "get"}), "table");
+  EXPECT_EQ(ScanOutput({"get", "/x"}), std::nullopt);
+  EXPECT_EQ(ScanOutput({"get", "-o"}), std::nullopt);
+  // After "--" it belongs to the command lockctl runs.
+  EXPECT_EQ(ScanOutput({"lock", "/x", "--", "ls", "-o", "json"}), std::nullopt);
+}
+
+TEST(OutputTest, Utf8IsValidatedStrictly) {
+  EXPECT_TRUE(IsValidUtf8(""));
+  EXPECT_TRUE(IsValidUtf8("plain ascii\n"));
+  EXPECT_TRUE(IsValidUtf8(std::string("a\0b", 3)));  // NUL is UTF-8.
+  EXPECT_TRUE(IsValidUtf8("h\xc3\xa9"));             // U+00E9
+  EXPECT_TRUE(IsValidUtf8("\xe2\x82\xac"));          // U+20AC
+  EXPECT_TRUE(IsValidUtf8("\xf0\x9f\x98\x80"));      // U+1F600
+  EXPECT_TRUE(IsValidUtf8("\xf4\x8f\xbf\xbf"));      // U+10FFFF
+  EXPECT_FALSE(IsValidUtf8("\xff"));
+  EXPECT_FALSE(IsValidUtf8("ok\x80"));                // Lone continuation.
+  EXPECT_FALSE(IsValidUtf8("\xe2\x82"));              // Truncated.
+  EXPECT_FALSE(IsValidUtf8("\xe2\x82x"));             // Broken sequence.
+  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));              // Overlong "/".
+  EXPECT_FALSE(IsValidUtf8("\xe0\x80\xaf"));          // Overlong, 3 bytes.
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));          // Surrogate U+D800.
+  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));      // Above U+10FFFF.
+  EXPECT_FALSE(IsValidUtf8("\xf8\x88\x80\x80\x80"));  // 5-byte form.
+}
+
+TEST(OutputTest, ZeroTimesAreNullInJson) {
+  EXPECT_EQ(JsonObject().TimeMs("t", 0).Null("n").str(),
+            "{\"t\":null,\"n\":null}");
+  EXPECT_EQ(JsonObject().TimeMs("t", 1000).str(),
+            "{\"t\":\"1970-01-01T00:00:01.000Z\"}");
+  EXPECT_EQ(FormatTimeMs(0), "-");  // Tables keep the dash.
 }
 
 TEST(OutputTest, JsonStringsAreAlwaysValid) {
