@@ -1,6 +1,9 @@
 // lockctl status, members, sessions and locks.
 
+#include <cstdint>
+#include <cstdio>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,39 +36,54 @@ std::vector<ReplicaStatus> AskAll(Client& client,
   return results;
 }
 
-// The cell's members as the answering replicas report them (id to
-// address); the configured endpoints if none answered.
-std::map<uint32_t, std::string> Membership(
+// A replica of the cell, as the membership names it.
+struct MemberAddress {
+  // Unset when no replica answered with the membership, so that only the
+  // configured endpoints are known.
+  std::optional<uint32_t> id;
+  std::string address;
+};
+
+// The cell's members as the answering replicas report them, by id; the
+// configured endpoints (ids unknown) if none answered.
+std::vector<MemberAddress> Membership(
     const std::vector<ReplicaStatus>& answers,
     const std::vector<std::string>& endpoints) {
-  std::map<uint32_t, std::string> members;
+  std::map<uint32_t, std::string> by_id;
   for (const ReplicaStatus& answer : answers) {
     if (!answer.status.ok()) continue;
     for (const v1::Member& member : answer.status->members()) {
-      members.emplace(member.id(), member.address());
+      by_id.emplace(member.id(), member.address());
     }
   }
+  std::vector<MemberAddress> members;
+  for (const auto& [id, address] : by_id) members.push_back({id, address});
   if (members.empty()) {
-    for (size_t i = 0; i < endpoints.size(); ++i) {
-      members.emplace(0x80000000u + i, endpoints[i]);
+    for (const std::string& endpoint : endpoints) {
+      members.push_back({std::nullopt, endpoint});
     }
   }
   return members;
 }
 
-std::string StatusJson(const v1::StatusResponse& status) {
-  return JsonObject()
-      .Uint("id", status.id())
-      .String("role", status.role())
-      .Bool("has_lease", status.has_lease())
-      .Uint("leader_id", status.leader_id())
-      .String("leader_address", status.leader_address())
-      .Uint("epoch", status.epoch())
+// The log and session fields of a replica's status.
+JsonObject& AddProgress(JsonObject& json, const v1::StatusResponse& status) {
+  return json.Uint("epoch", status.epoch())
       .Uint("commit_index", status.commit_index())
       .Uint("applied_index", status.applied_index())
       .Uint("snapshot_index", status.snapshot_index())
-      .Uint("sessions", status.sessions())
-      .str();
+      .Uint("sessions", status.sessions());
+}
+
+// A replica's status for `members`, with its view of who leads.
+std::string StatusJson(const v1::StatusResponse& status) {
+  JsonObject json;
+  json.Uint("id", status.id())
+      .String("role", status.role())
+      .Bool("has_lease", status.has_lease())
+      .Uint("leader_id", status.leader_id())
+      .String("leader_address", status.leader_address());
+  return AddProgress(json, status).str();
 }
 
 // The LOCKS cell of `lockctl sessions`.
@@ -141,9 +159,14 @@ int RunStatus(Context& context) {
   }
   const v1::StatusResponse& status = *leader->status;
   if (context.out.json()) {
+    // The leader's own view of the leader would only repeat id and address.
+    JsonObject leader_json;
+    leader_json.Uint("id", status.id())
+        .String("address", leader->address)
+        .String("role", status.role())
+        .Bool("has_lease", status.has_lease());
     context.out.Json(JsonObject()
-                         .Raw("leader", StatusJson(status))
-                         .String("leader_address", leader->address)
+                         .Raw("leader", AddProgress(leader_json, status).str())
                          .Uint("members", status.members_size())
                          .Uint("endpoints_answering", answering)
                          .Uint("endpoints", answers.size())
@@ -168,20 +191,32 @@ int RunStatus(Context& context) {
 int RunMembers(Context& context) {
   const std::vector<ReplicaStatus> first =
       AskAll(*context.client, context.client_options.endpoints);
-  const std::map<uint32_t, std::string> members =
+  const std::vector<MemberAddress> members =
       Membership(first, context.client_options.endpoints);
   std::vector<std::string> addresses;
-  for (const auto& [id, address] : members) addresses.push_back(address);
+  for (const MemberAddress& member : members) {
+    addresses.push_back(member.address);
+  }
   const std::vector<ReplicaStatus> answers = AskAll(*context.client, addresses);
 
   size_t answering = 0;
   std::vector<std::string> json_rows;
   Table table({"ID", "ADDRESS", "ROLE", "LEASE", "EPOCH", "COMMIT", "APPLIED",
                "SNAPSHOT", "HEALTH"});
-  size_t i = 0;
-  for (const auto& [id, address] : members) {
-    const ReplicaStatus& answer = answers[i++];
-    const std::string id_text = id >= 0x80000000u ? "?" : absl::StrCat(id);
+  for (size_t i = 0; i < members.size(); ++i) {
+    const std::string& address = members[i].address;
+    const ReplicaStatus& answer = answers[i];
+    // A replica that answered says who it is.
+    const std::optional<uint32_t> id =
+        answer.status.ok() ? std::optional<uint32_t>(answer.status->id())
+                           : members[i].id;
+    JsonObject row;
+    if (id.has_value()) {
+      row.Uint("id", *id);
+    } else {
+      row.Null("id");
+    }
+    row.String("address", address);
     if (answer.status.ok()) {
       ++answering;
       const v1::StatusResponse& s = *answer.status;
@@ -190,21 +225,16 @@ int RunMembers(Context& context) {
                     absl::StrCat(s.commit_index()),
                     absl::StrCat(s.applied_index()),
                     absl::StrCat(s.snapshot_index()), "ok"});
-      json_rows.push_back(JsonObject()
-                              .String("address", address)
-                              .String("health", "ok")
-                              .Raw("status", StatusJson(s))
-                              .str());
+      row.String("health", "ok").Raw("status", StatusJson(s));
     } else {
       const std::string health =
           absl::StrCat(absl::StatusCodeToString(answer.status.status().code()),
                        ": ", answer.status.status().message());
-      table.AddRow({id_text, address, "-", "-", "-", "-", "-", "-", health});
-      json_rows.push_back(JsonObject()
-                              .String("address", address)
-                              .String("health", health)
-                              .str());
+      table.AddRow({id.has_value() ? absl::StrCat(*id) : "?", address, "-", "-",
+                    "-", "-", "-", "-", health});
+      row.String("health", health);
     }
+    json_rows.push_back(row.str());
   }
   if (context.out.json()) {
     context.out.Json(JsonObject().Raw("members", JsonArray(json_rows)).str());
