@@ -2,10 +2,16 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <functional>
+#include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -19,6 +25,8 @@ namespace {
 constexpr char kDefaultEndpoints[] =
     "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
 
+// One command of lockctl. The table in Commands() fills the fields in
+// this order, each commented with its name where that is not obvious.
 struct Command {
   std::string name;
   std::string arguments;  // As in the synopsis, e.g. "PATH [VALUE]".
@@ -26,9 +34,11 @@ struct Command {
   std::string details;    // Paragraphs for `lockctl help NAME`.
   std::vector<FlagSpec> flags;
   std::vector<std::string> examples;
+  // Bounds of the number of positional arguments.
   size_t min_args;
   size_t max_args;
-  // Accepts "-- CMD [ARGS...]".
+  // Accepts "-- CMD [ARGS...]". The other commands take what follows "--"
+  // as more positional arguments.
   bool runs_command;
   // Handles signals itself (long-running): signals are blocked before the
   // client starts its threads.
@@ -43,7 +53,8 @@ const std::vector<FlagSpec>& GlobalFlags() {
            std::string(kDefaultEndpoints) + "."},
       {"output", "table|json",
        "table (default) for people; json prints one JSON value per result "
-       "line, and errors as {\"error\": {...}} on stdout."},
+       "line, and errors (usage errors included) as {\"error\": {...}} on "
+       "stdout."},
       {"timeout", "DURATION",
        "How long a call keeps retrying while no leader answers before "
        "lockctl gives up with exit code 7. Default 30s."},
@@ -79,12 +90,12 @@ const std::vector<Command>& Commands() {
        "leader id and address, epoch, commit/applied/snapshot indices, live "
        "sessions, and how many replicas answered. Exit code 7 if no replica "
        "leads with a valid lease.",
-       {},
+       /*flags=*/{},
        {"lockctl status", "lockctl status --output=json"},
-       0,
-       0,
-       false,
-       false,
+       /*min_args=*/0,
+       /*max_args=*/0,
+       /*runs_command=*/false,
+       /*handles_signals=*/false,
        RunStatus},
       {"members",
        "",
@@ -92,33 +103,33 @@ const std::vector<Command>& Commands() {
        "One row per replica of the cell (as the replicas report the "
        "membership), each asked directly. HEALTH is `ok` or why the "
        "replica could not be asked. Exit code 7 if none answered.",
-       {},
+       /*flags=*/{},
        {"lockctl members"},
-       0,
-       0,
-       false,
-       false,
+       /*min_args=*/0,
+       /*max_args=*/0,
+       /*runs_command=*/false,
+       /*handles_signals=*/false,
        RunMembers},
       {"get",
        "PATH",
        "Print a node's content.",
        "Prints the content of PATH (with --output=json also its metadata). "
        "Exit code 3 if the node does not exist.",
-       {},
+       /*flags=*/{},
        {"lockctl get /config/db", "lockctl get /config/db -o json"},
-       1,
-       1,
-       false,
-       false,
+       /*min_args=*/1,
+       /*max_args=*/1,
+       /*runs_command=*/false,
+       /*handles_signals=*/false,
        RunGet},
       {"put",
        "PATH [VALUE]",
        "Create or replace a node's content.",
        "Sets PATH's content to VALUE (or to standard input when VALUE is "
-       "left out), creating the node if it does not exist. With "
-       "--expect=GEN the write happens only if the node's content "
-       "generation is still GEN (compare-and-set; see `lockctl stat`); "
-       "exit code 4 if not.",
+       "left out), creating the node if it does not exist. A VALUE that "
+       "starts with '-' goes after --. With --expect=GEN the write happens "
+       "only if the node's content generation is still GEN (compare-and-set; "
+       "see `lockctl stat`); exit code 4 if not.",
        {{"create", "", "Fail with exit code 4 if the node exists."},
         {"expect", "GEN",
          "Compare-and-set: only if the content generation is GEN."},
@@ -126,22 +137,22 @@ const std::vector<Command>& Commands() {
        {"lockctl put /config/db primary=10.0.0.5",
         "lockctl put --expect=3 /config/db primary=10.0.0.6",
         "lockctl put --parents /apps/web/owner alice",
-        "echo hello | lockctl put /greeting"},
-       1,
-       2,
-       false,
-       false,
+        "lockctl put /counter -- -5", "echo hello | lockctl put /greeting"},
+       /*min_args=*/1,
+       /*max_args=*/2,
+       /*runs_command=*/false,
+       /*handles_signals=*/false,
        RunPut},
       {"ls",
        "[PATH]",
        "List a node's children.",
        "Lists the child names of PATH (default /) in byte order.",
-       {},
+       /*flags=*/{},
        {"lockctl ls /", "lockctl ls /election"},
-       0,
-       1,
-       false,
-       false,
+       /*min_args=*/0,
+       /*max_args=*/1,
+       /*runs_command=*/false,
+       /*handles_signals=*/false,
        RunList},
       {"rm",
        "PATH",
@@ -152,22 +163,22 @@ const std::vector<Command>& Commands() {
        {{"expect", "GEN",
          "Compare-and-set: only if the content generation is GEN."}},
        {"lockctl rm /config/old", "lockctl rm --expect=7 /config/db"},
-       1,
-       1,
-       false,
-       false,
+       /*min_args=*/1,
+       /*max_args=*/1,
+       /*runs_command=*/false,
+       /*handles_signals=*/false,
        RunRemove},
       {"stat",
        "PATH",
        "Show a node's metadata.",
        "Prints instance, content and lock generations, checksum, size, "
        "owner (ephemeral nodes), children and times of PATH.",
-       {},
+       /*flags=*/{},
        {"lockctl stat /config/db"},
-       1,
-       1,
-       false,
-       false,
+       /*min_args=*/1,
+       /*max_args=*/1,
+       /*runs_command=*/false,
+       /*handles_signals=*/false,
        RunStat},
       {"watch",
        "PATH",
@@ -180,22 +191,22 @@ const std::vector<Command>& Commands() {
        {{"count", "N", "Exit after N events."},
         {"ttl", "DURATION", "Session lease length. Default 10s."}},
        {"lockctl watch /config/db", "lockctl watch --count=1 /config/db"},
-       1,
-       1,
-       false,
-       true,
+       /*min_args=*/1,
+       /*max_args=*/1,
+       /*runs_command=*/false,
+       /*handles_signals=*/true,
        RunWatch},
       {"sessions",
        "",
        "List the cell's live sessions.",
        "One row per session: id, client name, TTL, lease left (cell time), "
        "the locks it holds and how many ephemeral nodes it owns.",
-       {},
+       /*flags=*/{},
        {"lockctl sessions", "lockctl sessions -o json"},
-       0,
-       0,
-       false,
-       false,
+       /*min_args=*/0,
+       /*max_args=*/0,
+       /*runs_command=*/false,
+       /*handles_signals=*/false,
        RunSessions},
       {"locks",
        "[PREFIX]",
@@ -203,12 +214,12 @@ const std::vector<Command>& Commands() {
        "One row per node under PREFIX (default /) whose lock is held, "
        "waited for or delayed: lock generation, holders (session/mode), "
        "waiters in FIFO order and the lock-delay left.",
-       {},
+       /*flags=*/{},
        {"lockctl locks", "lockctl locks /jobs"},
-       0,
-       1,
-       false,
-       false,
+       /*min_args=*/0,
+       /*max_args=*/1,
+       /*runs_command=*/false,
+       /*handles_signals=*/false,
        RunLocks},
       {"lock",
        "PATH [-- CMD [ARGS...]]",
@@ -244,10 +255,10 @@ const std::vector<Command>& Commands() {
         "$LOCKD_LOCK_GENERATION'",
         "lockctl lock --shared /data/snapshot -- cp -r /data /backup",
         "lockctl lock /maintenance    # hold until Ctrl-C"},
-       1,
-       1,
-       true,
-       true,
+       /*min_args=*/1,
+       /*max_args=*/1,
+       /*runs_command=*/true,
+       /*handles_signals=*/true,
        RunLock},
       {"elect",
        "NAME VALUE [-- CMD [ARGS...]]",
@@ -262,22 +273,22 @@ const std::vector<Command>& Commands() {
        HoldFlags("the leadership"),
        {"lockctl elect scheduler host-a:8080 -- ./scheduler",
         "lockctl elect --wait=0 scheduler host-a:8080"},
-       2,
-       2,
-       true,
-       true,
+       /*min_args=*/2,
+       /*max_args=*/2,
+       /*runs_command=*/true,
+       /*handles_signals=*/true,
        RunElect},
       {"leader",
        "NAME",
        "Print the leader of an election.",
        "Prints the current leader's value, session and lock generation. "
-       "Exit code 3 if nobody leads.",
-       {},
+       "Exit code 3 if nobody leads (`observe` prints that as a line).",
+       /*flags=*/{},
        {"lockctl leader scheduler"},
-       1,
-       1,
-       false,
-       false,
+       /*min_args=*/1,
+       /*max_args=*/1,
+       /*runs_command=*/false,
+       /*handles_signals=*/false,
        RunLeader},
       {"observe",
        "NAME",
@@ -287,10 +298,10 @@ const std::vector<Command>& Commands() {
        "failovers. Runs until interrupted or --count lines were printed.",
        {{"count", "N", "Exit after N lines."}},
        {"lockctl observe scheduler"},
-       1,
-       1,
-       false,
-       true,
+       /*min_args=*/1,
+       /*max_args=*/1,
+       /*runs_command=*/false,
+       /*handles_signals=*/true,
        RunObserve},
       {"check-sequencer",
        "SEQUENCER",
@@ -299,12 +310,12 @@ const std::vector<Command>& Commands() {
        "(lockd1:MODE:GENERATION:SESSION:INSTANCE:PATH). Exit code 0 if its "
        "session still holds that lock in that mode at that generation, 8 "
        "(with the reason) if not.",
-       {},
+       /*flags=*/{},
        {"lockctl check-sequencer \"$LOCKD_SEQUENCER\""},
-       1,
-       1,
-       false,
-       false,
+       /*min_args=*/1,
+       /*max_args=*/1,
+       /*runs_command=*/false,
+       /*handles_signals=*/false,
        RunCheckSequencer},
   };
   return *commands;
@@ -363,10 +374,16 @@ std::string ExitCodeLines() {
 }
 
 std::string GeneralHelp() {
-  std::string out =
+  std::string out = absl::StrCat(
       "lockctl: the command line of lockd, a distributed lock service.\n\n"
       "Usage: lockctl [GLOBAL FLAGS] COMMAND [FLAGS] [ARGS] [-- CMD "
-      "[ARGS...]]\n\nCommands:\n";
+      "[ARGS...]]\n\n",
+      Wrap("Flags may come before or after the command; given twice, the "
+           "last wins. After --, lock and elect take the command to run; the "
+           "other commands take more arguments, which may then start with "
+           "'-' (lockctl put /counter -- -5).",
+           0),
+      "\nCommands:\n");
   size_t width = 0;
   for (const Command& command : Commands()) {
     width = std::max(width, command.name.size());
@@ -428,18 +445,23 @@ int Context::Fail(const absl::Status& status, bool acquiring) const {
 }
 
 int Context::Usage(const std::string& message) const {
-  return out.Error(what.empty() ? "usage" : what,
-                   absl::InvalidArgumentError(absl::StrCat(
-                       message, " (see 'lockctl help",
-                       args.command.empty() ? "" : " " + args.command, "')")),
-                   kExitUsage);
+  // Only a known command has help of its own.
+  const std::string help = FindCommand(args.command) == nullptr
+                               ? "lockctl help"
+                               : "lockctl help " + args.command;
+  return out.Error(
+      what.empty() ? "usage" : what,
+      absl::InvalidArgumentError(absl::StrCat(message, " (see '", help, "')")),
+      kExitUsage);
 }
 
 absl::StatusOr<std::unique_ptr<Session>> Context::OpenSession(
-    absl::Duration ttl, absl::Duration grace_period) const {
+    absl::Duration ttl, absl::Duration grace_period,
+    std::function<void(const v1::Event&)> on_event) const {
   SessionOptions options;
   options.ttl = ttl;
   options.grace_period = grace_period;
+  options.on_event = std::move(on_event);
   char host[256] = "";
   gethostname(host, sizeof(host) - 1);
   options.client_name =
@@ -449,20 +471,18 @@ absl::StatusOr<std::unique_ptr<Session>> Context::OpenSession(
 
 int Main(int argc, char** argv) {
   Context context;
+  // Found first, so that errors in the rest of the command line come in the
+  // format asked for.
+  context.out = Output(ScanOutputFlag(argc, argv) == "json");
   absl::StatusOr<ParsedArgs> parsed =
       ParseArgs(argc, argv, GlobalFlags(), [](const std::string& name) {
         const Command* command = FindCommand(name);
         return command == nullptr ? nullptr : &command->flags;
       });
-  if (!parsed.ok()) {
-    return context.out.Error(
-        "usage",
-        absl::InvalidArgumentError(
-            absl::StrCat(parsed.status().message(), " (see 'lockctl help')")),
-        kExitUsage);
-  }
+  if (!parsed.ok())
+    return context.Usage(std::string(parsed.status().message()));
   context.args = *std::move(parsed);
-  const ParsedArgs& args = context.args;
+  ParsedArgs& args = context.args;
   const std::string output = args.Get("output", "table");
   if (output != "table" && output != "json") {
     return context.Usage("--output must be table or json, not \"" + output +
@@ -472,6 +492,7 @@ int Main(int argc, char** argv) {
 
   if (args.command.empty() || args.command == "help") {
     if (args.command.empty() && !args.Has("help")) {
+      if (context.out.json()) return context.Usage("no command given");
       absl::FPrintF(stderr, "%s", GeneralHelp());
       return kExitUsage;
     }
@@ -494,30 +515,36 @@ int Main(int argc, char** argv) {
     absl::PrintF("%s", CommandHelp(*command));
     return kExitOk;
   }
-  context.what = absl::StrJoin(
-      std::vector<std::string>{
-          command->name, args.positional.empty() ? "" : args.positional[0]},
-      " ");
-  if (args.positional.empty()) context.what = command->name;
+  if (!command->runs_command) args.ExecToPositional();
+  context.what = args.positional.empty()
+                     ? command->name
+                     : absl::StrCat(command->name, " ", args.positional[0]);
   if (args.positional.size() < command->min_args ||
       args.positional.size() > command->max_args) {
     return context.Usage(absl::StrCat("expected: lockctl ", command->name, " ",
                                       command->arguments));
-  }
-  if (args.has_exec && !command->runs_command) {
-    return context.Usage(command->name + " runs no command after --");
   }
   if (args.has_exec && args.exec.empty()) {
     return context.Usage("nothing to run after --");
   }
 
   const char* env_endpoints = std::getenv("LOCKD_ENDPOINTS");
-  const std::string endpoints =
-      args.Get("endpoints", env_endpoints != nullptr && *env_endpoints != '\0'
-                                ? env_endpoints
-                                : kDefaultEndpoints);
-  context.client_options.endpoints =
-      absl::StrSplit(endpoints, ',', absl::SkipWhitespace());
+  const bool from_env = !args.Has("endpoints") && env_endpoints != nullptr &&
+                        *env_endpoints != '\0';
+  const std::string endpoints = args.Has("endpoints")
+                                    ? args.Get("endpoints", "")
+                                : from_env ? env_endpoints
+                                           : kDefaultEndpoints;
+  for (absl::string_view address : absl::StrSplit(endpoints, ',')) {
+    address = absl::StripAsciiWhitespace(address);
+    if (!address.empty()) {
+      context.client_options.endpoints.emplace_back(address);
+    }
+  }
+  if (context.client_options.endpoints.empty()) {
+    return context.Usage(from_env ? "$LOCKD_ENDPOINTS lists no address"
+                                  : "--endpoints lists no address");
+  }
   absl::StatusOr<absl::Duration> timeout =
       args.Duration("timeout", absl::Seconds(30));
   if (!timeout.ok())

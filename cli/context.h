@@ -4,6 +4,7 @@
 #ifndef LOCKD_CLI_CONTEXT_H_
 #define LOCKD_CLI_CONTEXT_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,9 +35,11 @@ struct Context {
   // Reports a usage error (exit code 2) with a pointer to the help.
   int Usage(const std::string& message) const;
   // Opens a session for this command, named after it for `lockctl
-  // sessions`.
+  // sessions` ("lockctl watch /x (host pid 12)"). `on_event`, if set,
+  // receives the session's events (SessionOptions::on_event).
   absl::StatusOr<std::unique_ptr<Session>> OpenSession(
-      absl::Duration ttl, absl::Duration grace_period) const;
+      absl::Duration ttl, absl::Duration grace_period,
+      std::function<void(const v1::Event&)> on_event = nullptr) const;
 };
 
 // The commands (one per function; `args.positional` was checked against
