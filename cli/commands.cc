@@ -113,8 +113,10 @@ const std::vector<Command>& Commands() {
       {"get",
        "PATH",
        "Print a node's content.",
-       "Prints the content of PATH (with --output=json also its metadata). "
-       "Exit code 3 if the node does not exist.",
+       "Prints the content of PATH exactly as stored (with --output=json "
+       "also its metadata; content that is not UTF-8 comes as "
+       "content_base64). On a terminal, a newline is added after content "
+       "that does not end in one. Exit code 3 if the node does not exist.",
        /*flags=*/{},
        {"lockctl get /config/db", "lockctl get /config/db -o json"},
        /*min_args=*/1,
@@ -125,11 +127,13 @@ const std::vector<Command>& Commands() {
       {"put",
        "PATH [VALUE]",
        "Create or replace a node's content.",
-       "Sets PATH's content to VALUE (or to standard input when VALUE is "
-       "left out), creating the node if it does not exist. A VALUE that "
-       "starts with '-' goes after --. With --expect=GEN the write happens "
-       "only if the node's content generation is still GEN (compare-and-set; "
-       "see `lockctl stat`); exit code 4 if not.",
+       "Sets PATH's content to VALUE (or to standard input, byte for byte, "
+       "when VALUE is left out), creating the node if it does not exist. "
+       "Content is at most 64 KiB (65536 bytes, the cell's limit); a larger "
+       "value is a usage error (exit code 2). A VALUE that starts with '-' "
+       "goes after --. With --expect=GEN the write happens only if the "
+       "node's content generation is still GEN (compare-and-set; see "
+       "`lockctl stat`); exit code 4 if not.",
        {{"create", "", "Fail with exit code 4 if the node exists."},
         {"expect", "GEN",
          "Compare-and-set: only if the content generation is GEN."},
@@ -137,7 +141,7 @@ const std::vector<Command>& Commands() {
        {"lockctl put /config/db primary=10.0.0.5",
         "lockctl put --expect=3 /config/db primary=10.0.0.6",
         "lockctl put --parents /apps/web/owner alice",
-        "lockctl put /counter -- -5", "echo hello | lockctl put /greeting"},
+        "lockctl put /counter -- -5", "lockctl put /blob < blob.bin"},
        /*min_args=*/1,
        /*max_args=*/2,
        /*runs_command=*/false,
@@ -186,8 +190,10 @@ const std::vector<Command>& Commands() {
        "Opens a session, watches PATH (which must exist) and prints one "
        "line per event: content changed, child added or removed, node "
        "deleted, and the session's own SESSION_EXPIRING/LEADER_CHANGED. "
-       "Runs until interrupted, or until --count events were printed. Exit "
-       "code 6 if the session is lost.",
+       "Runs until interrupted, until --count events were printed or until "
+       "PATH is deleted. If the cell had to drop events (more than 1024 "
+       "piled up unread), a warning says how many: re-read the node then. "
+       "Exit code 6 if the session is lost.",
        {{"count", "N", "Exit after N events."},
         {"ttl", "DURATION", "Session lease length. Default 10s."}},
        {"lockctl watch /config/db", "lockctl watch --count=1 /config/db"},

@@ -1,23 +1,73 @@
 // lockctl get, put, ls, rm, stat and watch.
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <deque>
-#include <iostream>
-#include <iterator>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "cli/context.h"
 #include "cli/supervisor.h"
+#include "sessions/limits.h"
 
 namespace lockd::cli {
 namespace {
 
 // Sessions of one-shot writes: short, and closed when the write is done.
 constexpr absl::Duration kWriteSessionTtl = absl::Seconds(10);
+
+// The cell's content limit (docs/sessions.md, "Limits"); lockctl checks it
+// itself so that a value too large always fails the same way.
+constexpr size_t kMaxContentBytes = sessions::Limits().max_content_bytes;
+
+// The usage error for content over kMaxContentBytes.
+std::string ContentTooLarge() {
+  return absl::StrCat("the value is larger than ", kMaxContentBytes,
+                      " bytes, the cell's content limit (max_content_bytes)");
+}
+
+// Standard input up to `max_bytes` + 1 bytes (one more tells that it is
+// longer).
+absl::StatusOr<std::string> ReadStdin(size_t max_bytes) {
+  std::string content;
+  char buffer[16384];
+  while (content.size() <= max_bytes) {
+    const size_t want =
+        std::min(sizeof(buffer), max_bytes + 1 - content.size());
+    const ssize_t n = read(STDIN_FILENO, buffer, want);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::InternalError(
+          absl::StrCat("cannot read standard input: ", std::strerror(errno)));
+    }
+    if (n == 0) break;
+    content.append(buffer, static_cast<size_t>(n));
+  }
+  return content;
+}
+
+// The --expect=GEN of put and rm; 0 when not given. INVALID_ARGUMENT for a
+// value that is no generation, with `hint` added for --expect=0.
+absl::StatusOr<uint64_t> ExpectedGeneration(const ParsedArgs& args,
+                                            absl::string_view hint) {
+  absl::StatusOr<uint64_t> expected = args.Uint("expect", 0);
+  if (!expected.ok()) return expected.status();
+  if (args.Has("expect") && *expected == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--expect=0 matches no node (generations start at 1)", hint));
+  }
+  return *expected;
+}
 
 std::string ParentOf(const std::string& path) {
   const size_t slash = path.rfind('/');
@@ -76,7 +126,9 @@ absl::StatusOr<v1::NodeMeta> Put(Session& session, const ParsedArgs& args,
       return created.status();
     }
   }
-  return absl::AbortedError(
+  // Not a cell failure (which AbortedError would report): the node changed
+  // under the write.
+  return absl::FailedPreconditionError(
       "the node was created and deleted concurrently twice; try again");
 }
 
@@ -85,7 +137,7 @@ std::string EventJson(const v1::Event& event) {
   json.Uint("sequence", event.sequence())
       .String("type", v1::Event::Type_Name(event.type()))
       .String("path", event.path())
-      .String("time", FormatTimeMs(event.time_ms()));
+      .TimeMs("time", event.time_ms());
   if (event.other_session_id() != 0) {
     json.Uint("other_session_id", event.other_session_id());
   }
@@ -102,8 +154,8 @@ std::string NodeMetaJson(const v1::NodeMeta& meta) {
       .Uint("checksum", meta.checksum())
       .Uint("ephemeral_owner", meta.ephemeral_owner())
       .Uint("num_children", meta.num_children())
-      .String("created", FormatTimeMs(meta.created_ms()))
-      .String("modified", FormatTimeMs(meta.modified_ms()))
+      .TimeMs("created", meta.created_ms())
+      .TimeMs("modified", meta.modified_ms())
       .Uint("content_size", meta.content_size())
       .str();
 }
@@ -112,30 +164,41 @@ int RunGet(Context& context) {
   const std::string& path = context.args.positional[0];
   absl::StatusOr<v1::GetNodeResponse> node = context.client->Get(path);
   if (!node.ok()) return context.Fail(node.status());
+  const std::string& content = node->content();
   if (context.out.json()) {
-    context.out.Json(JsonObject()
-                         .String("path", path)
-                         .String("content", node->content())
-                         .Raw("meta", NodeMetaJson(node->meta()))
-                         .str());
+    JsonObject json;
+    json.String("path", path);
+    // JSON strings hold text: other bytes would not survive.
+    if (IsValidUtf8(content)) {
+      json.String("content", content);
+    } else {
+      json.String("content_base64", absl::Base64Escape(content));
+    }
+    context.out.Json(json.Raw("meta", NodeMetaJson(node->meta())).str());
     return kExitOk;
   }
-  std::string content = node->content();
-  if (!content.empty() && content.back() != '\n') content += '\n';
+  // Byte for byte, except that a terminal gets the line ended.
   std::fwrite(content.data(), 1, content.size(), stdout);
+  if (isatty(STDOUT_FILENO) && !content.empty() && content.back() != '\n') {
+    std::fputc('\n', stdout);
+  }
+  if (std::fflush(stdout) != 0) {
+    return context.out.Error(
+        context.what,
+        absl::InternalError(absl::StrCat("cannot write standard output: ",
+                                         std::strerror(errno))),
+        kExitError);
+  }
   return kExitOk;
 }
 
 int RunPut(Context& context) {
   const ParsedArgs& args = context.args;
   const std::string& path = args.positional[0];
-  absl::StatusOr<uint64_t> expected = args.Uint("expect", 0);
-  if (!expected.ok())
+  absl::StatusOr<uint64_t> expected = ExpectedGeneration(
+      args, "; use --create for \"only if it does not exist\"");
+  if (!expected.ok()) {
     return context.Usage(std::string(expected.status().message()));
-  if (args.Has("expect") && *expected == 0) {
-    return context.Usage(
-        "--expect=0 matches no node (generations start at 1); use --create "
-        "for \"only if it does not exist\"");
   }
   if (args.Has("expect") && args.Has("create")) {
     return context.Usage("--expect and --create exclude each other");
@@ -144,9 +207,19 @@ int RunPut(Context& context) {
   if (args.positional.size() == 2) {
     content = args.positional[1];
   } else {
-    content.assign(std::istreambuf_iterator<char>(std::cin),
-                   std::istreambuf_iterator<char>());
+    if (isatty(STDIN_FILENO)) {
+      absl::FPrintF(stderr,
+                    "lockctl: reading the value from standard input; end "
+                    "with Ctrl-D\n");
+    }
+    absl::StatusOr<std::string> read = ReadStdin(kMaxContentBytes);
+    if (!read.ok()) {
+      return context.out.Error(context.what, read.status(), kExitError);
+    }
+    content = *std::move(read);
   }
+  if (content.size() > kMaxContentBytes)
+    return context.Usage(ContentTooLarge());
   absl::StatusOr<std::unique_ptr<Session>> session =
       context.OpenSession(kWriteSessionTtl, absl::Seconds(45));
   if (!session.ok()) return context.Fail(session.status());
@@ -186,11 +259,9 @@ int RunList(Context& context) {
 
 int RunRemove(Context& context) {
   const std::string& path = context.args.positional[0];
-  absl::StatusOr<uint64_t> expected = context.args.Uint("expect", 0);
-  if (!expected.ok())
+  absl::StatusOr<uint64_t> expected = ExpectedGeneration(context.args, "");
+  if (!expected.ok()) {
     return context.Usage(std::string(expected.status().message()));
-  if (context.args.Has("expect") && *expected == 0) {
-    return context.Usage("--expect=0 matches no node (generations start at 1)");
   }
   absl::StatusOr<std::unique_ptr<Session>> session =
       context.OpenSession(kWriteSessionTtl, absl::Seconds(45));
@@ -247,16 +318,11 @@ int RunWatch(Context& context) {
 
   absl::Mutex mu;
   std::deque<v1::Event> events;
-  absl::StatusOr<std::unique_ptr<Session>> session = [&] {
-    SessionOptions session_options;
-    session_options.ttl = *ttl;
-    session_options.client_name = "lockctl watch " + path;
-    session_options.on_event = [&](const v1::Event& event) {
-      absl::MutexLock lock(&mu);
-      events.push_back(event);
-    };
-    return Session::Create(context.client.get(), session_options);
-  }();
+  absl::StatusOr<std::unique_ptr<Session>> session = context.OpenSession(
+      *ttl, SessionOptions().grace_period, [&](const v1::Event& event) {
+        absl::MutexLock lock(&mu);
+        events.push_back(event);
+      });
   if (!session.ok()) return context.Fail(session.status());
   if (absl::Status status = (*session)->Watch(path); !status.ok()) {
     (*session)->Close().IgnoreError();
@@ -267,9 +333,23 @@ int RunWatch(Context& context) {
                   path, (*session)->id());
   }
   uint64_t printed = 0;
+  uint64_t events_lost = 0;
   bool lost = false;
   // Interrupting a watch is its normal end (exit code 0).
   WaitInterruptibly([&] {
+    // Counted by the cell; the events after the gap still come.
+    if (const uint64_t now_lost = (*session)->events_lost();
+        now_lost > events_lost) {
+      const uint64_t dropped = now_lost - events_lost;
+      events_lost = now_lost;
+      absl::FPrintF(stderr,
+                    "lockctl: %s: the cell dropped %d events; re-read the "
+                    "node\n",
+                    context.what, dropped);
+      if (context.out.json()) {
+        context.out.Json(JsonObject().Uint("events_lost", dropped).str());
+      }
+    }
     std::deque<v1::Event> ready;
     {
       absl::MutexLock lock(&mu);

@@ -4,11 +4,13 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -19,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "tests/cli/lockctl_runner.h"
 #include "tests/integration/cell.h"
+#include "tests/integration/test_client.h"
 
 #ifndef LOCKD_BINARY
 #error "LOCKD_BINARY must name the lockd binary"
@@ -37,6 +40,7 @@ using ::lockd::integration::PollUntil;
 using ::testing::ContainsRegex;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using ::testing::StartsWith;
 
 // Exit codes documented in docs/lockctl.md.
 constexpr int kUsage = 2;
@@ -175,9 +179,9 @@ TEST_F(LockctlTest, NodeCommandsAndTheirExitCodes) {
   RunResult put = Run({"put", "--parents", "/tour/config/db", "primary=a"});
   ASSERT_EQ(put.exit_code, 0) << Describe(put);
   EXPECT_EQ(put.out, "/tour/config/db: content generation 1\n");
-  EXPECT_EQ(Run({"get", "/tour/config/db"}).out, "primary=a\n");
+  EXPECT_EQ(Run({"get", "/tour/config/db"}).out, "primary=a");
   EXPECT_EQ(Run({"put", "/tour/config/db"}, "from stdin").exit_code, 0);
-  EXPECT_EQ(Run({"get", "/tour/config/db"}).out, "from stdin\n");
+  EXPECT_EQ(Run({"get", "/tour/config/db"}).out, "from stdin");
 
   // Compare-and-set.
   const RunResult stale = Run({"put", "--expect=1", "/tour/config/db", "x"});
@@ -460,6 +464,180 @@ TEST_F(LockctlTest, ElectLeaderAndObserve) {
   EXPECT_THAT(lines[2], HasSubstr("tour: no leader"));
   EXPECT_THAT(lines[3], HasSubstr("tour: host-b (session "));
   EXPECT_THAT(lines[4], HasSubstr("tour: no leader"));
+}
+
+TEST_F(LockctlTest, GetIsByteExactAndBinaryContentIsBase64InJson) {
+  const std::string binary("\x00\xff\x01line\n\xfe\x80tail",
+                           sizeof("\x00\xff\x01line\n\xfe\x80tail") - 1);
+  ASSERT_EQ(binary.size(), 14u);
+  const RunResult put = Run({"put", "/binary"}, binary);
+  ASSERT_EQ(put.exit_code, 0) << Describe(put);
+  const RunResult get = Run({"get", "/binary"});
+  ASSERT_EQ(get.exit_code, 0) << Describe(get);
+  EXPECT_EQ(get.out, binary);
+  const RunResult json = Run({"-o", "json", "get", "/binary"});
+  ASSERT_EQ(json.exit_code, 0) << Describe(json);
+  EXPECT_THAT(json.out,
+              HasSubstr(absl::StrCat("\"content_base64\":\"",
+                                     absl::Base64Escape(binary), "\"")));
+  EXPECT_THAT(json.out, Not(HasSubstr("\"content\":")));
+  EXPECT_THAT(json.out, HasSubstr("\"content_size\":14"));
+
+  // Text keeps "content", and no newline is added off a terminal.
+  ASSERT_EQ(Run({"put", "/text", "h\xc3\xa9"}).exit_code, 0);
+  EXPECT_EQ(Run({"get", "/text"}).out, "h\xc3\xa9");
+  EXPECT_THAT(Run({"-o", "json", "get", "/text"}).out,
+              HasSubstr("\"content\":\"h\xc3\xa9\""));
+  ASSERT_EQ(Run({"put", "/text"}, "").exit_code, 0);
+  EXPECT_EQ(Run({"get", "/text"}).out, "");
+}
+
+TEST_F(LockctlTest, PutChecksTheContentLimitAndTakesValuesAfterDashes) {
+  const std::string at_limit(65536, 'a');
+  const RunResult fits = Run({"put", "/limit"}, at_limit);
+  ASSERT_EQ(fits.exit_code, 0) << Describe(fits);
+  EXPECT_EQ(Run({"get", "/limit"}).out, at_limit);
+
+  // Too large on the command line or on stdin: the same usage error.
+  const RunResult argument =
+      Run({"put", "/limit", std::string(70 * 1024, 'b')});
+  EXPECT_EQ(argument.exit_code, kUsage) << Describe(argument);
+  EXPECT_THAT(argument.err,
+              HasSubstr("lockctl: put /limit: the value is larger than 65536 "
+                        "bytes, the cell's content limit"));
+  EXPECT_EQ(std::count(argument.err.begin(), argument.err.end(), '\n'), 1)
+      << argument.err;
+  const RunResult input = Run({"put", "/limit"}, std::string(1100 * 1000, 'c'));
+  EXPECT_EQ(input.exit_code, kUsage) << Describe(input);
+  EXPECT_EQ(input.err, argument.err);
+  const RunResult over_by_one = Run({"put", "/limit"}, std::string(65537, 'd'));
+  EXPECT_EQ(over_by_one.exit_code, kUsage) << Describe(over_by_one);
+  EXPECT_THAT(Run({"stat", "/limit"}).out,
+              ContainsRegex("content generation +1\n"));
+
+  // A value that starts with '-' goes after "--".
+  const RunResult dash = Run({"put", "/dash", "-5"});
+  EXPECT_EQ(dash.exit_code, kUsage) << Describe(dash);
+  EXPECT_THAT(dash.err, HasSubstr("goes after --"));
+  const RunResult after = Run({"put", "/dash", "--", "-5"});
+  ASSERT_EQ(after.exit_code, 0) << Describe(after);
+  EXPECT_EQ(Run({"get", "/dash"}).out, "-5");
+  ASSERT_EQ(Run({"put", "--", "/dash", "--create"}).exit_code, 0);
+  EXPECT_EQ(Run({"get", "/dash"}).out, "--create");
+  EXPECT_EQ(Run({"get", "--", "/dash"}).out, "--create");
+  EXPECT_EQ(Run({"put", "/dash", "--", "a", "b"}).exit_code, kUsage);
+}
+
+TEST_F(LockctlTest, UsageErrorsAndResultsInJson) {
+  // Usage errors come in JSON when it was asked for, wherever the flag is.
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{
+           {"-o", "json", "frobnicate"},
+           {"--output", "json", "get", "--bogus", "/x"},
+           {"-ojson", "lock", "--wait=inf", "/x"},
+           {"get", "/x", "--output=json", "--ttl=1s"},
+           {"--output=json"}}) {
+    const RunResult result = Run(args);
+    EXPECT_EQ(result.exit_code, kUsage) << Describe(result);
+    EXPECT_THAT(result.out, StartsWith("{\"error\":{\"command\":"))
+        << Describe(result);
+    EXPECT_THAT(result.out, HasSubstr("\"exit_code\":2}}\n"));
+    EXPECT_EQ(result.err, "") << Describe(result);
+  }
+  // Help is offered for commands, not for whatever came first.
+  const RunResult not_a_command = Run({"/x"});
+  EXPECT_EQ(not_a_command.exit_code, kUsage);
+  EXPECT_THAT(not_a_command.err, HasSubstr("(see 'lockctl help')"));
+  EXPECT_THAT(Run({"get"}).err, HasSubstr("(see 'lockctl help get')"));
+  const RunResult no_address = Run({"--endpoints=,", "status"});
+  EXPECT_EQ(no_address.exit_code, kUsage) << Describe(no_address);
+  EXPECT_THAT(no_address.err, HasSubstr("--endpoints lists no address"));
+  const RunResult infinite = Run({"lock", "--wait=inf", "/x"});
+  EXPECT_EQ(infinite.exit_code, kUsage) << Describe(infinite);
+  EXPECT_THAT(infinite.err, HasSubstr("use a number with a unit"));
+
+  // status: the leader's address once, inside "leader".
+  const RunResult status = Run({"-o", "json", "status"});
+  ASSERT_EQ(status.exit_code, 0) << Describe(status);
+  EXPECT_THAT(status.out,
+              ContainsRegex("^\\{\"leader\":\\{\"id\":[123],\"address\":"
+                            "\"127.0.0.1:[0-9]+\",\"role\":\"leader\""));
+  EXPECT_THAT(status.out, Not(HasSubstr("leader_address")));
+  EXPECT_THAT(status.out, Not(HasSubstr("leader_id")));
+  // members: every row has its id.
+  const RunResult members = Run({"-o", "json", "members"});
+  ASSERT_EQ(members.exit_code, 0) << Describe(members);
+  for (int id = 1; id <= cell().size(); ++id) {
+    EXPECT_THAT(members.out, HasSubstr(absl::StrCat(
+                                 "{\"id\":", id, ",\"address\":\"",
+                                 cell().address(id), "\",\"health\":\"ok\"")));
+  }
+  // No leader: an error for `leader`, a null leader for `observe`.
+  const RunResult leader = Run({"-o", "json", "leader", "nobody"});
+  EXPECT_EQ(leader.exit_code, kNotFound) << Describe(leader);
+  EXPECT_THAT(leader.out, StartsWith("{\"error\":"));
+  const RunResult observe =
+      Run({"-o", "json", "observe", "--count=1", "nobody"});
+  EXPECT_EQ(observe.exit_code, 0) << Describe(observe);
+  EXPECT_EQ(observe.out, "{\"election\":\"nobody\",\"leader\":null}\n");
+}
+
+TEST_F(LockctlTest, WatchWarnsWhenTheCellDropsEvents) {
+  ASSERT_EQ(Run({"put", "/dropped", "v0"}).exit_code, 0);
+  auto watch = Start({"-o", "json", "watch", "--ttl=60s", "/dropped"});
+  // The watch's session is named after it.
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        return absl::StrContains(Run({"sessions"}).out,
+                                 "lockctl watch /dropped (");
+      },
+      absl::Seconds(30), absl::Milliseconds(100)))
+      << watch->Err();
+  // Once an event came through, the watch is in place.
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        if (Run({"put", "/dropped", "v1"}).exit_code != 0) return false;
+        return absl::StrContains(watch->Out(), "CONTENT_CHANGED");
+      },
+      absl::Seconds(30), absl::Milliseconds(200)))
+      << watch->Err();
+
+  // While lockctl is stopped, more events pile up than the cell keeps
+  // (max_events_per_session, 1024).
+  watch->Signal(SIGSTOP);
+  integration::ClientOptions options;
+  options.endpoints = cell().addresses();
+  absl::StatusOr<std::unique_ptr<integration::TestClient>> writer =
+      integration::TestClient::Connect(options);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  constexpr int kThreads = 4;
+  constexpr int kSetsPerThread = 300;
+  std::vector<std::thread> threads;
+  std::atomic<int> failed{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kSetsPerThread; ++i) {
+        if (!(*writer)->Set("/dropped", absl::StrCat(t, "-", i)).ok()) {
+          ++failed;
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  watch->Signal(SIGCONT);
+  ASSERT_EQ(failed, 0);
+
+  ASSERT_TRUE(PollUntil(
+      [&] { return absl::StrContains(watch->Out(), "{\"events_lost\":"); },
+      absl::Seconds(30)))
+      << watch->Err();
+  EXPECT_THAT(watch->Err(),
+              ContainsRegex("lockctl: watch /dropped: the cell dropped "
+                            "[1-9][0-9]* events; re-read the node\n"));
+  watch->Signal(SIGTERM);
+  EXPECT_EQ(watch->Wait(absl::Seconds(30)), 0) << watch->Err();
+  EXPECT_THAT(watch->Out(),
+              ContainsRegex("\n\\{\"events_lost\":[1-9][0-9]*\\}\n"));
 }
 
 // Tests that stop the cell get one of their own.
