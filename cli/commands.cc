@@ -75,9 +75,9 @@ std::vector<FlagSpec> HoldFlags(const std::string& holding) {
        "If the session is lost while holding, nobody gets " + holding +
            " for this long (at most 60s). Default 10s."},
       {"kill-grace", "DURATION",
-       "When the session is lost, CMD gets SIGTERM and, this long after, "
-       "SIGKILL. Default 3s. Must fit in the lock-delay (see `lockctl help "
-       "lock`)."},
+       "When the hold is lost, CMD's group gets SIGTERM and, this long "
+       "after, SIGKILL. Default 3s. The stop is timed so that CMD is gone "
+       "before the lock can be handed on (see `lockctl help lock`)."},
   };
 }
 
@@ -233,23 +233,25 @@ const std::vector<Command>& Commands() {
        "Acquires the lock on PATH (the node is created if missing; its "
        "parent must exist), exclusive unless --shared, waiting in FIFO "
        "order.\n\n"
-       "With `-- CMD`, runs CMD while holding the lock, with "
-       "LOCKD_SEQUENCER (pass it to servers that check it with `lockctl "
-       "check-sequencer` or Client::CheckSequencer) and "
-       "LOCKD_LOCK_GENERATION in its environment. Signals sent to lockctl "
-       "are forwarded to CMD. When CMD exits, the lock is released and "
-       "lockctl exits with CMD's exit status (128+N if CMD died of signal "
-       "N).\n\n"
-       "If the session falls into jeopardy (no leader answered before the "
-       "local lease ran out) and does not recover within lock-delay x 0.95 "
-       "- kill-grace - 200ms, or the cell says it expired, CMD gets SIGTERM, "
-       "then SIGKILL after --kill-grace, and lockctl exits with code 6. "
-       "That is before the cell can give the lock to anyone else: the cell "
-       "expires the session no earlier than the local lease ends, and then "
-       "keeps the lock for the lock-delay (docs/lockctl.md has the "
-       "argument). CMD is also killed if lockctl itself dies.\n\n"
+       "With `-- CMD`, runs CMD in a process group of its own while "
+       "holding the lock, with LOCKD_SEQUENCER (pass it to servers that "
+       "check it with `lockctl check-sequencer` or Client::CheckSequencer) "
+       "and LOCKD_LOCK_GENERATION in its environment. Signals sent to "
+       "lockctl are forwarded to CMD's group; in a terminal, CMD's group "
+       "gets the terminal. When CMD exits, whatever it left in its group is "
+       "stopped, the lock is released and lockctl exits with CMD's exit "
+       "status (128+N if CMD died of signal N).\n\n"
+       "If no leader renews the session, CMD's group gets SIGTERM at "
+       "lock-delay/1.05 - kill-grace - 200ms after the local lease ended "
+       "(for --shared, kill-grace + 200ms before it ends), SIGKILL "
+       "kill-grace later, and lockctl exits 6. That is before the cell can "
+       "give the lock to anyone else: the cell expires the session no "
+       "earlier than the local lease ends and then keeps an exclusive lock "
+       "for the lock-delay (docs/lockctl.md has the argument). CMD is also "
+       "killed if lockctl itself dies.\n\n"
        "Without CMD, holds the lock until interrupted (SIGINT, SIGTERM, "
-       "SIGHUP), then releases it and exits 0.",
+       "SIGHUP, SIGQUIT), then releases it and exits 0; exits 6 when the "
+       "hold is lost.",
        [] {
          std::vector<FlagSpec> flags = {
              {"shared", "", "Take a shared (reader) lock."}};

@@ -2,9 +2,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -24,11 +27,18 @@ namespace {
 
 // The longest wait the cell accepts in one request; longer waits repeat.
 constexpr absl::Duration kMaxWaitPerRequest = absl::Hours(1);
-// Covers lockctl noticing the loss (20 ms polling) and the child's death
-// after SIGKILL, with room to spare.
+// Covers lockctl noticing (it polls every 20 ms) and the kernel delivering
+// SIGKILL, with room to spare.
 constexpr absl::Duration kStopSlack = absl::Milliseconds(200);
 // The cell's clock may run this much fast (docs/server.md, "Time").
 constexpr double kCellClockRate = 1.05;
+// Limits of the cell (docs/sessions.md).
+constexpr absl::Duration kMinTtl = absl::Seconds(1);
+constexpr absl::Duration kMaxTtl = absl::Hours(1);
+constexpr absl::Duration kMaxLockDelay = absl::Seconds(60);
+// How long lockctl waits for the session to close before it exits after an
+// interruption or a loss.
+constexpr absl::Duration kCloseOnInterrupt = absl::Seconds(2);
 
 // The session and timing settings of lock and elect.
 struct HoldSettings {
@@ -37,11 +47,14 @@ struct HoldSettings {
   absl::Duration kill_grace;
   // Unset: wait until interrupted.
   std::optional<absl::Duration> wait;
-  // How long the session may stay in jeopardy before CMD is stopped.
-  absl::Duration recovery_window;
+  // When, relative to the end of the local lease, CMD must begin to stop
+  // (docs/lockctl.md, "Why two commands never run at once"). Negative for
+  // shared locks, whose holders' expiry imposes no lock-delay.
+  absl::Duration stop_offset;
 };
 
-absl::StatusOr<HoldSettings> ParseHoldSettings(const ParsedArgs& args) {
+absl::StatusOr<HoldSettings> ParseHoldSettings(const ParsedArgs& args,
+                                               bool shared) {
   HoldSettings settings;
   absl::StatusOr<absl::Duration> ttl = args.Duration("ttl", absl::Seconds(10));
   if (!ttl.ok()) return ttl.status();
@@ -54,77 +67,89 @@ absl::StatusOr<HoldSettings> ParseHoldSettings(const ParsedArgs& args) {
   settings.ttl = *ttl;
   settings.lock_delay = *lock_delay;
   settings.kill_grace = *kill_grace;
+  if (settings.ttl < kMinTtl || settings.ttl > kMaxTtl) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--ttl=", absl::FormatDuration(settings.ttl),
+                     " is outside the cell's range [1s, 1h]"));
+  }
+  if (settings.lock_delay > kMaxLockDelay) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--lock-delay=", absl::FormatDuration(settings.lock_delay),
+                     " is above the cell's maximum of 60s"));
+  }
   if (args.Has("wait")) {
     absl::StatusOr<absl::Duration> wait = args.Duration("wait", {});
     if (!wait.ok()) return wait.status();
     settings.wait = *wait;
   }
-  if (!args.has_exec) {
-    // Nothing runs that could outlive the lock: the library's default.
-    settings.recovery_window = SessionOptions().grace_period;
-    return settings;
-  }
-  // CMD must be dead before the cell can grant the lock to someone else:
-  // that is no earlier than lock-delay (cell time, which may run 5% fast)
-  // after the cell expired the session, which is no earlier than the end
-  // of the local lease, where jeopardy starts.
-  settings.recovery_window =
-      settings.lock_delay / kCellClockRate - settings.kill_grace - kStopSlack;
-  if (settings.recovery_window < absl::ZeroDuration()) {
+  // Nobody can hold the lock before the session's expiry plus the
+  // lock-delay (measured in cell time, which may run 5% fast); the expiry
+  // comes no earlier than the end of the local lease. The command is dead
+  // kill_grace + kStopSlack after it begins to stop.
+  const absl::Duration protection =
+      shared ? absl::ZeroDuration() : settings.lock_delay / kCellClockRate;
+  settings.stop_offset = protection - settings.kill_grace - kStopSlack;
+  // A negative offset stops the command while the lease still runs; the
+  // lease left never drops below about half the TTL while keep-alives are
+  // answered, so more than that would stop healthy holds.
+  if (-settings.stop_offset > settings.ttl / 2) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--lock-delay=", absl::FormatDuration(settings.lock_delay),
-        " is too short for --kill-grace=",
-        absl::FormatDuration(settings.kill_grace),
-        ": CMD could still run when the cell hands the lock on; use "
-        "--lock-delay of at least ",
-        absl::FormatDuration(
-            absl::Ceil((settings.kill_grace + kStopSlack) * kCellClockRate,
-                       absl::Milliseconds(100))),
-        " or a shorter --kill-grace"));
+        "--kill-grace=", absl::FormatDuration(settings.kill_grace),
+        " does not fit: the command must be stopped ",
+        absl::FormatDuration(-settings.stop_offset),
+        " before the session's lease ends, more than half of --ttl=",
+        absl::FormatDuration(settings.ttl), "; use a shorter --kill-grace, ",
+        shared ? "or a longer --ttl" : "a longer --lock-delay or --ttl"));
   }
   return settings;
 }
 
-// Runs `call` on a thread while lockctl waits for signals. On SIGINT,
-// SIGTERM, SIGHUP or SIGQUIT the session is closed (which ends a parked
-// acquire), the interruption is reported, *interrupted is set to the exit
-// code 128+signal and the result is CANCELLED.
-template <typename T>
-absl::StatusOr<T> Interruptible(Context& context, Session& session,
-                                std::function<absl::StatusOr<T>()> call,
-                                int* interrupted) {
-  std::atomic<bool> done{false};
-  absl::StatusOr<T> result = absl::UnknownError("not run");
-  std::thread thread([&] {
-    result = call();
-    done = true;
-  });
-  const int signal = WaitInterruptibly([&] { return done.load(); });
-  if (signal != 0) {
-    session.Close().IgnoreError();
-    const absl::Time deadline = absl::Now() + absl::Seconds(2);
-    WaitInterruptibly([&] { return done.load() || absl::Now() > deadline; });
-    if (!done) {
-      // The call is still inside gRPC; the session is closed, so whatever
-      // it waits for is gone. Leave without unwinding it.
-      context.out.Error(context.what,
-                        absl::CancelledError("interrupted while waiting"),
-                        128 + signal);
-      std::fflush(nullptr);
-      _exit(128 + signal);
-    }
-    thread.join();
-    *interrupted = context.out.Error(
-        context.what, absl::CancelledError("interrupted while waiting"),
-        128 + signal);
-    return absl::CancelledError("interrupted");
+// Runs `last_words` (e.g. closing the session) for at most
+// kCloseOnInterrupt, or until a terminating signal, and exits with `code`
+// without unwinding: threads may still be inside gRPC calls.
+[[noreturn]] void ExitAfter(std::function<void()> last_words, int code) {
+  if (last_words) {
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    std::thread([last_words, done] {
+      last_words();
+      *done = true;
+    }).detach();
+    const absl::Time deadline = absl::Now() + kCloseOnInterrupt;
+    WaitInterruptibly([&] { return *done || absl::Now() >= deadline; });
   }
-  thread.join();
-  return result;
+  std::fflush(nullptr);
+  _exit(code);
+}
+
+// Runs `call` on a thread while lockctl waits for signals. On SIGINT,
+// SIGTERM, SIGHUP or SIGQUIT lockctl reports the interruption, runs
+// `on_interrupt` (e.g. closes the session, which ends a parked acquire) for
+// at most kCloseOnInterrupt, and exits 128+signal.
+template <typename T>
+absl::StatusOr<T> Interruptible(const Context& context,
+                                std::function<absl::StatusOr<T>()> call,
+                                std::function<void()> on_interrupt) {
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  auto result =
+      std::make_shared<absl::StatusOr<T>>(absl::UnknownError("not run"));
+  std::thread thread([call, done, result] {
+    *result = call();
+    *done = true;
+  });
+  const int signal = WaitInterruptibly([&] { return done->load(); });
+  if (signal == 0) {
+    thread.join();
+    return std::move(*result);
+  }
+  const int code = context.out.Error(
+      context.what, absl::CancelledError("interrupted"), 128 + signal);
+  // The call may still be inside gRPC: leave without unwinding it.
+  ExitAfter(std::move(on_interrupt), code);
 }
 
 // Repeats `attempt(wait)` in requests of at most an hour until it succeeds,
-// fails otherwise, or `settings.wait` (if set) ran out.
+// fails otherwise, or `settings.wait` (if set) ran out. A repeated request
+// queues anew (it loses its place among the waiters).
 template <typename T>
 absl::StatusOr<T> WaitFor(
     const HoldSettings& settings,
@@ -137,47 +162,95 @@ absl::StatusOr<T> WaitFor(
                                   : absl::InfiniteFuture();
   while (true) {
     const absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) {
-      return absl::DeadlineExceededError("the wait ran out");
-    }
-    absl::StatusOr<T> result = attempt(std::min(left, kMaxWaitPerRequest));
+    absl::StatusOr<T> result =
+        attempt(std::clamp(left, absl::Milliseconds(1), kMaxWaitPerRequest));
     if (result.ok() ||
         result.status().code() != absl::StatusCode::kDeadlineExceeded ||
-        settings.wait.has_value()) {
+        absl::Now() >= deadline) {
       return result;
     }
   }
 }
 
+// Follows the session's local lease for a hold and says when the command
+// must begin to stop: `stop_offset` after the local lease ends, or at once
+// when the cell said the session or the lock is gone. Only the local lease
+// and the monotonic clock decide, not the library's state machine, so a
+// keep-alive thread stuck in a connection attempt cannot delay the stop.
+class LeaseWatch {
+ public:
+  LeaseWatch(const Context& context, const Session& session,
+             absl::Duration stop_offset, std::function<bool()> still_ours)
+      : context_(context),
+        session_(session),
+        stop_offset_(stop_offset),
+        still_ours_(std::move(still_ours)),
+        lease_end_(absl::Now() + session.LocalLeaseRemaining()) {}
+
+  absl::Time StopAt() {
+    const absl::Time now = absl::Now();
+    // still_ours_ first: it is false in jeopardy, and a lease renewed in
+    // between must not make that look like a lost lock.
+    const bool ours = still_ours_();
+    const absl::Duration remaining = session_.LocalLeaseRemaining();
+    if (remaining > absl::ZeroDuration()) {
+      lease_end_ = now + remaining;
+      if (in_jeopardy_) {
+        in_jeopardy_ = false;
+        absl::FPrintF(stderr, "lockctl: %s: session %d recovered\n",
+                      context_.what, session_.id());
+      }
+      if (!ours) {
+        why_ = "the cell reported the lock lost";
+        return now;
+      }
+    } else if (!in_jeopardy_) {
+      in_jeopardy_ = true;
+      absl::FPrintF(
+          stderr,
+          "lockctl: %s: session %d in jeopardy (no leader answered); %s "
+          "unless one does within %s\n",
+          context_.what, session_.id(),
+          context_.args.has_exec ? "stopping CMD" : "giving up",
+          absl::FormatDuration(absl::Trunc(
+              std::max(lease_end_ + stop_offset_ - now, absl::ZeroDuration()),
+              absl::Milliseconds(1))));
+    }
+    const SessionState state = session_.state();
+    if (state == SessionState::kExpired || state == SessionState::kClosed) {
+      why_ = absl::StrCat("the cell ended session ", session_.id());
+      return std::min(now, lease_end_ + stop_offset_);
+    }
+    if (in_jeopardy_) {
+      why_ = absl::StrCat("session ", session_.id(),
+                          " got no answer from a leader since its lease "
+                          "ended at ",
+                          FormatTimeMs(absl::ToUnixMillis(lease_end_)));
+    } else {
+      why_ = absl::StrCat("session ", session_.id(),
+                          "'s lease ran short before a leader renewed it");
+    }
+    return lease_end_ + stop_offset_;
+  }
+
+  const std::string& why() const { return why_; }
+
+ private:
+  const Context& context_;
+  const Session& session_;
+  const absl::Duration stop_offset_;
+  const std::function<bool()> still_ours_;
+  absl::Time lease_end_;
+  bool in_jeopardy_ = false;
+  std::string why_;
+};
+
 // Holds what was acquired, running CMD if there is one: the common part of
-// lock and elect. `still_held` says whether the lock or leadership is
-// still ours (true in jeopardy: the recovery window decides then).
+// lock and elect.
 int HoldAndRun(Context& context, Session& session, const HoldSettings& settings,
                const v1::Sequencer& sequencer,
                std::vector<std::pair<std::string, std::string>> env,
-               const std::function<bool()>& held_while_healthy) {
-  SessionState last_state = SessionState::kHealthy;
-  absl::Time jeopardy_since = absl::Now();
-  const std::function<bool()> held = [&] {
-    const SessionState state = session.state();
-    if (state != last_state) {
-      if (state == SessionState::kJeopardy) {
-        jeopardy_since = absl::Now();
-        absl::FPrintF(stderr,
-                      "lockctl: %s: session %d in jeopardy (no leader "
-                      "answered); %s in %s unless one does\n",
-                      context.what, session.id(),
-                      context.args.has_exec ? "stopping CMD" : "giving up",
-                      absl::FormatDuration(settings.recovery_window));
-      } else if (state == SessionState::kHealthy) {
-        absl::FPrintF(stderr, "lockctl: %s: session %d recovered\n",
-                      context.what, session.id());
-      }
-      last_state = state;
-    }
-    return state == SessionState::kJeopardy || held_while_healthy();
-  };
-
+               std::function<bool()> still_ours) {
   env.emplace_back("LOCKD_SEQUENCER", EncodeSequencer(sequencer));
   env.emplace_back("LOCKD_LOCK_GENERATION",
                    absl::StrCat(sequencer.lock_generation()));
@@ -200,39 +273,41 @@ int HoldAndRun(Context& context, Session& session, const HoldSettings& settings,
     absl::FPrintF(stderr, "lockctl: holding until interrupted (Ctrl-C)\n");
   }
 
-  const HoldOutcome outcome = Hold(child, held, settings.kill_grace);
-  switch (outcome.kind) {
-    case HoldOutcome::kChildExited:
-    case HoldOutcome::kInterrupted:
-      session.Close().IgnoreError();
-      return outcome.kind == HoldOutcome::kChildExited
-                 ? ExitCodeOfChild(outcome.wait_status)
-                 : kExitOk;
-    case HoldOutcome::kLost:
-      break;
+  LeaseWatch watch(context, session, settings.stop_offset,
+                   std::move(still_ours));
+  const HoldOutcome outcome = Hold(
+      child, [&] { return watch.StopAt(); }, settings.kill_grace);
+  if (outcome.stopped_leftovers) {
+    absl::FPrintF(stderr,
+                  "lockctl: %s: CMD exited but left processes in its group; "
+                  "stopped them before releasing\n",
+                  context.what);
   }
-  const SessionState state = session.state();
-  std::string why =
-      state == SessionState::kJeopardy || state == SessionState::kExpired
-          ? absl::StrCat(
-                "session ", session.id(), " lost after ",
-                absl::FormatDuration(absl::Trunc(absl::Now() - jeopardy_since,
-                                                 absl::Milliseconds(1))),
-                " in jeopardy")
-          : absl::StrCat("the cell reported the lock lost (session ",
-                         session.id(), ")");
+  if (outcome.kind != HoldOutcome::kLost) {
+    if (absl::Status closed = session.Close(); !closed.ok()) {
+      absl::FPrintF(stderr,
+                    "lockctl: %s: could not close session %d (%s); the lock "
+                    "is released when its lease runs out\n",
+                    context.what, session.id(), closed.message());
+    }
+    return outcome.kind == HoldOutcome::kChildExited
+               ? ExitCodeOfChild(outcome.wait_status)
+               : kExitOk;
+  }
+  std::string why = watch.why();
   if (child > 0) {
-    absl::StrAppend(
-        &why, "; stopped CMD (pid ", child, ", ",
-        ExitCodeOfChild(outcome.wait_status) >= 128
-            ? absl::StrCat("signal ",
-                           ExitCodeOfChild(outcome.wait_status) - 128)
-            : absl::StrCat("exit ", ExitCodeOfChild(outcome.wait_status)),
-        ")");
+    absl::StrAppend(&why, "; stopped CMD (pid ", child, ", ");
+    const int code = ExitCodeOfChild(outcome.wait_status);
+    absl::StrAppend(&why,
+                    code >= 128 ? absl::StrCat("signal ", code - 128)
+                                : absl::StrCat("exit ", code),
+                    ")");
   }
-  session.Close().IgnoreError();
-  return context.out.Error(context.what, absl::UnavailableError(why),
-                           kExitSessionLost);
+  const int code = context.out.Error(context.what, absl::UnavailableError(why),
+                                     kExitSessionLost);
+  // The cell may be unreachable: closing (releasing a lock the cell still
+  // counts as held) gets a moment, not --timeout.
+  ExitAfter([&session] { session.Close().IgnoreError(); }, code);
 }
 
 // The flow of lock and elect: opens the session, acquires with `attempt`
@@ -240,33 +315,54 @@ int HoldAndRun(Context& context, Session& session, const HoldSettings& settings,
 // returns while `still_ours` says so, running CMD if there is one.
 template <typename Held>
 int AcquireAndHold(
-    Context& context,
+    Context& context, bool shared,
     const std::function<absl::StatusOr<std::unique_ptr<Held>>(
         Session&, const HoldSettings&, absl::Duration wait)>& attempt,
     const std::function<bool(const Held&)>& still_ours,
     std::vector<std::pair<std::string, std::string>> env) {
-  absl::StatusOr<HoldSettings> settings = ParseHoldSettings(context.args);
+  absl::StatusOr<HoldSettings> settings =
+      ParseHoldSettings(context.args, shared);
   if (!settings.ok()) {
     return context.Usage(std::string(settings.status().message()));
   }
   absl::StatusOr<std::unique_ptr<Session>> session =
-      context.OpenSession(settings->ttl, settings->recovery_window);
+      Interruptible<std::unique_ptr<Session>>(
+          context,
+          [&] {
+            return context.OpenSession(
+                settings->ttl,
+                std::max(settings->stop_offset, absl::ZeroDuration()));
+          },
+          nullptr);
   if (!session.ok()) return context.Fail(session.status());
   Session& s = **session;
-  int interrupted = 0;
   absl::StatusOr<std::unique_ptr<Held>> acquired =
       Interruptible<std::unique_ptr<Held>>(
-          context, s,
+          context,
           [&] {
             return WaitFor<std::unique_ptr<Held>>(
                 *settings, [&](absl::Duration wait) {
                   return attempt(s, *settings, wait);
                 });
           },
-          &interrupted);
+          [&s] { s.Close().IgnoreError(); });
   if (!acquired.ok()) {
-    if (interrupted != 0) return interrupted;
+    const SessionState state = s.state();
+    if (state == SessionState::kExpired) {
+      return context.out.Error(
+          context.what,
+          absl::UnavailableError(absl::StrCat(
+              "session ", s.id(),
+              " expired while waiting: ", acquired.status().message())),
+          kExitSessionLost);
+    }
+    const bool cell_silent =
+        acquired.status().code() == absl::StatusCode::kDeadlineExceeded &&
+        s.LocalLeaseRemaining() == absl::ZeroDuration();
     s.Close().IgnoreError();
+    if (cell_silent) {
+      return context.Fail(absl::UnavailableError(acquired.status().message()));
+    }
     return context.Fail(acquired.status(), /*acquiring=*/true);
   }
   const Held& held = **acquired;
@@ -278,10 +374,10 @@ int AcquireAndHold(
 
 int RunLock(Context& context) {
   const std::string& path = context.args.positional[0];
-  const v1::LockMode mode =
-      context.args.Has("shared") ? v1::SHARED : v1::EXCLUSIVE;
+  const bool shared = context.args.Has("shared");
+  const v1::LockMode mode = shared ? v1::SHARED : v1::EXCLUSIVE;
   return AcquireAndHold<Lock>(
-      context,
+      context, shared,
       [&](Session& session, const HoldSettings& settings, absl::Duration wait) {
         return wait <= absl::ZeroDuration()
                    ? Lock::TryAcquire(&session, path, mode, settings.lock_delay)
@@ -295,7 +391,7 @@ int RunElect(Context& context) {
   const std::string& name = context.args.positional[0];
   const std::string& value = context.args.positional[1];
   return AcquireAndHold<Election>(
-      context,
+      context, /*shared=*/false,
       [&](Session& session, const HoldSettings& settings, absl::Duration wait) {
         return Election::Campaign(&session, name, value, wait,
                                   settings.lock_delay);

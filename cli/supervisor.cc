@@ -19,8 +19,13 @@ extern char** environ;
 namespace lockd::cli {
 namespace {
 
+// Signals lockctl waits for (sigtimedwait) and forwards.
 constexpr int kHandledSignals[] = {SIGINT,  SIGTERM, SIGHUP, SIGQUIT,
                                    SIGUSR1, SIGUSR2, SIGCHLD};
+// Job control: blocked so that lockctl itself is never stopped by the
+// terminal and may take the terminal back from the command's group.
+constexpr int kJobControlSignals[] = {SIGTSTP, SIGTTIN, SIGTTOU};
+constexpr absl::Duration kPollInterval = absl::Milliseconds(20);
 
 sigset_t HandledSet() {
   sigset_t set;
@@ -35,40 +40,44 @@ bool Terminates(int signal) {
 }
 
 // Waits up to `timeout` for one of the handled signals; 0 if none came.
-int NextSignal(absl::Duration timeout, siginfo_t* info) {
+int NextSignal(absl::Duration timeout) {
   const sigset_t set = HandledSet();
   const timespec wait = absl::ToTimespec(timeout);
-  const int signal = sigtimedwait(&set, info, &wait);
+  siginfo_t info;
+  const int signal = sigtimedwait(&set, &info, &wait);
   return signal > 0 ? signal : 0;
 }
 
-// Reaps `child` if it ended; true then, with its status.
-bool Reaped(pid_t child, int* wait_status) {
-  pid_t pid;
-  do {
-    pid = waitpid(child, wait_status, WNOHANG);
-  } while (pid < 0 && errno == EINTR);
-  return pid == child;
+// Reaps every ended child (lockctl is the subreaper of the command's
+// descendants); sets *child_status if `child` was among them.
+void ReapAll(pid_t child, bool* child_exited, int* child_status) {
+  while (true) {
+    int status;
+    const pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid < 0 && errno == EINTR) continue;
+    if (pid <= 0) return;
+    if (pid == child) {
+      *child_exited = true;
+      *child_status = status;
+    }
+  }
 }
 
-void StopChild(pid_t child, absl::Duration kill_grace, int* wait_status) {
-  if (Reaped(child, wait_status)) return;
-  kill(child, SIGTERM);
-  const absl::Time deadline = absl::Now() + kill_grace;
-  while (absl::Now() < deadline) {
-    siginfo_t info;
-    NextSignal(std::min(absl::Milliseconds(20), deadline - absl::Now()), &info);
-    if (Reaped(child, wait_status)) return;
-  }
-  kill(child, SIGKILL);
-  while (waitpid(child, wait_status, 0) < 0 && errno == EINTR) {
-  }
+bool GroupGone(pid_t group) { return kill(-group, 0) != 0 && errno == ESRCH; }
+
+// Whether the command's group takes the terminal: lockctl runs in the
+// terminal's foreground.
+bool OwnsForeground() {
+  return isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp();
 }
+
+bool took_terminal = false;
 
 }  // namespace
 
 void BlockSignals() {
-  const sigset_t set = HandledSet();
+  sigset_t set = HandledSet();
+  for (int signal : kJobControlSignals) sigaddset(&set, signal);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
@@ -98,6 +107,10 @@ absl::StatusOr<pid_t> StartChild(
   arg_pointers.push_back(nullptr);
   const std::string exec_failed =
       absl::StrCat("lockctl: cannot run ", argv[0], ": ");
+  const bool take_terminal = OwnsForeground();
+  // Orphaned descendants of the command become lockctl's children, so the
+  // whole group can be reaped and waited for.
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
 
   const pid_t parent = getpid();
   const pid_t pid = fork();
@@ -107,44 +120,82 @@ absl::StatusOr<pid_t> StartChild(
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);  // lockctl died already.
+    setpgid(0, 0);
+    // SIGTTOU is still blocked (inherited), so this works from the
+    // background too.
+    if (take_terminal) tcsetpgrp(STDIN_FILENO, getpid());
     signal(SIGPIPE, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
     execvpe(arg_pointers[0], arg_pointers.data(), envp.data());
     const int error = errno;
-    const char* reason = strerror(error);
+    const char* reason = strerrordesc_np(error);
     ssize_t ignored = write(2, exec_failed.data(), exec_failed.size());
     ignored = write(2, reason, strlen(reason));
     ignored = write(2, "\n", 1);
     (void)ignored;
     _exit(error == ENOENT ? 127 : 126);
   }
+  // Also here, so that neither order of the two processes' steps races.
+  setpgid(pid, pid);
+  if (take_terminal) {
+    tcsetpgrp(STDIN_FILENO, pid);
+    took_terminal = true;
+  }
   return pid;
 }
 
-HoldOutcome Hold(pid_t child, const std::function<bool()>& held,
+HoldOutcome Hold(pid_t child, const std::function<absl::Time()>& stop_at,
                  absl::Duration kill_grace) {
   HoldOutcome outcome;
+  bool lost = false;
+  bool child_exited = false;
+  // Stopping the group: SIGTERM sent, and when SIGKILL is due.
+  bool stopping = false;
+  bool killed = false;
+  absl::Time kill_at = absl::InfiniteFuture();
   while (true) {
-    if (child > 0 && Reaped(child, &outcome.wait_status)) {
-      outcome.kind = HoldOutcome::kChildExited;
-      return outcome;
+    if (child > 0) {
+      ReapAll(child, &child_exited, &outcome.wait_status);
+      if (child_exited && GroupGone(child)) {
+        if (took_terminal) tcsetpgrp(STDIN_FILENO, getpgrp());
+        outcome.kind = lost ? HoldOutcome::kLost : HoldOutcome::kChildExited;
+        return outcome;
+      }
     }
-    if (!held()) {
-      if (child > 0) StopChild(child, kill_grace, &outcome.wait_status);
-      outcome.kind = HoldOutcome::kLost;
-      return outcome;
+    const absl::Time now = absl::Now();
+    if (!stopping) {
+      const absl::Time at = stop_at();
+      if (now >= at) {
+        lost = true;
+        if (child <= 0) {
+          outcome.kind = HoldOutcome::kLost;
+          return outcome;
+        }
+        stopping = true;
+        kill_at = at + kill_grace;
+      } else if (child_exited) {
+        stopping = true;  // The command left processes in its group.
+        outcome.stopped_leftovers = true;
+        kill_at = now + kill_grace;
+      }
+      if (stopping) {
+        kill(-child, now >= kill_at ? SIGKILL : SIGTERM);
+        kill(-child, SIGCONT);  // A stopped group would not act on SIGTERM.
+        killed = now >= kill_at;
+      }
     }
-    siginfo_t info;
-    const int signal = NextSignal(absl::Milliseconds(20), &info);
+    if (stopping && !killed && now >= kill_at) {
+      kill(-child, SIGKILL);
+      killed = true;
+    }
+    const int signal = NextSignal(kPollInterval);
     if (signal == 0 || signal == SIGCHLD) continue;
     if (child > 0) {
-      // si_code <= 0: sent by a process (kill, sigqueue), not the terminal.
-      if (info.si_code <= 0) kill(child, signal);
+      kill(-child, signal);
     } else if (Terminates(signal)) {
       outcome.kind = HoldOutcome::kInterrupted;
-      outcome.signal = signal;
       return outcome;
     }
   }
@@ -152,8 +203,7 @@ HoldOutcome Hold(pid_t child, const std::function<bool()>& held,
 
 int WaitInterruptibly(const std::function<bool()>& work_done) {
   while (!work_done()) {
-    siginfo_t info;
-    const int signal = NextSignal(absl::Milliseconds(20), &info);
+    const int signal = NextSignal(kPollInterval);
     if (Terminates(signal)) return signal;
   }
   return 0;

@@ -1,10 +1,18 @@
 // Runs a command while lockctl holds a lock or leads an election, and stops
-// it when the hold is lost (docs/lockctl.md, "Running a command under a
-// lock", has the timing argument).
+// it in time when the hold is lost (docs/lockctl.md, "Running a command under
+// a lock", has the timing argument).
+//
+// The command runs in a process group of its own, which gets every signal
+// lockctl forwards and every stop; lockctl is the subreaper of the command's
+// descendants, so it reaps them and waits until the whole group is gone
+// before it releases the lock. When lockctl runs in the foreground of a
+// terminal, the group gets the terminal (Ctrl-C, Ctrl-Z and reads go to the
+// command) and lockctl takes it back when the group ends.
 //
 // The signals lockctl handles (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1,
-// SIGUSR2, SIGCHLD) must be blocked in every thread, which BlockSignals()
-// does; call it before any other thread starts.
+// SIGUSR2, SIGCHLD, and the job-control SIGTSTP, SIGTTIN, SIGTTOU) must be
+// blocked in every thread, which BlockSignals() does; call it before any
+// other thread starts.
 
 #ifndef LOCKD_CLI_SUPERVISOR_H_
 #define LOCKD_CLI_SUPERVISOR_H_
@@ -25,41 +33,44 @@ namespace lockd::cli {
 // starts afterwards).
 void BlockSignals();
 
-// Starts `argv` as a child process with `extra_env` added to the
-// environment. The child gets the default signal mask and dispositions and
-// is killed (SIGKILL) if lockctl dies, so it never outlives the holder.
-// NOT_FOUND / PERMISSION_DENIED-style errors from exec are reported by the
-// child as exit status 127 / 126 (as a shell does).
+// Starts `argv` in a new process group (its id is the returned pid) with
+// `extra_env` added to the environment, the signal mask emptied and
+// SIGPIPE at its default. The command is killed (SIGKILL) if lockctl dies.
+// If it cannot be executed it exits 127 (not found) or 126, as a shell does.
 absl::StatusOr<pid_t> StartChild(
     const std::vector<std::string>& argv,
     const std::vector<std::pair<std::string, std::string>>& extra_env);
 
 struct HoldOutcome {
   enum Kind {
-    kChildExited,  // The child ended by itself; `wait_status` is set.
-    kInterrupted,  // No child, and a signal asked lockctl to stop.
-    kLost,         // `held` turned false; the child (if any) was stopped.
+    kChildExited,  // The command ended by itself; `wait_status` is set.
+    kInterrupted,  // No command, and SIGINT/SIGTERM/SIGHUP/SIGQUIT came.
+    kLost,         // `stop_at` came; the command's group was stopped.
   };
   Kind kind;
-  int wait_status = 0;  // waitpid() status of the child.
-  int signal = 0;       // The signal, for kInterrupted.
+  int wait_status = 0;  // waitpid() status of the command.
+  // With a command: processes of its group that outlived it and were
+  // stopped before the lock was released.
+  bool stopped_leftovers = false;
 };
 
-// Waits while `held()` is true and the child (`child` > 0) runs:
-// - signals sent to lockctl with kill(2) are forwarded to the child (those
-//   from the terminal reached the child directly, as it shares lockctl's
-//   process group); without a child, SIGINT, SIGTERM, SIGHUP and SIGQUIT
-//   end the wait;
-// - `held()` is polled every 20 ms; once false, the child gets SIGTERM and,
-//   if still running after `kill_grace`, SIGKILL, and is reaped.
-HoldOutcome Hold(pid_t child, const std::function<bool()>& held,
+// Holds until `stop_at()` (polled every 20 ms) has come, or the command
+// (`child` > 0, the leader of its process group) exits, or, without a
+// command, a terminating signal arrives. Signals to lockctl are forwarded
+// to the command's group. To stop the group lockctl sends SIGTERM at
+// `stop_at()` and SIGKILL at `stop_at() + kill_grace`; if lockctl notices
+// late (it was stopped or starved), it sends SIGKILL at once. When the
+// command exits by itself, the rest of its group gets the same treatment
+// from then on. Returns only once the group is gone.
+HoldOutcome Hold(pid_t child, const std::function<absl::Time()>& stop_at,
                  absl::Duration kill_grace);
 
-// Waits for `work_done()` to become true (polled every 20 ms, for work on
-// another thread) or a terminating signal (returned; 0 if none came).
+// Runs `work_done` (polled every 20 ms, for work on another thread) until
+// it returns true or a terminating signal arrives; returns that signal, or
+// 0.
 int WaitInterruptibly(const std::function<bool()>& work_done);
 
-// The exit code for a child's waitpid() status: its exit code, or
+// The exit code for a command's waitpid() status: its exit code, or
 // 128 + signal number as shells report it.
 int ExitCodeOfChild(int wait_status);
 

@@ -10,6 +10,23 @@
 namespace lockd {
 namespace {
 
+// True if `channel` is still trying to connect at `deadline`; false once
+// it is connected or has failed (a failed channel fails calls at once).
+bool StillConnectingAt(grpc::Channel& channel, absl::Time deadline) {
+  while (true) {
+    const grpc_connectivity_state state =
+        channel.GetState(/*try_to_connect=*/true);
+    if (state == GRPC_CHANNEL_READY ||
+        state == GRPC_CHANNEL_TRANSIENT_FAILURE ||
+        state == GRPC_CHANNEL_SHUTDOWN) {
+      return false;
+    }
+    if (!channel.WaitForStateChange(state, absl::ToChronoTime(deadline))) {
+      return true;
+    }
+  }
+}
+
 uint64_t RandomNonce() {
   std::random_device device;
   uint64_t nonce = 0;
@@ -252,6 +269,22 @@ void Session::KeepAliveLoop() {
     const std::string address = client_->current_address();
     std::shared_ptr<Client::Endpoint> target = client_->endpoint(address);
     grpc::ClientContext context;
+    // Opening a stream waits while the channel connects, which to a replica
+    // that drops packets lasts the whole TCP connect timeout (~20 s): give
+    // the connection as long as an answer, then try the next replica. (A
+    // refused connection fails at once, below, as before.)
+    if (StillConnectingAt(*target->channel,
+                          absl::Now() + absl::FromChrono(answer_timeout))) {
+      bool sleep = true;
+      client_->Redirect(
+          address, context,
+          grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "cannot connect"),
+          &sleep);
+      if (sleep && !SleepWhileLeaseChecked(client_->Jitter(backoff))) return;
+      if (sleep)
+        backoff = std::min(backoff * 2, client_->options().max_backoff);
+      continue;
+    }
     std::unique_ptr<
         grpc::ClientReaderWriter<v1::KeepAliveRequest, v1::KeepAliveResponse>>
         stream = target->sessions->KeepAlive(&context);
@@ -349,22 +382,27 @@ void Session::KeepAliveLoop() {
       client_->Redirect(address, context, status, &sleep);
     }
     if (sleep) {
-      const Clock::time_point until =
-          Clock::now() + absl::ToChronoMilliseconds(client_->Jitter(backoff));
+      if (!SleepWhileLeaseChecked(client_->Jitter(backoff))) return;
       backoff = std::min(backoff * 2, client_->options().max_backoff);
-      absl::MutexLock lock(&mu_);
-      while (true) {
-        CheckLeaseLocked();
-        if (stop_ || IsFinal(state_) || Clock::now() >= until) break;
-        Clock::time_point wake = until;
-        if (state_ == SessionState::kHealthy) {
-          wake = std::min(wake, lease_end_);
-        } else {
-          wake = std::min(wake, grace_end_);
-        }
-        cv_.WaitWithDeadline(&mu_, ToDeadline(wake));
-      }
     }
+  }
+}
+
+bool Session::SleepWhileLeaseChecked(absl::Duration duration) {
+  const Clock::time_point until =
+      Clock::now() + absl::ToChronoMilliseconds(duration);
+  absl::MutexLock lock(&mu_);
+  while (true) {
+    CheckLeaseLocked();
+    if (stop_ || IsFinal(state_)) return false;
+    if (Clock::now() >= until) return true;
+    Clock::time_point wake = until;
+    if (state_ == SessionState::kHealthy) {
+      wake = std::min(wake, lease_end_);
+    } else {
+      wake = std::min(wake, grace_end_);
+    }
+    cv_.WaitWithDeadline(&mu_, ToDeadline(wake));
   }
 }
 

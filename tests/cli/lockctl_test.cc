@@ -141,10 +141,12 @@ TEST_F(LockctlTest, HelpAndUsageErrors) {
   EXPECT_EQ(bad_duration.exit_code, kUsage);
   EXPECT_THAT(bad_duration.err, HasSubstr("use a number with a unit"));
   EXPECT_EQ(Run({"get", "/x", "--", "true"}).exit_code, kUsage);
-  const RunResult short_delay =
-      Run({"lock", "--lock-delay=1s", "--kill-grace=3s", "/x", "--", "true"});
-  EXPECT_EQ(short_delay.exit_code, kUsage);
-  EXPECT_THAT(short_delay.err, HasSubstr("too short for --kill-grace"));
+  const RunResult no_fit = Run({"lock", "--ttl=2s", "--lock-delay=0s",
+                                "--kill-grace=3s", "/x", "--", "true"});
+  EXPECT_EQ(no_fit.exit_code, kUsage);
+  EXPECT_THAT(no_fit.err, HasSubstr("--kill-grace=3s does not fit"));
+  EXPECT_EQ(Run({"lock", "--ttl=500ms", "/x"}).exit_code, kUsage);
+  EXPECT_EQ(Run({"lock", "--lock-delay=61s", "/x"}).exit_code, kUsage);
   // A path the cell rejects is a usage error too.
   const RunResult bad_path = Run({"get", "no-slash"});
   EXPECT_EQ(bad_path.exit_code, kUsage) << Describe(bad_path);
@@ -466,6 +468,55 @@ TEST_F(LockctlTest, ElectLeaderAndObserve) {
   EXPECT_THAT(lines[4], HasSubstr("tour: no leader"));
 }
 
+TEST_F(LockctlTest, TheCommandsWholeProcessGroupEndsBeforeTheRelease) {
+  // CMD leaves a process behind that ignores SIGTERM.
+  const std::string script =
+      absl::StrCat("(trap '' TERM; exec sleep 600) & echo $! > ",
+                   File("leftover"), "; exit 7");
+  const RunResult result =
+      Run({"lock", "--kill-grace=300ms", "/group", "--", "sh", "-c", script});
+  EXPECT_EQ(result.exit_code, 7) << Describe(result);
+  EXPECT_THAT(result.err, HasSubstr("left processes in its group"));
+  uint64_t leftover = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(
+      absl::StripAsciiWhitespace(ReadFile(File("leftover"))), &leftover));
+  // Reaped by lockctl (its subreaper) before it exited.
+  EXPECT_NE(kill(static_cast<pid_t>(leftover), 0), 0);
+
+  // A forwarded signal reaches the whole group.
+  auto process =
+      Start({"lock", "/group", "--", "sh", "-c",
+             absl::StrCat("sleep 600 & echo $! > ", File("child"), "; wait")});
+  ASSERT_TRUE(WaitForFile("child", "\n")) << process->Err();
+  process->Signal(SIGTERM);
+  EXPECT_EQ(process->Wait(absl::Seconds(30)), 128 + SIGTERM) << process->Err();
+  uint64_t child = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(
+      absl::StripAsciiWhitespace(ReadFile(File("child"))), &child));
+  EXPECT_NE(kill(static_cast<pid_t>(child), 0), 0);
+}
+
+TEST_F(LockctlTest, AStoppedHolderKillsItsCommandAtOnceWhenItResumes) {
+  const std::string script =
+      absl::StrCat("trap '' TERM; echo started > ", File("cmd"),
+                   "; while true; do sleep 0.05; done");
+  auto holder = Start({"lock", "--ttl=4s", "--lock-delay=4s", "--kill-grace=3s",
+                       "/stopped", "--", "sh", "-c", script});
+  ASSERT_TRUE(WaitForFile("cmd", "started")) << holder->Err();
+  holder->Signal(SIGSTOP);
+  // The cell expires the session and, after the lock-delay, grants the
+  // lock to someone else.
+  const RunResult taker = Run({"lock", "--wait=30s", "/stopped", "--", "true"});
+  EXPECT_EQ(taker.exit_code, 0) << Describe(taker);
+  const absl::Time resumed = absl::Now();
+  holder->Signal(SIGCONT);
+  // Its stop time passed long ago: SIGKILL at once, not SIGTERM and the
+  // 3 s grace (the command ignores SIGTERM).
+  EXPECT_EQ(holder->Wait(absl::Seconds(30)), kSessionLost) << holder->Err();
+  EXPECT_LT(absl::Now() - resumed, absl::Seconds(2)) << holder->Err();
+  EXPECT_THAT(holder->Err(), HasSubstr("signal 9"));
+}
+
 TEST_F(LockctlTest, GetIsByteExactAndBinaryContentIsBase64InJson) {
   const std::string binary("\x00\xff\x01line\n\xfe\x80tail",
                            sizeof("\x00\xff\x01line\n\xfe\x80tail") - 1);
@@ -676,6 +727,24 @@ TEST_F(LockctlLostSessionTest, LostSessionStopsTheCommandInTime) {
   // session's expiry plus the lock-delay; the local lease ends before that
   // expiry, at most 0.9 TTL after the kill.
   EXPECT_LE(stopped, kTtl + kLockDelay) << process->Err();
+}
+
+TEST_F(LockctlLostSessionTest, SharedHolderStopsItsCommandBeforeItsLeaseEnds) {
+  // A shared holder's expiry imposes no lock-delay, so its command must be
+  // gone when the local lease ends (at most 0.9 TTL after the last answer).
+  constexpr absl::Duration kTtl = absl::Seconds(3);
+  const std::string script = absl::StrCat(
+      "trap 'echo term >> ", File("child"), "; exit 0' TERM; echo started >> ",
+      File("child"), "; while true; do sleep 0.05; done");
+  auto process = Start({"lock", "--shared", "--ttl=3s", "--kill-grace=500ms",
+                        "/shared", "--", "sh", "-c", script});
+  ASSERT_TRUE(WaitForFile("child", "started")) << process->Err();
+  const absl::Time cell_killed = absl::Now();
+  for (int id = 1; id <= cell().size(); ++id) ASSERT_TRUE(cell().Kill(id).ok());
+  ASSERT_TRUE(WaitForFile("child", "term", absl::Seconds(30)))
+      << process->Err();
+  EXPECT_LE(absl::Now() - cell_killed, kTtl * 0.9) << process->Err();
+  EXPECT_EQ(process->Wait(absl::Seconds(30)), kSessionLost) << process->Err();
 }
 
 }  // namespace

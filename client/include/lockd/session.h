@@ -165,6 +165,10 @@ class Session {
   uint64_t locks_lost(const std::string& path) const;
 
   void KeepAliveLoop();
+  // Sleeps `duration` (between keep-alive attempts), moving to jeopardy or
+  // expiry on time meanwhile. False if the loop should end (stopped, or the
+  // session expired).
+  bool SleepWhileLeaseChecked(absl::Duration duration);
   // Handles one KeepAlive answer, `base` the send time to measure from.
   void OnAnswer(const v1::KeepAliveResponse& response, Clock::time_point base)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
