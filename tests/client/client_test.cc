@@ -18,13 +18,13 @@
 #include "gtest/gtest.h"
 #include "lockd/lock.h"
 #include "lockd/session.h"
+#include "tests/client/client_fixture.h"
 #include "tests/integration/cell.h"
 #include "tests/integration/cell_fixture.h"
 
 namespace lockd {
 namespace {
 
-using integration::CellTest;
 using integration::CodeOf;
 using integration::PollUntil;
 
@@ -63,49 +63,13 @@ class Recorder : public std::enable_shared_from_this<Recorder> {
   std::vector<v1::Event> events_ ABSL_GUARDED_BY(mu_);
 };
 
-class ClientTest : public CellTest {
+class ClientTest : public LibraryClientTest {
  protected:
-  ClientOptions LibraryClientOptions() const {
-    ClientOptions options;
-    options.endpoints = cell_->addresses();
-    options.attempt_timeout = absl::Seconds(2);
-    return options;
-  }
-
-  Client* NewLibraryClient(ClientOptions options) {
-    absl::StatusOr<std::unique_ptr<Client>> client =
-        Client::Create(std::move(options));
-    EXPECT_TRUE(client.ok()) << client.status();
-    if (!client.ok()) return nullptr;
-    library_clients_.push_back(std::move(*client));
-    return library_clients_.back().get();
-  }
-  Client* NewLibraryClient() {
-    return NewLibraryClient(LibraryClientOptions());
-  }
-
-  Session* NewSession(Client* client, SessionOptions options = {}) {
-    if (options.client_name == "lockd-client") {
-      options.client_name =
-          ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    }
-    absl::StatusOr<std::unique_ptr<Session>> session =
-        Session::Create(client, std::move(options));
-    EXPECT_TRUE(session.ok()) << session.status();
-    if (!session.ok()) return nullptr;
-    sessions_.push_back(std::move(*session));
-    return sessions_.back().get();
-  }
-
   void TearDown() override {
     locks_.clear();
-    sessions_.clear();
-    library_clients_.clear();
-    CellTest::TearDown();
+    LibraryClientTest::TearDown();
   }
 
-  std::vector<std::unique_ptr<Client>> library_clients_;
-  std::vector<std::unique_ptr<Session>> sessions_;
   std::vector<std::unique_ptr<Lock>> locks_;
 };
 

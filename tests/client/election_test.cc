@@ -18,13 +18,13 @@
 #include "gtest/gtest.h"
 #include "lockd/client.h"
 #include "lockd/session.h"
+#include "tests/client/client_fixture.h"
 #include "tests/integration/cell.h"
 #include "tests/integration/cell_fixture.h"
 
 namespace lockd {
 namespace {
 
-using integration::CellTest;
 using integration::CodeOf;
 using integration::PollUntil;
 
@@ -52,35 +52,14 @@ class ConflictRecorder {
   std::vector<uint64_t> waiters_ ABSL_GUARDED_BY(mu_);
 };
 
-class ElectionTest : public CellTest {
+// The observer's next change (a generous bound: each comes within about a
+// second of its cause).
+absl::StatusOr<v1::LeaderInfo> NextChange(ElectionObserver* observer) {
+  return observer->Next(absl::Seconds(10));
+}
+
+class ElectionTest : public LibraryClientTest {
  protected:
-  ClientOptions LibraryClientOptions() const {
-    ClientOptions options;
-    options.endpoints = cell_->addresses();
-    options.attempt_timeout = absl::Seconds(2);
-    return options;
-  }
-
-  Client* NewLibraryClient() {
-    absl::StatusOr<std::unique_ptr<Client>> client =
-        Client::Create(LibraryClientOptions());
-    EXPECT_TRUE(client.ok()) << client.status();
-    if (!client.ok()) return nullptr;
-    library_clients_.push_back(std::move(*client));
-    return library_clients_.back().get();
-  }
-
-  Session* NewSession(Client* client, SessionOptions options = {}) {
-    options.client_name =
-        ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    absl::StatusOr<std::unique_ptr<Session>> session =
-        Session::Create(client, std::move(options));
-    EXPECT_TRUE(session.ok()) << session.status();
-    if (!session.ok()) return nullptr;
-    sessions_.push_back(std::move(*session));
-    return sessions_.back().get();
-  }
-
   ElectionObserver* NewObserver(Client* client, const std::string& name) {
     absl::StatusOr<std::unique_ptr<ElectionObserver>> observer =
         ElectionObserver::Start(client, name);
@@ -90,16 +69,44 @@ class ElectionTest : public CellTest {
     return observers_.back().get();
   }
 
+  // What the observer tests start from: a leader elected under `name` with
+  // the value "before", and an observer (on a client of its own) that saw
+  // it.
+  struct ObservedElection {
+    Session* session = nullptr;
+    std::unique_ptr<Election> won;
+    ElectionObserver* observer = nullptr;
+    v1::LeaderInfo first_seen;
+  };
+
+  // Starts the cell and sets up `*election`; fatal on failure (use
+  // ASSERT_NO_FATAL_FAILURE).
+  void StartObservedElection(const std::string& name,
+                             ObservedElection* election) {
+    ASSERT_NO_FATAL_FAILURE(StartCell());
+    Client* client = NewLibraryClient();
+    Client* observer_client = NewLibraryClient();
+    ASSERT_TRUE(client != nullptr && observer_client != nullptr);
+    election->session = NewSession(client);
+    ASSERT_NE(election->session, nullptr);
+    absl::StatusOr<std::unique_ptr<Election>> won = Election::Campaign(
+        election->session, name, "before", absl::ZeroDuration());
+    LOCKD_ASSERT_OK(won);
+    election->won = std::move(*won);
+    election->observer = NewObserver(observer_client, name);
+    ASSERT_NE(election->observer, nullptr);
+    absl::StatusOr<v1::LeaderInfo> seen = NextChange(election->observer);
+    LOCKD_ASSERT_OK(seen);
+    EXPECT_EQ(seen->value(), "before");
+    election->first_seen = *std::move(seen);
+  }
+
   void TearDown() override {
     observers_.clear();
     elections_.clear();
-    sessions_.clear();
-    library_clients_.clear();
-    CellTest::TearDown();
+    LibraryClientTest::TearDown();
   }
 
-  std::vector<std::unique_ptr<Client>> library_clients_;
-  std::vector<std::unique_ptr<Session>> sessions_;
   std::vector<std::unique_ptr<Election>> elections_;
   std::vector<std::unique_ptr<ElectionObserver>> observers_;
 };
@@ -118,12 +125,6 @@ class ScopedThread {
  private:
   std::thread thread_;
 };
-
-// The observer's next change (a generous bound: each comes within about a
-// second of its cause).
-absl::StatusOr<v1::LeaderInfo> NextChange(ElectionObserver* observer) {
-  return observer->Next(absl::Seconds(10));
-}
 
 TEST_F(ElectionTest, HandoverInFifoOrderIsObservedChangeByChange) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
@@ -375,21 +376,12 @@ TEST_F(ElectionTest, IsLeaderTurnsFalseWhenTheCellStaysDown) {
 }
 
 TEST_F(ElectionTest, ObserverFollowsTheCellAcrossALeaderKill) {
-  ASSERT_NO_FATAL_FAILURE(StartCell());
-  Client* client = NewLibraryClient();
-  Client* observer_client = NewLibraryClient();
-  ASSERT_TRUE(client != nullptr && observer_client != nullptr);
-  Session* session = NewSession(client);
-  ASSERT_NE(session, nullptr);
-  absl::StatusOr<std::unique_ptr<Election>> won =
-      Election::Campaign(session, "failover", "before", absl::ZeroDuration());
-  LOCKD_ASSERT_OK(won);
-  ElectionObserver* observer = NewObserver(observer_client, "failover");
-  ASSERT_NE(observer, nullptr);
-  absl::StatusOr<v1::LeaderInfo> seen = NextChange(observer);
-  LOCKD_ASSERT_OK(seen);
-  EXPECT_EQ(seen->value(), "before");
-  const uint64_t generation = seen->lock_generation();
+  ObservedElection election;
+  ASSERT_NO_FATAL_FAILURE(StartObservedElection("failover", &election));
+  Session* session = election.session;
+  Election* won = election.won.get();
+  ElectionObserver* observer = election.observer;
+  const uint64_t generation = election.first_seen.lock_generation();
 
   const int old_leader = Leader();
   LOCKD_ASSERT_OK(cell_->Kill(old_leader));
@@ -406,41 +398,31 @@ TEST_F(ElectionTest, ObserverFollowsTheCellAcrossALeaderKill) {
             absl::StatusCode::kDeadlineExceeded);
 
   // The next change arrives through the new stream.
-  LOCKD_ASSERT_OK((*won)->Proclaim("after"));
-  seen = NextChange(observer);
+  LOCKD_ASSERT_OK(won->Proclaim("after"));
+  absl::StatusOr<v1::LeaderInfo> seen = NextChange(observer);
   LOCKD_ASSERT_OK(seen);
   EXPECT_EQ(seen->value(), "after");
   EXPECT_EQ(seen->session_id(), session->id());
   EXPECT_EQ(seen->lock_generation(), generation);
-  EXPECT_TRUE((*won)->IsLeader());
-  LOCKD_ASSERT_OK((*won)->Resign());
+  EXPECT_TRUE(won->IsLeader());
+  LOCKD_ASSERT_OK(won->Resign());
   seen = NextChange(observer);
   LOCKD_ASSERT_OK(seen);
   EXPECT_EQ(seen->session_id(), 0u);
 }
 
 TEST_F(ElectionTest, ObserverMovesOnFromAPausedLeader) {
-  ASSERT_NO_FATAL_FAILURE(StartCell());
-  Client* client = NewLibraryClient();
-  Client* observer_client = NewLibraryClient();
-  ASSERT_TRUE(client != nullptr && observer_client != nullptr);
-  Session* session = NewSession(client);
-  ASSERT_NE(session, nullptr);
-  absl::StatusOr<std::unique_ptr<Election>> won =
-      Election::Campaign(session, "paused", "before", absl::ZeroDuration());
-  LOCKD_ASSERT_OK(won);
-  ElectionObserver* observer = NewObserver(observer_client, "paused");
-  ASSERT_NE(observer, nullptr);
-  absl::StatusOr<v1::LeaderInfo> seen = NextChange(observer);
-  LOCKD_ASSERT_OK(seen);
-  EXPECT_EQ(seen->value(), "before");
+  ObservedElection election;
+  ASSERT_NO_FATAL_FAILURE(StartObservedElection("paused", &election));
+  Election* won = election.won.get();
+  ElectionObserver* observer = election.observer;
 
   // A paused leader keeps the stream's connection open and sends nothing:
   // the observer must notice (its probe goes unanswered) and move on.
   const int paused = Leader();
   LOCKD_ASSERT_OK(cell_->Pause(paused));
-  LOCKD_ASSERT_OK((*won)->Proclaim("after"));
-  seen =
+  LOCKD_ASSERT_OK(won->Proclaim("after"));
+  absl::StatusOr<v1::LeaderInfo> seen =
       observer->Next(FailoverBound() + 3 * absl::Seconds(2) + absl::Seconds(5));
   LOCKD_ASSERT_OK(seen);
   EXPECT_EQ(seen->value(), "after");
