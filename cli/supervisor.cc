@@ -71,8 +71,6 @@ bool OwnsForeground() {
   return isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp();
 }
 
-bool took_terminal = false;
-
 }  // namespace
 
 void BlockSignals() {
@@ -139,16 +137,17 @@ absl::StatusOr<pid_t> StartChild(
   }
   // Also here, so that neither order of the two processes' steps races.
   setpgid(pid, pid);
-  if (take_terminal) {
-    tcsetpgrp(STDIN_FILENO, pid);
-    took_terminal = true;
-  }
+  if (take_terminal) tcsetpgrp(STDIN_FILENO, pid);
   return pid;
 }
 
 HoldOutcome Hold(pid_t child, const std::function<absl::Time()>& stop_at,
                  absl::Duration kill_grace) {
   HoldOutcome outcome;
+  // StartChild gave the command's group the terminal; it comes back when
+  // the group is gone.
+  const bool took_terminal =
+      child > 0 && isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == child;
   bool lost = false;
   bool child_exited = false;
   // Stopping the group: SIGTERM sent, and when SIGKILL is due.

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client/call.h"
 
 namespace lockd {
 namespace {
@@ -177,55 +178,33 @@ absl::Status Client::Invoke(const char* method, const Attempt& attempt,
 absl::StatusOr<v1::GetNodeResponse> Client::Get(const std::string& path) {
   v1::GetNodeRequest request;
   request.set_path(path);
-  v1::GetNodeResponse response;
-  absl::Status status =
-      Invoke("Nodes.Get", [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.nodes->Get(context, request, &response);
-      });
-  if (!status.ok()) return status;
-  return response;
+  return Call(*this, "Nodes.Get", &Endpoint::nodes, &v1::Nodes::Stub::Get,
+              request);
 }
 
 absl::StatusOr<v1::StatNodeResponse> Client::Stat(const std::string& path) {
   v1::StatNodeRequest request;
   request.set_path(path);
-  v1::StatNodeResponse response;
-  absl::Status status =
-      Invoke("Nodes.Stat", [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.nodes->Stat(context, request, &response);
-      });
-  if (!status.ok()) return status;
-  return response;
+  return Call(*this, "Nodes.Stat", &Endpoint::nodes, &v1::Nodes::Stub::Stat,
+              request);
 }
 
 absl::StatusOr<std::vector<std::string>> Client::List(const std::string& path) {
   v1::ListChildrenRequest request;
   request.set_path(path);
-  v1::ListChildrenResponse response;
-  absl::Status status =
-      Invoke("Nodes.List", [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.nodes->List(context, request, &response);
-      });
-  if (!status.ok()) return status;
-  return std::vector<std::string>(response.names().begin(),
-                                  response.names().end());
+  absl::StatusOr<v1::ListChildrenResponse> response = Call(
+      *this, "Nodes.List", &Endpoint::nodes, &v1::Nodes::Stub::List, request);
+  if (!response.ok()) return response.status();
+  return std::vector<std::string>(response->names().begin(),
+                                  response->names().end());
 }
 
 absl::StatusOr<v1::CheckSequencerResponse> Client::CheckSequencer(
     const v1::Sequencer& sequencer) {
   v1::CheckSequencerRequest request;
   *request.mutable_sequencer() = sequencer;
-  v1::CheckSequencerResponse response;
-  absl::Status status = Invoke(
-      "Locks.CheckSequencer", [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.locks->CheckSequencer(context, request, &response);
-      });
-  if (!status.ok()) return status;
-  return response;
+  return Call(*this, "Locks.CheckSequencer", &Endpoint::locks,
+              &v1::Locks::Stub::CheckSequencer, request);
 }
 
 absl::StatusOr<v1::StatusResponse> Client::Status() {
@@ -251,29 +230,16 @@ absl::StatusOr<v1::StatusResponse> Client::StatusOf(
 }
 
 absl::StatusOr<v1::ListSessionsResponse> Client::ListSessions() {
-  const v1::ListSessionsRequest request;
-  v1::ListSessionsResponse response;
-  absl::Status status =
-      Invoke("Sessions.List", [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.sessions->List(context, request, &response);
-      });
-  if (!status.ok()) return status;
-  return response;
+  return Call(*this, "Sessions.List", &Endpoint::sessions,
+              &v1::Sessions::Stub::List, v1::ListSessionsRequest());
 }
 
 absl::StatusOr<v1::ListLocksResponse> Client::ListLocks(
     const std::string& prefix) {
   v1::ListLocksRequest request;
   request.set_prefix(prefix);
-  v1::ListLocksResponse response;
-  absl::Status status =
-      Invoke("Locks.List", [&](Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.locks->List(context, request, &response);
-      });
-  if (!status.ok()) return status;
-  return response;
+  return Call(*this, "Locks.List", &Endpoint::locks, &v1::Locks::Stub::List,
+              request);
 }
 
 }  // namespace lockd

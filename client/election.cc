@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client/call.h"
 
 namespace lockd {
 namespace {
@@ -85,15 +86,11 @@ absl::StatusOr<v1::LeaderInfo> Election::Leader(Client* client,
   if (client == nullptr) return absl::InvalidArgumentError("client is null");
   v1::GetLeaderRequest request;
   request.set_name(name);
-  v1::GetLeaderResponse response;
-  absl::Status status =
-      client->Invoke("Elections.Leader",
-                     [&](Client::Endpoint& e, grpc::ClientContext* context) {
-                       response.Clear();
-                       return e.elections->Leader(context, request, &response);
-                     });
-  if (!status.ok()) return status;
-  return std::move(*response.mutable_leader());
+  absl::StatusOr<v1::GetLeaderResponse> response =
+      Call(*client, "Elections.Leader", &Client::Endpoint::elections,
+           &v1::Elections::Stub::Leader, request);
+  if (!response.ok()) return response.status();
+  return std::move(*response->mutable_leader());
 }
 
 Election::~Election() {
@@ -177,11 +174,7 @@ bool Election::IsLeader() const {
     absl::MutexLock lock(&mu_);
     if (resigned_ || lost_) return false;
   }
-  if (session_->locks_lost(sequencer_.path()) != locks_lost_at_win_) {
-    return false;
-  }
-  return session_->state() == SessionState::kHealthy &&
-         session_->LocalLeaseRemaining() > absl::ZeroDuration();
+  return session_->StillHolds(sequencer_.path(), locks_lost_at_win_);
 }
 
 v1::LeaderInfo Election::leader() const {

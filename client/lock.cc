@@ -85,11 +85,7 @@ bool Lock::IsHeld() const {
     absl::MutexLock lock(&mu_);
     if (released_) return false;
   }
-  if (session_->locks_lost(sequencer_.path()) != locks_lost_at_grant_) {
-    return false;
-  }
-  return session_->state() == SessionState::kHealthy &&
-         session_->LocalLeaseRemaining() > absl::ZeroDuration();
+  return session_->StillHolds(sequencer_.path(), locks_lost_at_grant_);
 }
 
 }  // namespace lockd

@@ -163,6 +163,12 @@ uint64_t Session::locks_lost(const std::string& path) const {
   return it == locks_lost_.end() ? 0 : it->second;
 }
 
+bool Session::StillHolds(const std::string& path,
+                         uint64_t lost_at_grant) const {
+  return locks_lost(path) == lost_at_grant &&
+         LocalLeaseRemaining() > absl::ZeroDuration();
+}
+
 v1::RequestHeader Session::NewHeader() {
   absl::MutexLock lock(&mu_);
   v1::RequestHeader header;

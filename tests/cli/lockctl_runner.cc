@@ -1,12 +1,10 @@
 #include "tests/cli/lockctl_runner.h"
 
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <cerrno>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -15,11 +13,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "glog/logging.h"
+#include "tests/integration/process.h"
 
 extern char** environ;
 
 namespace lockd::cli_test {
 namespace {
+
+using ::lockd::integration::ProcessOptions;
+using ::lockd::integration::StartProcess;
+using ::lockd::integration::WaitForProcess;
 
 int ExitCodeOf(int wait_status) {
   if (WIFEXITED(wait_status)) return WEXITSTATUS(wait_status);
@@ -50,7 +53,6 @@ LockctlProcess::LockctlProcess(const std::string& binary,
       err_path_(UniquePath(directory, ".err")) {
   const std::string in_path = UniquePath(directory, ".in");
   std::ofstream(in_path) << stdin_text;
-  // Everything the child needs is prepared before fork().
   std::vector<std::string> env;
   const std::string bin_dir = binary.substr(0, binary.rfind('/'));
   const char* path = std::getenv("PATH");
@@ -64,31 +66,16 @@ LockctlProcess::LockctlProcess(const std::string& binary,
   env.push_back("LOCKD_ENDPOINTS=" + endpoints);
   env.push_back(absl::StrCat("PATH=", bin_dir, ":",
                              path != nullptr ? path : "/usr/bin:/bin"));
-  std::vector<char*> envp;
-  for (std::string& entry : env) envp.push_back(entry.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> argv_strings = {binary};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& arg : argv_strings) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-
-  pid_ = fork();
-  CHECK_GE(pid_, 0) << "fork: " << errno;
-  if (pid_ == 0) {
-    const int in = open(in_path.c_str(), O_RDONLY);
-    const int out = open(out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int err = open(err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (in < 0 || out < 0 || err < 0) _exit(126);
-    dup2(in, 0);
-    dup2(out, 1);
-    dup2(err, 2);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execve(argv[0], argv.data(), envp.data());
-    _exit(127);
-  }
+  ProcessOptions process;
+  process.argv = {binary};
+  process.argv.insert(process.argv.end(), args.begin(), args.end());
+  process.env = std::move(env);
+  process.stdin_path = in_path;
+  process.output_path = out_path_;
+  process.error_path = err_path_;
+  absl::StatusOr<pid_t> pid = StartProcess(process);
+  CHECK(pid.ok()) << pid.status();
+  pid_ = *pid;
 }
 
 LockctlProcess::~LockctlProcess() {
@@ -99,16 +86,9 @@ LockctlProcess::~LockctlProcess() {
 }
 
 int LockctlProcess::Wait(absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (exit_code_ < 0) {
-    int status;
-    const pid_t pid = waitpid(pid_, &status, WNOHANG);
-    if (pid == pid_) {
-      exit_code_ = ExitCodeOf(status);
-      break;
-    }
-    if (absl::Now() >= deadline) return -1;
-    absl::SleepFor(absl::Milliseconds(10));
+  int status;
+  if (exit_code_ < 0 && WaitForProcess(pid_, absl::Now() + timeout, &status)) {
+    exit_code_ = ExitCodeOf(status);
   }
   return exit_code_;
 }

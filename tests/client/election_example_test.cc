@@ -3,14 +3,11 @@
 // leader hands over after the session TTL; SIGTERM ends a waiting candidate
 // and the leader cleanly.
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -25,6 +22,7 @@
 #include "gtest/gtest.h"
 #include "tests/integration/cell.h"
 #include "tests/integration/cell_fixture.h"
+#include "tests/integration/process.h"
 
 #ifndef LOCKD_ELECT_EXAMPLE
 #error "LOCKD_ELECT_EXAMPLE must name the lockd_elect_example binary"
@@ -53,34 +51,14 @@ class Candidate {
   Candidate& operator=(const Candidate&) = delete;
 
   bool Start(std::vector<std::string> args) {
-    args.insert(args.begin(), LOCKD_ELECT_EXAMPLE);
-    args.push_back(absl::StrCat("--id=", id_));
-    std::vector<char*> argv;
-    for (std::string& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    const int log_fd =
-        open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (log_fd < 0) return false;
-    const pid_t parent = getpid();
-    const pid_t pid = fork();
-    if (pid < 0) {
-      close(log_fd);
-      return false;
-    }
-    if (pid == 0) {
-      // Child: only async-signal-safe calls. Dies with the test.
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(1);
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      dup2(log_fd, STDOUT_FILENO);
-      dup2(log_fd, STDERR_FILENO);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(log_fd);
-    pid_ = pid;
+    integration::ProcessOptions process;
+    process.argv = std::move(args);
+    process.argv.insert(process.argv.begin(), LOCKD_ELECT_EXAMPLE);
+    process.argv.push_back(absl::StrCat("--id=", id_));
+    process.output_path = log_path_;
+    absl::StatusOr<pid_t> pid = integration::StartProcess(process);
+    if (!pid.ok()) return false;
+    pid_ = *pid;
     return true;
   }
 
@@ -89,22 +67,15 @@ class Candidate {
   int SignalAndReap(int signal, absl::Duration timeout) {
     if (pid_ <= 0) return -1;
     kill(pid_, signal);
-    const absl::Time deadline = absl::Now() + timeout;
     int status = 0;
-    while (true) {
-      const pid_t got = waitpid(pid_, &status, WNOHANG);
-      if (got == pid_) break;
-      if (got < 0 && errno != EINTR) return -1;
-      if (absl::Now() >= deadline) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &status, 0);
-        pid_ = -1;
-        return -1;
-      }
-      absl::SleepFor(absl::Milliseconds(10));
+    const bool exited =
+        integration::WaitForProcess(pid_, absl::Now() + timeout, &status);
+    if (!exited) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, &status, 0);
     }
     pid_ = -1;
-    return status;
+    return exited ? status : -1;
   }
 
   const std::string& id() const { return id_; }

@@ -1,11 +1,9 @@
 #include "tests/integration/cell.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -26,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
+#include "tests/integration/process.h"
 
 namespace lockd::integration {
 namespace {
@@ -266,73 +265,21 @@ absl::Status Cell::StartReplica(int id) {
   add_flag("checkpoint_interval_ms", options_.checkpoint_interval_ms);
   for (const std::string& flag : options_.extra_flags) args.push_back(flag);
 
-  // Everything the child needs is prepared before fork(): after it, only
-  // async-signal-safe calls.
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  int log_fd =
-      open(r.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0)
-    return absl::InternalError(ErrnoMessage("open " + r.log_path));
-  int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (null_fd < 0) {
-    close(log_fd);
-    return absl::InternalError(ErrnoMessage("open /dev/null"));
-  }
   ++r.starts;
-  std::string marker =
-      absl::StrCat("=== cell: start #", r.starts, " of replica ", id, ": ",
-                   absl::StrJoin(args, " "), "\n");
-  if (write(log_fd, marker.data(), marker.size()) < 0) {
-    // The log is for people; a failed write there is not fatal.
-  }
-  static const char kExecFailed[] = "=== cell: exec of lockd failed\n";
-  const pid_t parent = getpid();
-
-  pid_t pid = fork();
-  if (pid < 0) {
-    std::string message = ErrnoMessage("fork");
-    close(log_fd);
-    close(null_fd);
-    return absl::InternalError(message);
-  }
-  if (pid == 0) {
-    // Child. Die with the harness, even if it crashes.
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(1);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGPIPE, SIG_DFL);
-    dup2(null_fd, STDIN_FILENO);
-    dup2(log_fd, STDOUT_FILENO);
-    dup2(log_fd, STDERR_FILENO);
-    execv(argv[0], argv.data());
-    if (write(STDERR_FILENO, kExecFailed, sizeof(kExecFailed) - 1) < 0) {
-    }
-    _exit(127);
-  }
-  close(log_fd);
-  close(null_fd);
-  r.pid = pid;
+  AppendToLog(r, absl::StrCat("=== cell: start #", r.starts, " of replica ", id,
+                              ": ", absl::StrJoin(args, " ")));
+  ProcessOptions process;
+  process.argv = args;
+  process.output_path = r.log_path;
+  process.append = true;
+  absl::StatusOr<pid_t> pid = StartProcess(process);
+  if (!pid.ok()) return pid.status();
+  r.pid = *pid;
   return absl::OkStatus();
 }
 
 bool Cell::WaitForExit(Replica& r, absl::Time deadline, int* wait_status) {
-  while (true) {
-    pid_t got = waitpid(r.pid, wait_status, WNOHANG);
-    if (got == r.pid) return true;
-    if (got < 0 && errno != EINTR) {
-      // Not our child any more (cannot happen unless someone else reaped it).
-      *wait_status = 0;
-      return true;
-    }
-    if (absl::Now() >= deadline) return false;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
+  return WaitForProcess(r.pid, deadline, wait_status);
 }
 
 absl::Status Cell::Kill(int id) {

@@ -163,6 +163,10 @@ class Session {
   void Answered(uint64_t request_id);
   // LOCK_LOST events seen for `path` so far (Lock::IsHeld compares).
   uint64_t locks_lost(const std::string& path) const;
+  // Whether a lock on `path`, granted when locks_lost(path) was
+  // `lost_at_grant`, still stands as far as the session knows: no LOCK_LOST
+  // since, and the session healthy with its local lease running.
+  bool StillHolds(const std::string& path, uint64_t lost_at_grant) const;
 
   void KeepAliveLoop();
   // Sleeps `duration` (between keep-alive attempts), moving to jeopardy or
