@@ -35,13 +35,13 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/conditions.h"
 #include "grpcpp/grpcpp.h"
 #include "lockd/client.h"
 #include "protos/lockd.grpc.pb.h"
@@ -86,46 +86,9 @@ ABSL_FLAG(double, failover_after_s, -1,
 namespace lockd::integration {
 namespace {
 
-std::string CpuModel() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      return std::string(
-          absl::StripAsciiWhitespace(line.substr(line.find(':') + 1)));
-    }
-  }
-  return "unknown";
-}
-
-// Median latency of write + fdatasync of 4 KiB in `dir`: the floor of one
-// durable write of a replica.
-double MeasureFsyncMs(const std::string& dir) {
-  const std::string path = dir + "/fsync-probe";
-  FILE* file = fopen(path.c_str(), "w");
-  if (file == nullptr) return -1;
-  std::vector<double> samples;
-  const std::string block(4096, 'x');
-  for (int i = 0; i < 50; ++i) {
-    const absl::Time start = absl::Now();
-    fwrite(block.data(), 1, block.size(), file);
-    fflush(file);
-    fdatasync(fileno(file));
-    samples.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
-  }
-  fclose(file);
-  unlink(path.c_str());
-  std::sort(samples.begin(), samples.end());
-  return samples[samples.size() / 2];
-}
-
-double Percentile(const std::vector<double>& sorted, double p) {
-  if (sorted.empty()) return 0;
-  const size_t index =
-      std::min(sorted.size() - 1,
-               static_cast<size_t>(p * static_cast<double>(sorted.size())));
-  return sorted[index];
-}
+using bench::CpuModel;
+using bench::MeasureFsyncMs;
+using bench::Percentile;
 
 // Cluster.Status of one address, for the log-slot count.
 absl::StatusOr<v1::StatusResponse> StatusOf(const std::string& address) {
@@ -407,5 +370,8 @@ int main(int argc, char** argv) {
       "  lockd_bench [--sessions=32] [--seconds=10] [--contended --paths=4] "
       "[--failover] [--endpoints=HOST:PORT,...]");
   absl::ParseCommandLine(argc, argv);
+  // As in lockd: Debian's Abseil checks lock order in a global graph on
+  // every absl::Mutex (gRPC's too) unless told not to.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   return lockd::integration::Run();
 }

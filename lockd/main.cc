@@ -20,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "glog/logging.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -250,6 +251,11 @@ int main(int argc, char** argv) {
       "  lockd --id=1 --members=1@127.0.0.1:7001,2@127.0.0.1:7002,"
       "3@127.0.0.1:7003 --data_dir=DIR");
   absl::ParseCommandLine(argc, argv);
+  // Debian builds Abseil without NDEBUG, so absl::Mutex checks every lock
+  // order in a global graph by default; gRPC's own locks are absl::Mutex,
+  // and under thousands of connections the check took a sixth of the
+  // leader's CPU (docs/benchmarks.md, "Session load").
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   return lockd::Run();

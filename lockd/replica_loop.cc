@@ -17,6 +17,8 @@ absl::Time SteadyNow() {
 
 int64_t WallNowMs() { return absl::ToUnixMillis(absl::Now()); }
 
+constexpr absl::Duration kSlowTurn = absl::Milliseconds(100);
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ReplicaLoop>> ReplicaLoop::Create(
@@ -159,15 +161,28 @@ bool ReplicaLoop::Turn() {
     if (inbox_.stop) return false;
     std::swap(inbox, inbox_);
   }
+  const absl::Time start = SteadyNow();
   DeliverElapsedTicks();
   for (const paxospb::Message& message : inbox.messages) node_->Step(message);
   // Reads see every entry handed out so far (the last turn ended with
   // ProcessReady; Step hands out nothing). Proposals of these tasks and the
   // effects of the messages above share one Ready: one synced write.
   for (std::function<void()>& task : inbox.tasks) task();
+  const absl::Time tasks_done = SteadyNow();
   node_->Housekeeping(WallNowMs());
   node_->ProcessReady(WallNowMs());
   UpdateServing();
+  const absl::Time end = SteadyNow();
+  // A turn longer than a few ticks delays heartbeats and lease renewals.
+  if (end - start > kSlowTurn) {
+    LOG(WARNING) << "replica " << node_->replica().id() << ": a loop turn took "
+                 << absl::FormatDuration(end - start) << " ("
+                 << inbox.messages.size() << " peer messages and "
+                 << inbox.tasks.size() << " requests in "
+                 << absl::FormatDuration(tasks_done - start)
+                 << ", persist/send/apply "
+                 << absl::FormatDuration(end - tasks_done) << ")";
+  }
   return true;
 }
 
