@@ -33,15 +33,21 @@
 
 ABSL_FLAG(uint32_t, id, 0, "This replica's id (one of --members).");
 ABSL_FLAG(std::string, members, "",
-          "Every replica of the cell as id@host:port, comma separated, e.g. "
-          "1@127.0.0.1:7001,2@127.0.0.1:7002,3@127.0.0.1:7003. The same list "
-          "on every replica. Clients and peers use the same address.");
+          "Every replica of the cell as id@client_host:port/peer_host:port, "
+          "comma separated, e.g. 1@127.0.0.1:7001/127.0.0.1:7101,"
+          "2@127.0.0.1:7002/127.0.0.1:7102,3@127.0.0.1:7003/127.0.0.1:7103. "
+          "The same list on every replica. Clients use the first address, "
+          "the other replicas the second (Paxos never travels on the client "
+          "port).");
 ABSL_FLAG(std::string, data_dir, "",
           "Directory of this replica's durable state (created if missing).");
 ABSL_FLAG(std::string, listen, "",
           "Address to listen on; default: this replica's address in "
           "--members. Use 0.0.0.0:PORT to accept connections on every "
           "interface.");
+ABSL_FLAG(std::string, peer_listen, "",
+          "Address to accept peers on; default: this replica's peer address "
+          "in --members.");
 ABSL_FLAG(int32_t, tick_ms, 10, "Length of one Paxos tick in milliseconds.");
 ABSL_FLAG(int32_t, heartbeat_ticks, 5, "Leader heartbeat interval in ticks.");
 ABSL_FLAG(int32_t, election_ticks, 30,
@@ -67,37 +73,63 @@ ABSL_FLAG(uint64_t, max_message_bytes, 64 << 20,
 namespace lockd {
 namespace {
 
-absl::StatusOr<std::map<uint32_t, std::string>> ParseMembers(
-    const std::string& text) {
-  std::map<uint32_t, std::string> members;
+constexpr char kMembersExample[] =
+    "--members=1@127.0.0.1:7001/127.0.0.1:7101,"
+    "2@127.0.0.1:7002/127.0.0.1:7102,3@127.0.0.1:7003/127.0.0.1:7103";
+
+// Every member's client and peer address, by id.
+struct Members {
+  std::map<uint32_t, std::string> client;
+  std::map<uint32_t, std::string> peer;
+};
+
+absl::StatusOr<Members> ParseMembers(const std::string& text) {
+  Members members;
+  std::set<std::string> addresses;
   for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipEmpty())) {
     std::vector<std::string> parts =
         absl::StrSplit(item, absl::MaxSplits('@', 1));
     uint32_t id = 0;
-    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &id) || id == 0 ||
-        parts[1].empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--members: '", item, "' is not id@host:port with id >= 1"));
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &id) || id == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--members: '", item,
+                       "' is not id@client_host:port/peer_host:port with id "
+                       ">= 1, e.g. ",
+                       kMembersExample));
     }
-    if (!members.emplace(id, parts[1]).second) {
+    std::vector<std::string> both = absl::StrSplit(parts[1], '/');
+    if (both.size() != 2 || both[0].empty() || both[1].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--members: '", item,
+          "' needs a client and a peer address, as "
+          "id@client_host:port/peer_host:port (peers never share the client "
+          "port), e.g. ",
+          kMembersExample));
+    }
+    if (!members.client.emplace(id, both[0]).second) {
       return absl::InvalidArgumentError(
           absl::StrCat("--members: id ", id, " appears twice"));
     }
+    members.peer.emplace(id, both[1]);
+    for (const std::string& address : both) {
+      if (!addresses.insert(address).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--members: address ", address,
+                         " appears twice; every replica "
+                         "needs a client and a peer address of its own"));
+      }
+    }
   }
-  if (members.empty()) {
+  if (members.client.empty()) {
     return absl::InvalidArgumentError(
-        "--members is required, e.g. "
-        "--members=1@127.0.0.1:7001,2@127.0.0.1:7002,3@127.0.0.1:7003");
+        absl::StrCat("--members is required, e.g. ", kMembersExample));
   }
   return members;
 }
 
-absl::StatusOr<ReplicaNodeOptions> OptionsFromFlags() {
-  absl::StatusOr<std::map<uint32_t, std::string>> members =
-      ParseMembers(absl::GetFlag(FLAGS_members));
-  if (!members.ok()) return members.status();
+absl::StatusOr<ReplicaNodeOptions> OptionsFromFlags(const Members& members) {
   ReplicaNodeOptions options;
-  options.addresses = *members;
+  options.addresses = members.client;
   paxos::Config& config = options.paxos;
   config.id = absl::GetFlag(FLAGS_id);
   if (options.addresses.count(config.id) == 0) {
@@ -141,7 +173,12 @@ absl::StatusOr<ReplicaNodeOptions> OptionsFromFlags() {
 }
 
 int Run() {
-  absl::StatusOr<ReplicaNodeOptions> options = OptionsFromFlags();
+  absl::StatusOr<Members> members = ParseMembers(absl::GetFlag(FLAGS_members));
+  if (!members.ok()) {
+    std::cerr << "lockd: " << members.status().message() << "\n";
+    return 2;
+  }
+  absl::StatusOr<ReplicaNodeOptions> options = OptionsFromFlags(*members);
   if (!options.ok()) {
     std::cerr << "lockd: " << options.status().message() << "\n";
     return 2;
@@ -161,6 +198,8 @@ int Run() {
   const uint32_t id = options->paxos.id;
   std::string listen = absl::GetFlag(FLAGS_listen);
   if (listen.empty()) listen = options->addresses.at(id);
+  std::string peer_listen = absl::GetFlag(FLAGS_peer_listen);
+  if (peer_listen.empty()) peer_listen = members->peer.at(id);
 
   // Signals are taken by sigwait() below, so no thread may handle them.
   sigset_t signals;
@@ -175,8 +214,8 @@ int Run() {
     LOG(ERROR) << "cannot open storage: " << storage.status();
     return 1;
   }
-  PeerTransport transport(id, options->addresses,
-                          options->paxos.max_message_bytes);
+  PeerTransport transport(id, members->peer, options->paxos.max_message_bytes);
+  const size_t max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   absl::StatusOr<std::unique_ptr<ReplicaLoop>> loop =
       ReplicaLoop::Create(*options, absl::Milliseconds(options->tick_ms),
                           *std::move(storage), &transport);
@@ -185,13 +224,20 @@ int Run() {
     return 1;
   }
 
-  std::set<uint32_t> member_ids(options->paxos.members.begin(),
-                                options->paxos.members.end());
-  PeerService peer_service(id, member_ids,
-                           [loop = loop->get()](paxospb::Message message) {
-                             loop->Deliver(std::move(message));
-                           });
-  const size_t max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  PeerServer::Options peer_options;
+  peer_options.listen = peer_listen;
+  peer_options.self = id;
+  peer_options.members = std::set<uint32_t>(options->paxos.members.begin(),
+                                            options->paxos.members.end());
+  peer_options.max_message_bytes = options->paxos.max_message_bytes;
+  absl::StatusOr<std::unique_ptr<PeerServer>> peer_server = PeerServer::Start(
+      peer_options, [loop = loop->get()](paxospb::Message message) {
+        loop->Deliver(std::move(message));
+      });
+  if (!peer_server.ok()) {
+    LOG(ERROR) << peer_server.status().message();
+    return 1;
+  }
   SessionsService sessions_service(loop->get(), max_request_bytes);
   NodesService nodes_service(loop->get(), max_request_bytes);
   LocksService locks_service(loop->get(), max_request_bytes);
@@ -204,13 +250,11 @@ int Run() {
   int bound_port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(),
                            &bound_port);
-  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<uint64_t>(
-      options->paxos.max_message_bytes + (1 << 20), INT32_MAX)));
-  // Peers ping every second to notice dead connections.
-  builder.AddChannelArgument(
-      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
-  builder.RegisterService(&peer_service);
+  // Requests a little over the limit still reach the services, which
+  // refuse them with a message naming the flag; far larger ones are
+  // refused by gRPC before they are parsed.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(
+      std::min<uint64_t>(max_request_bytes + (64 << 10), INT32_MAX)));
   builder.RegisterService(&sessions_service);
   builder.RegisterService(&nodes_service);
   builder.RegisterService(&locks_service);
@@ -228,13 +272,14 @@ int Run() {
       [health](bool serving) { health->SetServingStatus(serving); });
   (*loop)->Start();
   LOG(INFO) << "lockd replica " << id << " listening on " << listen
-            << ", data in " << data_dir;
+            << " for clients and " << peer_listen << " for peers, data in "
+            << data_dir;
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   LOG(INFO) << "signal " << signal_number << ": shutting down";
   (*loop)->Drain();
-  peer_service.Close();
+  (*peer_server)->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   (*loop)->Stop();
   transport.Stop();
@@ -248,8 +293,9 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "One replica of a lockd cell.\n"
-      "  lockd --id=1 --members=1@127.0.0.1:7001,2@127.0.0.1:7002,"
-      "3@127.0.0.1:7003 --data_dir=DIR");
+      "  lockd --id=1 --members=1@127.0.0.1:7001/127.0.0.1:7101,"
+      "2@127.0.0.1:7002/127.0.0.1:7102,3@127.0.0.1:7003/127.0.0.1:7103 "
+      "--data_dir=DIR");
   absl::ParseCommandLine(argc, argv);
   // Debian builds Abseil without NDEBUG, so absl::Mutex checks every lock
   // order in a global graph by default; gRPC's own locks are absl::Mutex,

@@ -185,74 +185,115 @@ void PeerTransport::Stop() {
   for (auto& [id, link] : links_) link->Stop();
 }
 
-class PeerService::Reader : public grpc::ServerReadReactor<paxospb::Message> {
+// One incoming stream. Exactly one operation is pending at any time (the
+// request for a new call, a read, or the finish), and the completion queue
+// hands its tag back: the call is driven only by the server's thread.
+class PeerServer::Call {
  public:
-  explicit Reader(PeerService* service) : service_(service) {
-    StartRead(&message_);
+  Call(PeerServer* server) : server_(server), reader_(&context_) {
+    server_->service_.RequestSend(&context_, &reader_, server_->queue_.get(),
+                                  server_->queue_.get(), this);
   }
 
-  void OnReadDone(bool ok) override {
-    if (!ok) {
-      End(grpc::Status::OK);
-      return;
+  // Handles the completion of the pending operation; false once the call
+  // is over (the caller deletes it).
+  bool Proceed(bool ok) {
+    switch (state_) {
+      case State::kRequested:
+        if (!ok) return false;  // The server is shutting down.
+        new Call(server_);      // Accept the next stream.
+        state_ = State::kReading;
+        reader_.Read(&message_, this);
+        return true;
+      case State::kReading:
+        if (!ok) {
+          state_ = State::kFinishing;
+          reader_.Finish(peerpb::SendResponse(), grpc::Status::OK, this);
+          return true;
+        }
+        server_->Received(message_);
+        message_.Clear();
+        reader_.Read(&message_, this);
+        return true;
+      case State::kFinishing:
+        return false;
     }
-    if (message_.to() == service_->self_ &&
-        service_->members_.count(message_.from()) > 0 &&
-        message_.from() != service_->self_) {
-      service_->deliver_(std::move(message_));
-    } else {
-      LOG_EVERY_N(WARNING, 100)
-          << "dropped a peer message from " << message_.from() << " to "
-          << message_.to() << " (this is replica " << service_->self_ << ")";
-    }
-    message_.Clear();
-    StartRead(&message_);
-  }
-
-  // Finishes the stream once, whoever asks first.
-  void End(const grpc::Status& status) {
-    if (!finished_.exchange(true)) Finish(status);
-  }
-
-  void OnDone() override {
-    {
-      absl::MutexLock lock(&service_->mu_);
-      service_->readers_.erase(this);
-    }
-    delete this;
+    return false;
   }
 
  private:
-  PeerService* const service_;
-  std::atomic<bool> finished_{false};
+  enum class State { kRequested, kReading, kFinishing };
+  PeerServer* const server_;
+  grpc::ServerContext context_;
+  grpc::ServerAsyncReader<peerpb::SendResponse, paxospb::Message> reader_;
   paxospb::Message message_;
+  State state_ = State::kRequested;
 };
 
-PeerService::PeerService(uint32_t self, std::set<uint32_t> members,
-                         std::function<void(paxospb::Message)> deliver)
-    : self_(self), members_(std::move(members)), deliver_(std::move(deliver)) {}
-
-grpc::ServerReadReactor<paxospb::Message>* PeerService::Send(
-    grpc::CallbackServerContext* /*context*/,
-    peerpb::SendResponse* /*response*/) {
-  auto* reader = new Reader(this);
-  absl::MutexLock lock(&mu_);
-  if (closed_) {
-    reader->End(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                             "replica is shutting down"));
-  } else {
-    readers_.insert(reader);
+absl::StatusOr<std::unique_ptr<PeerServer>> PeerServer::Start(
+    Options options, std::function<void(paxospb::Message)> deliver) {
+  std::unique_ptr<PeerServer> server(
+      new PeerServer(std::move(options), std::move(deliver)));
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(server->options_.listen,
+                           grpc::InsecureServerCredentials(), &server->port_);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<uint64_t>(
+      server->options_.max_message_bytes + (1 << 20), INT32_MAX)));
+  // Peers ping every second to notice dead connections.
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder.RegisterService(&server->service_);
+  server->queue_ = builder.AddCompletionQueue();
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for peers on ", server->options_.listen,
+                     " (in use, or not a host:port)"));
   }
-  return reader;
+  new Call(server.get());
+  server->thread_ = std::thread([raw = server.get()] { raw->Run(); });
+  return server;
 }
 
-void PeerService::Close() {
-  absl::MutexLock lock(&mu_);
-  closed_ = true;
-  for (Reader* reader : readers_) {
-    reader->End(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                             "replica is shutting down"));
+PeerServer::PeerServer(Options options,
+                       std::function<void(paxospb::Message)> deliver)
+    : options_(std::move(options)), deliver_(std::move(deliver)) {}
+
+PeerServer::~PeerServer() { Shutdown(); }
+
+void PeerServer::Run() {
+  void* tag = nullptr;
+  bool ok = false;
+  while (queue_->Next(&tag, &ok)) {
+    auto* call = static_cast<Call*>(tag);
+    if (!call->Proceed(ok)) delete call;
   }
+}
+
+void PeerServer::Received(paxospb::Message& message) {
+  if (message.to() == options_.self && message.from() != options_.self &&
+      options_.members.count(message.from()) > 0) {
+    deliver_(std::move(message));
+    return;
+  }
+  if (refused_.fetch_add(1) % 100 == 0) {
+    LOG(WARNING) << "refused a peer message from " << message.from() << " to "
+                 << message.to() << " (this is replica " << options_.self
+                 << "); " << refused_.load() << " refused so far";
+  }
+}
+
+void PeerServer::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_ || server_ == nullptr) return;
+    shut_down_ = true;
+  }
+  // Peers do not hang up by themselves: cancel their streams at once.
+  server_->Shutdown(std::chrono::system_clock::now());
+  queue_->Shutdown();
+  if (thread_.joinable()) thread_.join();
 }
 
 }  // namespace lockd

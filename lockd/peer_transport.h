@@ -1,15 +1,19 @@
 #ifndef LOCKD_PEER_TRANSPORT_H_
 #define LOCKD_PEER_TRANSPORT_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "grpcpp/grpcpp.h"
 #include "lockd/replica_node.h"
 #include "protos/paxos.pb.h"
 #include "protos/peer.grpc.pb.h"
@@ -22,7 +26,8 @@ namespace lockd {
 // is full, and a broken stream is reopened with capped backoff.
 class PeerTransport : public PeerSender {
  public:
-  // `addresses` lists every member; messages for `self` are never sent.
+  // `addresses` lists every member's peer address; messages for `self` are
+  // never sent.
   // The transport carries messages of up to `max_message_bytes`.
   PeerTransport(uint32_t self, const std::map<uint32_t, std::string>& addresses,
                 size_t max_message_bytes);
@@ -44,29 +49,57 @@ class PeerTransport : public PeerSender {
   std::map<uint32_t, std::unique_ptr<Link>> links_;
 };
 
-// The receiving side: the lockd.peerpb.Peer service. Accepts messages
-// addressed to `self` from other members and hands them to `deliver`.
-class PeerService : public peerpb::Peer::CallbackService {
+// The receiving side: the lockd.peerpb.Peer service on the peer listener,
+// a gRPC server of its own. It uses the completion-queue API with one thread
+// of its own, not gRPC's callback threads, which the public services share
+// with every client connection: a Paxos message never waits behind client
+// calls. Accepts messages addressed to `self` from other members and hands
+// them to `deliver` (on that thread; it must not block).
+class PeerServer {
  public:
-  PeerService(uint32_t self, std::set<uint32_t> members,
-              std::function<void(paxospb::Message)> deliver);
+  struct Options {
+    // host:port to listen on.
+    std::string listen;
+    uint32_t self = 0;
+    std::set<uint32_t> members;
+    // Largest message accepted (the peer limit, separate from the public
+    // request limit).
+    size_t max_message_bytes = 64 << 20;
+  };
 
-  grpc::ServerReadReactor<paxospb::Message>* Send(
-      grpc::CallbackServerContext* context,
-      peerpb::SendResponse* response) override;
+  // Binds and starts serving. UNAVAILABLE if the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<PeerServer>> Start(
+      Options options, std::function<void(paxospb::Message)> deliver);
+  // Shuts down (see Shutdown).
+  ~PeerServer();
+  PeerServer(const PeerServer&) = delete;
+  PeerServer& operator=(const PeerServer&) = delete;
 
-  // Ends every open incoming stream and refuses new ones (before a server
-  // shutdown, which would otherwise wait for the peers to hang up).
-  void Close();
+  // The port bound (useful with port 0).
+  int port() const { return port_; }
+  // Messages refused: not addressed to this replica or not from a member.
+  uint64_t refused() const { return refused_.load(); }
+
+  // Ends every incoming stream at once and stops the thread. Idempotent.
+  void Shutdown();
 
  private:
-  class Reader;
-  absl::Mutex mu_;
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  std::set<Reader*> readers_ ABSL_GUARDED_BY(mu_);
-  const uint32_t self_;
-  const std::set<uint32_t> members_;
+  class Call;
+  PeerServer(Options options, std::function<void(paxospb::Message)> deliver);
+  void Run();
+  // Called by a Call for each message it read.
+  void Received(paxospb::Message& message);
+
+  const Options options_;
   const std::function<void(paxospb::Message)> deliver_;
+  peerpb::Peer::AsyncService service_;
+  std::unique_ptr<grpc::ServerCompletionQueue> queue_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::thread thread_;
+  std::atomic<uint64_t> refused_{0};
+  absl::Mutex mu_;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace lockd

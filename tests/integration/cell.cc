@@ -129,17 +129,21 @@ absl::StatusOr<std::unique_ptr<Cell>> Cell::Start(CellOptions options) {
   }
 
   std::set<int> ports;
-  for (int id = 1; id <= cell->options_.replicas; ++id) {
-    int port = 0;
-    do {
+  auto pick = [&ports]() -> absl::StatusOr<int> {
+    while (true) {
       absl::StatusOr<int> picked = PickFreePort();
-      if (!picked.ok()) return picked.status();
-      port = *picked;
-    } while (ports.count(port) > 0);
-    ports.insert(port);
+      if (!picked.ok() || ports.insert(*picked).second) return picked;
+    }
+  };
+  for (int id = 1; id <= cell->options_.replicas; ++id) {
+    absl::StatusOr<int> port = pick();
+    if (!port.ok()) return port.status();
+    absl::StatusOr<int> peer_port = pick();
+    if (!peer_port.ok()) return peer_port.status();
     Replica r;
     r.id = id;
-    r.port = port;
+    r.port = *port;
+    r.peer_port = *peer_port;
     r.data_dir = absl::StrCat(cell->directory_, "/replica-", id);
     r.log_path = absl::StrCat(cell->directory_, "/replica-", id, ".log");
     cell->replicas_.push_back(r);
@@ -205,6 +209,10 @@ std::string Cell::address(int id) const {
   return absl::StrCat("127.0.0.1:", replica(id).port);
 }
 
+std::string Cell::peer_address(int id) const {
+  return absl::StrCat("127.0.0.1:", replica(id).peer_port);
+}
+
 std::vector<std::string> Cell::addresses() const {
   std::vector<std::string> result;
   for (int id = 1; id <= size(); ++id) result.push_back(address(id));
@@ -216,7 +224,8 @@ std::string Cell::endpoints() const { return absl::StrJoin(addresses(), ","); }
 std::string Cell::members_flag() const {
   std::vector<std::string> members;
   for (int id = 1; id <= size(); ++id) {
-    members.push_back(absl::StrCat(id, "@", address(id)));
+    members.push_back(
+        absl::StrCat(id, "@", address(id), "/", peer_address(id)));
   }
   return absl::StrJoin(members, ",");
 }

@@ -41,8 +41,9 @@ struct CellOptions {
 // Starts and stops a cell of real `lockd` processes on 127.0.0.1 for
 // integration tests and benchmarks.
 //
-// Every replica gets a port the harness picked (bind port 0, read it,
-// close), a data directory `<dir>/replica-<id>/` and a log file
+// Every replica gets a client and a peer port the harness picked (bind
+// port 0, read it, close), a data directory `<dir>/replica-<id>/` and a log
+// file
 // `<dir>/replica-<id>.log` that collects its stdout and stderr across
 // restarts (each start is marked by a "=== cell:" line). Processes are
 // signalled by PID only, and the destructor kills (SIGKILL) and reaps every
@@ -66,8 +67,10 @@ class Cell {
   int size() const { return static_cast<int>(replicas_.size()); }
   const CellOptions& options() const { return options_; }
   const std::string& directory() const { return directory_; }
-  // "127.0.0.1:PORT" of replica `id`.
+  // "127.0.0.1:PORT" of replica `id`: its client address.
   std::string address(int id) const;
+  // Where replica `id` listens for the other replicas (Paxos).
+  std::string peer_address(int id) const;
   // Every replica's address, in id order.
   std::vector<std::string> addresses() const;
   // "127.0.0.1:P1,127.0.0.1:P2,..." for --endpoints flags.
@@ -132,6 +135,7 @@ class Cell {
   struct Replica {
     int id = 0;
     int port = 0;
+    int peer_port = 0;
     pid_t pid = -1;
     std::string data_dir;
     std::string log_path;

@@ -1,0 +1,153 @@
+// The peer listener on a real cell: Paxos travels only on the peer port,
+// never on the client port, and messages from outside the membership are
+// refused before they reach the Paxos core.
+
+#include <sys/wait.h>
+
+#include <csignal>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "protos/peer.grpc.pb.h"
+#include "tests/integration/cell_fixture.h"
+#include "tests/integration/process.h"
+
+namespace lockd::integration {
+namespace {
+
+class PeerTest : public CellTest {};
+
+// A Prepare with a ballot far above anything the cell used: a replica that
+// took it would promise it and depose the leader.
+paxospb::Message HugePrepare(uint32_t from, uint32_t to) {
+  paxospb::Message message;
+  message.set_from(from);
+  message.set_to(to);
+  message.mutable_prepare()->mutable_ballot()->set_round(1 << 30);
+  message.mutable_prepare()->mutable_ballot()->set_replica_id(from);
+  message.mutable_prepare()->set_first_unchosen(1);
+  return message;
+}
+
+// Writes `message` on a Peer.Send stream to `address` and returns how the
+// stream ended.
+grpc::Status SendPeerMessage(const std::string& address,
+                             const paxospb::Message& message) {
+  auto stub = peerpb::Peer::NewStub(NewChannel(address));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  peerpb::SendResponse response;
+  std::unique_ptr<grpc::ClientWriter<paxospb::Message>> writer =
+      stub->Send(&context, &response);
+  writer->Write(message);
+  writer->WritesDone();
+  return writer->Finish();
+}
+
+TEST_F(PeerTest, ClientPortRefusesPaxos) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  const int leader = Leader();
+  ASSERT_NE(leader, 0);
+  absl::StatusOr<v1::StatusResponse> before = cell_->Status(leader);
+  LOCKD_ASSERT_OK(before);
+  for (int id = 1; id <= cell_->size(); ++id) {
+    const uint32_t other = id == 1 ? 2 : 1;
+    const grpc::Status status =
+        SendPeerMessage(cell_->address(id), HugePrepare(other, id));
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED)
+        << "replica " << id << "'s client port: " << status.error_message();
+  }
+  absl::StatusOr<v1::StatusResponse> after = cell_->Status(leader);
+  LOCKD_ASSERT_OK(after);
+  EXPECT_EQ(after->epoch(), before->epoch());
+  EXPECT_EQ(after->role(), "leader");
+}
+
+TEST_F(PeerTest, PeerPortServesNoPublicApi) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  auto stub = v1::Cluster::NewStub(NewChannel(cell_->peer_address(1)));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  v1::StatusResponse response;
+  const grpc::Status status =
+      stub->Status(&context, v1::StatusRequest(), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED)
+      << status.error_message();
+}
+
+TEST_F(PeerTest, MessagesFromOutsideTheMembershipAreRefused) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  const int leader = Leader();
+  ASSERT_NE(leader, 0);
+  absl::StatusOr<v1::StatusResponse> before = cell_->Status(leader);
+  LOCKD_ASSERT_OK(before);
+  for (int id = 1; id <= cell_->size(); ++id) {
+    // From an id that is no member, and from a member to the wrong replica.
+    EXPECT_TRUE(
+        SendPeerMessage(cell_->peer_address(id), HugePrepare(99, id)).ok());
+    const uint32_t wrong_target = id % cell_->size() + 1;
+    EXPECT_TRUE(SendPeerMessage(cell_->peer_address(id),
+                                HugePrepare(wrong_target, wrong_target))
+                    .ok());
+  }
+  // Had any replica taken either Prepare, it would have promised the huge
+  // ballot and the leader would lose its majority within an election
+  // timeout.
+  absl::SleepFor(3 * cell_->election_timeout());
+  absl::StatusOr<v1::StatusResponse> after = cell_->Status(leader);
+  LOCKD_ASSERT_OK(after);
+  EXPECT_EQ(after->epoch(), before->epoch());
+  EXPECT_EQ(after->role(), "leader");
+  EXPECT_TRUE(after->has_lease());
+  for (int id = 1; id <= cell_->size(); ++id) {
+    EXPECT_TRUE(absl::StrContains(cell_->LogTail(id, 200),
+                                  "refused a peer message from 99"))
+        << cell_->LogTail(id, 20);
+  }
+}
+
+// Run lockd with `members` and return its exit status and output.
+std::pair<int, std::string> RunLockd(const std::string& members,
+                                     const std::string& dir) {
+  ProcessOptions process;
+  process.argv = {LOCKD_BINARY, "--id=1", "--members=" + members,
+                  "--data_dir=" + dir + "/data"};
+  process.output_path = dir + "/out";
+  absl::StatusOr<pid_t> pid = StartProcess(process);
+  if (!pid.ok()) return {-1, pid.status().ToString()};
+  int wait_status = 0;
+  if (!WaitForProcess(*pid, absl::Now() + absl::Seconds(20), &wait_status)) {
+    kill(*pid, SIGKILL);
+    WaitForProcess(*pid, absl::InfiniteFuture(), &wait_status);
+    return {-1, "lockd did not exit"};
+  }
+  std::ifstream out(dir + "/out");
+  std::string text((std::istreambuf_iterator<char>(out)),
+                   std::istreambuf_iterator<char>());
+  return {WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1, text};
+}
+
+TEST(PeerFlagsTest, MembersNeedAPeerAddressOfTheirOwn) {
+  const std::string dir = ::testing::TempDir();
+  {
+    auto [code, output] = RunLockd("1@127.0.0.1:7001", dir);
+    EXPECT_EQ(code, 2) << output;
+    EXPECT_TRUE(absl::StrContains(output, "needs a client and a peer address"))
+        << output;
+  }
+  {
+    auto [code, output] = RunLockd("1@127.0.0.1:7001/127.0.0.1:7001", dir);
+    EXPECT_EQ(code, 2) << output;
+    EXPECT_TRUE(absl::StrContains(output, "appears twice")) << output;
+  }
+}
+
+}  // namespace
+}  // namespace lockd::integration
