@@ -62,6 +62,10 @@ ABSL_FLAG(std::string, data_dir, "",
 ABSL_FLAG(int, sessions, 10000, "Sessions to open and keep alive.");
 ABSL_FLAG(int, sessions_per_connection, 1,
           "Sessions sharing one gRPC connection (each has its own stream).");
+ABSL_FLAG(bool, batch_streams, false,
+          "The sessions of a connection share one KeepAlive stream in the "
+          "batch form (one message renews them all) instead of a stream "
+          "each.");
 ABSL_FLAG(bool, spread, true,
           "Each connection starts at one of the endpoints in turn and "
           "follows the leader redirect (as clients given every address do); "
@@ -166,6 +170,7 @@ int Run() {
   options.open_concurrency = std::max(1, absl::GetFlag(FLAGS_open_concurrency));
   options.ttl = absl::Milliseconds(absl::GetFlag(FLAGS_ttl_ms));
   options.spread = absl::GetFlag(FLAGS_spread);
+  options.batch_streams = absl::GetFlag(FLAGS_batch_streams);
   options.client_name = "lockd_session_bench";
   const absl::Duration hold = absl::Seconds(absl::GetFlag(FLAGS_hold_s));
   const int connections =
@@ -180,10 +185,12 @@ int Run() {
       LOCKD_BUILD_TYPE);
   std::printf("# cell: %s\n", cell_line.c_str());
   std::printf(
-      "# load: %d sessions on %d connections (%d per connection), %d "
+      "# load: %d sessions on %d connections (%d per connection), %s, %d "
       "CreateSession in flight, %s, TTL %s, keep-alive at once then every "
       "TTL/3, held %s\n",
       options.sessions, connections, options.sessions_per_connection,
+      options.batch_streams ? "one batch KeepAlive stream per connection"
+                            : "a KeepAlive stream per session",
       options.open_concurrency,
       options.spread ? "first call to each replica in turn, then redirected"
                      : "all at the leader",
@@ -271,7 +278,8 @@ int Run() {
   if (absl::GetFlag(FLAGS_json)) {
     std::printf(
         "{\"workload\":\"sessions\",\"sessions\":%d,"
-        "\"sessions_per_connection\":%d,\"opened\":%d,\"opens_per_s\":%.1f,"
+        "\"sessions_per_connection\":%d,\"batch_streams\":%s,"
+        "\"opened\":%d,\"opens_per_s\":%.1f,"
         "\"failed_open_attempts\":%d,\"not_opened\":%d,"
         "\"leader_changes\":%d,\"sessions_lost\":%d,\"max_answer_gap_s\":%.3f,"
         "\"keep_alives_per_s\":%.1f,\"server_rss_mb_before\":%.1f,"
@@ -279,8 +287,9 @@ int Run() {
         "\"server_cpu_s_hold\":%.2f,\"server_cpu_s_per_minute\":%.2f,"
         "\"hold_s\":%.0f}\n",
         options.sessions, options.sessions_per_connection,
-        report.sessions_opened, opens_per_s, failed_attempts,
-        report.sessions_not_opened, report.leader_changes, report.sessions_lost,
+        options.batch_streams ? "true" : "false", report.sessions_opened,
+        opens_per_s, failed_attempts, report.sessions_not_opened,
+        report.leader_changes, report.sessions_lost,
         absl::ToDoubleSeconds(report.max_answer_gap), keep_alives_per_s,
         before.rss_kb / 1024.0, hold_end.rss_kb / 1024.0, kb_per_session,
         hold_cpu, cpu_per_minute, hold_s);

@@ -110,13 +110,28 @@ void ReplicaNode::ApplyCommand(const statepb::Command& command,
   }
   for (uint64_t session_id : result.ended_sessions) {
     renewals_.erase(session_id);
+    const absl::Status ended = absl::NotFoundError(
+        absl::StrCat("session ", session_id, " ended (closed or expired)"));
     auto it = session_streams_.lower_bound({session_id, 0});
     while (it != session_streams_.end() && it->first.first == session_id) {
       std::shared_ptr<SessionListener> listener = it->second.listener;
-      session_stream_keys_.erase(listener.get());
+      const bool batch = it->second.batch;
       it = session_streams_.erase(it);
-      listener->End(absl::NotFoundError(
-          absl::StrCat("session ", session_id, " ended (closed or expired)")));
+      if (!batch) {
+        listeners_.erase(listener.get());
+        listener->End(ended);
+        continue;
+      }
+      // A batch stream goes on for its other sessions.
+      std::vector<uint64_t>& sessions = listeners_[listener.get()].sessions;
+      sessions.erase(std::find(sessions.begin(), sessions.end(), session_id));
+      v1::KeepAliveResponse gone;
+      gone.set_epoch(replica_->epoch());
+      v1::KeepAliveResponse* entry = gone.add_sessions();
+      entry->set_session_id(session_id);
+      entry->set_code(static_cast<int32_t>(ended.code()));
+      entry->set_message(std::string(ended.message()));
+      listener->Send(std::move(gone));
     }
   }
   for (const std::string& name : result.changed_elections) {
@@ -249,42 +264,95 @@ void ReplicaNode::KeepAlive(const std::shared_ptr<SessionListener>& listener,
     end(NotServing());
     return;
   }
-  const absl::StatusOr<int64_t> expires_at =
-      state_.SessionExpiresAt(request.session_id());
-  if (!expires_at.ok()) {
-    end(expires_at.status());
-    return;
-  }
-  auto [key, inserted] = session_stream_keys_.try_emplace(
-      listener.get(), StreamKey{request.session_id(), next_stream_id_});
+  const bool batch_request =
+      request.session_id() == 0 && request.sessions_size() > 0;
+  auto [info, inserted] = listeners_.try_emplace(listener.get());
+  ListenerStreams& streams = info->second;
   if (inserted) {
-    ++next_stream_id_;
-    SessionStream& stream = session_streams_[key->second];
-    stream.listener = listener;
-    stream.last_sent_sequence = request.acked_event_sequence();
-  } else if (key->second.first != request.session_id()) {
-    end(absl::InvalidArgumentError(absl::StrCat(
-        "this KeepAlive stream belongs to session ", key->second.first,
-        "; open a new stream for session ", request.session_id())));
+    streams.listener = listener;
+    streams.stream_id = next_stream_id_++;
+    streams.batch = batch_request;
+  } else if (streams.batch != batch_request) {
+    end(absl::InvalidArgumentError(
+        streams.batch
+            ? "this KeepAlive stream is in the batch form: leave session_id "
+              "at 0 and list the sessions in `sessions`"
+            : "this KeepAlive stream is in the single form: name its session "
+              "in session_id and leave `sessions` empty (open another stream "
+              "for the batch form)"));
     return;
   }
-  SessionStream& stream = session_streams_.at(key->second);
-  uint64_t& acked = renewals_[request.session_id()];
-  acked = std::max(acked, request.acked_event_sequence());
   const int64_t cell_now = CellClock(now_ms);
+  bool flush = false;
+  if (!streams.batch) {
+    absl::StatusOr<v1::KeepAliveResponse> answer =
+        RenewOne(listener, streams, request.session_id(),
+                 request.acked_event_sequence(), cell_now, &flush);
+    if (!answer.ok()) {
+      end(answer.status());
+      return;
+    }
+    if (flush) FlushRenewals(now_ms);
+    listener->Send(*std::move(answer));
+    return;
+  }
+  v1::KeepAliveResponse batch;
+  batch.set_epoch(replica_->epoch());
+  for (const v1::KeepAliveRequest& one : request.sessions()) {
+    absl::StatusOr<v1::KeepAliveResponse> answer =
+        RenewOne(listener, streams, one.session_id(),
+                 one.acked_event_sequence(), cell_now, &flush);
+    if (answer.ok()) {
+      *batch.add_sessions() = *std::move(answer);
+      continue;
+    }
+    v1::KeepAliveResponse* failed = batch.add_sessions();
+    failed->set_session_id(one.session_id());
+    failed->set_code(static_cast<int32_t>(answer.status().code()));
+    failed->set_message(std::string(answer.status().message()));
+  }
+  if (flush) FlushRenewals(now_ms);
+  listener->Send(std::move(batch));
+}
+
+absl::StatusOr<v1::KeepAliveResponse> ReplicaNode::RenewOne(
+    const std::shared_ptr<SessionListener>& listener, ListenerStreams& streams,
+    uint64_t session_id, uint64_t acked, int64_t cell_now_ms, bool* flush) {
+  const absl::StatusOr<int64_t> expires_at =
+      state_.SessionExpiresAt(session_id);
+  if (!expires_at.ok()) return expires_at.status();
+  if (!streams.batch && !streams.sessions.empty() &&
+      streams.sessions.front() != session_id) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "this KeepAlive stream belongs to session ", streams.sessions.front(),
+        "; open a new stream for session ", session_id,
+        " (or use the batch form for many sessions)"));
+  }
+  auto [it, inserted] =
+      session_streams_.try_emplace(StreamKey{session_id, streams.stream_id});
+  SessionStream& stream = it->second;
+  if (inserted) {
+    stream.listener = listener;
+    stream.last_sent_sequence = acked;
+    stream.batch = streams.batch;
+    streams.sessions.push_back(session_id);
+  }
+  uint64_t& renewed = renewals_[session_id];
+  renewed = std::max(renewed, acked);
   // A lease about to run out is checkpointed now rather than at the next
   // interval.
   const int64_t checkpoint_ms = options_.checkpoint_ticks * options_.tick_ms;
-  if (*expires_at - cell_now < 2 * checkpoint_ms) FlushRenewals(now_ms);
-  listener->Send(
-      SessionResponse(request.session_id(), stream, *expires_at, cell_now));
+  if (*expires_at - cell_now_ms < 2 * checkpoint_ms) *flush = true;
+  return SessionResponse(session_id, stream, *expires_at, cell_now_ms);
 }
 
 void ReplicaNode::RemoveSessionListener(SessionListener* listener) {
-  auto key = session_stream_keys_.find(listener);
-  if (key == session_stream_keys_.end()) return;
-  session_streams_.erase(key->second);
-  session_stream_keys_.erase(key);
+  auto info = listeners_.find(listener);
+  if (info == listeners_.end()) return;
+  for (uint64_t session_id : info->second.sessions) {
+    session_streams_.erase({session_id, info->second.stream_id});
+  }
+  listeners_.erase(info);
 }
 
 void ReplicaNode::Observe(const std::string& name,
@@ -442,7 +510,19 @@ void ReplicaNode::SendEvents(uint64_t session_id, SessionStream& stream,
   v1::KeepAliveResponse response =
       SessionResponse(session_id, stream, *expires_at, CellClock(now_ms));
   if (response.events().empty()) return;
-  stream.listener->Send(std::move(response));
+  SendOn(stream, std::move(response));
+}
+
+void ReplicaNode::SendOn(const SessionStream& stream,
+                         v1::KeepAliveResponse response) {
+  if (!stream.batch) {
+    stream.listener->Send(std::move(response));
+    return;
+  }
+  v1::KeepAliveResponse batch;
+  batch.set_epoch(response.epoch());
+  *batch.add_sessions() = std::move(response);
+  stream.listener->Send(std::move(batch));
 }
 
 void ReplicaNode::SendLeader(const std::string& name,
@@ -473,8 +553,16 @@ void ReplicaNode::FailAll(const absl::Status& status) {
   }
   auto sessions = std::move(session_streams_);
   session_streams_.clear();
-  session_stream_keys_.clear();
-  for (auto& [key, stream] : sessions) stream.listener->End(status);
+  auto listeners = std::move(listeners_);
+  listeners_.clear();
+  // A batch stream is registered once per session: end it once.
+  for (auto& [key, stream] : sessions) {
+    if (listeners.erase(stream.listener.get()) > 0) {
+      stream.listener->End(status);
+    }
+  }
+  // Batch streams none of whose sessions could be renewed.
+  for (auto& [listener, streams] : listeners) streams.listener->End(status);
   auto elections = std::move(election_streams_);
   election_streams_.clear();
   election_stream_keys_.clear();

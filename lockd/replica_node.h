@@ -180,6 +180,16 @@ class ReplicaNode {
   struct SessionStream {
     std::shared_ptr<SessionListener> listener;
     uint64_t last_sent_sequence = 0;
+    // The stream is in the batch form (KeepAliveRequest.sessions).
+    bool batch = false;
+  };
+  // What a KeepAlive stream carries: one session (the single form) or any
+  // number (the batch form), all under the stream's arrival number.
+  struct ListenerStreams {
+    std::shared_ptr<SessionListener> listener;
+    uint64_t stream_id = 0;
+    bool batch = false;
+    std::vector<uint64_t> sessions;
   };
   // Streams by (session, arrival), so a session's streams are one range.
   using StreamKey = std::pair<uint64_t, uint64_t>;
@@ -203,6 +213,17 @@ class ReplicaNode {
   // Reads the leader's cell clock (see the class comment); never decreases
   // within a leadership.
   int64_t CellClock(int64_t now_ms);
+  // Renews one session of a KeepAlive stream from memory, registering the
+  // stream for its events; sets *flush if its lease is close to running
+  // out. The answer, or why the session cannot be renewed.
+  absl::StatusOr<v1::KeepAliveResponse> RenewOne(
+      const std::shared_ptr<SessionListener>& listener,
+      ListenerStreams& streams, uint64_t session_id, uint64_t acked,
+      int64_t cell_now_ms, bool* flush);
+  // Sends `response` (about one session) on `stream`, wrapped for a batch
+  // stream.
+  static void SendOn(const SessionStream& stream,
+                     v1::KeepAliveResponse response);
   void SendEvents(uint64_t session_id, SessionStream& stream, int64_t now_ms);
   // A response with the lease remaining and the session's unsent events.
   v1::KeepAliveResponse SessionResponse(uint64_t session_id,
@@ -242,7 +263,7 @@ class ReplicaNode {
   std::map<RequestId, std::vector<Waiter>> waiting_;
   absl::flat_hash_map<uint64_t, RequestId> caller_requests_;
   uint64_t next_stream_id_ = 1;
-  absl::flat_hash_map<SessionListener*, StreamKey> session_stream_keys_;
+  absl::flat_hash_map<SessionListener*, ListenerStreams> listeners_;
   std::map<StreamKey, SessionStream> session_streams_;
   // Election streams by (name, arrival).
   using ElectionKey = std::pair<std::string, uint64_t>;

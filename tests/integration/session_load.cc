@@ -196,8 +196,9 @@ class SessionLoad::Impl {
     }
   }
 
+  // The other sessions stay alive while some close (closing 100,000 takes
+  // a while).
   int Close() {
-    stopping_.store(true);
     for (Session& session : sessions_) {
       if (session.id != 0 && !session.lost.load()) closing_.push_back(&session);
     }
@@ -237,11 +238,20 @@ class SessionLoad::Impl {
   // What one client process would hold: a channel per address it has
   // talked to (each its own TCP connection), shared by its sessions, and the
   // address it currently sends to.
+  class BatchStream;
+  struct Session;
+
   struct Connection {
     absl::Mutex mu;
     std::string target ABSL_GUARDED_BY(mu);
     std::map<std::string, std::unique_ptr<v1::Sessions::Stub>> stubs
         ABSL_GUARDED_BY(mu);
+    // With batch_streams: the connection's open sessions, kept alive
+    // together on one stream in the batch form.
+    absl::Mutex batch_mu;
+    std::map<uint64_t, Session*> open ABSL_GUARDED_BY(batch_mu);
+    BatchStream* stream ABSL_GUARDED_BY(batch_mu) = nullptr;
+    bool pinging ABSL_GUARDED_BY(batch_mu) = false;
   };
 
   struct Session {
@@ -259,6 +269,8 @@ class SessionLoad::Impl {
     v1::CloseSessionResponse close_response;
     int close_attempts = 0;
     std::atomic<bool> lost{false};
+    // Set before its CloseSession is sent: the stream's end is expected.
+    std::atomic<bool> closed{false};
     std::atomic<int64_t> last_answer_ns{0};
     absl::Mutex mu;
     Stream* stream ABSL_GUARDED_BY(mu) = nullptr;
@@ -323,6 +335,151 @@ class SessionLoad::Impl {
     bool writing_ ABSL_GUARDED_BY(mu_) = false;
   };
 
+  // One KeepAlive stream in the batch form for all sessions of a
+  // connection; the same hold discipline as Stream.
+  class BatchStream : public grpc::ClientBidiReactor<v1::KeepAliveRequest,
+                                                     v1::KeepAliveResponse> {
+   public:
+    BatchStream(Impl* load, Connection* connection, v1::Sessions::Stub* stub)
+        : load_(load), connection_(connection) {
+      stub->async()->KeepAlive(&context_, this);
+      AddHold();
+      StartRead(&response_);
+      StartCall();
+    }
+
+    // Renews `sessions` in one message unless a write is in flight.
+    void Ping(const std::vector<uint64_t>& sessions) {
+      absl::MutexLock lock(&mu_);
+      if (ended_ || writing_ || sessions.empty()) return;
+      writing_ = true;
+      request_.Clear();
+      for (uint64_t id : sessions) request_.add_sessions()->set_session_id(id);
+      load_->keep_alives_sent_.fetch_add(sessions.size());
+      StartWrite(&request_);
+    }
+
+    void Cancel() { context_.TryCancel(); }
+
+    void OnWriteDone(bool /*ok*/) override {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+    }
+
+    void OnReadDone(bool ok) override {
+      if (ok) {
+        load_->BatchAnswered(*connection_, response_);
+        StartRead(&response_);
+        return;
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        ended_ = true;
+      }
+      RemoveHold();
+    }
+
+    void OnDone(const grpc::Status& /*status*/) override {
+      load_->BatchStreamDone(*connection_, LeaderFromTrailers(context_));
+      delete this;
+    }
+
+   private:
+    Impl* const load_;
+    Connection* const connection_;
+    grpc::ClientContext context_;
+    v1::KeepAliveRequest request_;
+    v1::KeepAliveResponse response_;
+    absl::Mutex mu_;
+    bool ended_ ABSL_GUARDED_BY(mu_) = false;
+    bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  };
+
+  // The ids of the connection's sessions to renew.
+  static std::vector<uint64_t> OpenIds(Connection& connection)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(connection.batch_mu) {
+    std::vector<uint64_t> ids;
+    for (const auto& [id, session] : connection.open) {
+      if (!session->lost.load() && !session->closed.load()) ids.push_back(id);
+    }
+    return ids;
+  }
+
+  // A session opened on a batch connection: the stream and its pings start
+  // with the first.
+  void JoinBatch(Session& session) {
+    Connection& connection = *session.connection;
+    bool start_pinging = false;
+    {
+      absl::MutexLock lock(&connection.batch_mu);
+      connection.open[session.id] = &session;
+      if (!connection.pinging) connection.pinging = start_pinging = true;
+    }
+    if (start_pinging) {
+      StartBatchStream(connection);
+      ScheduleBatchPing(connection);
+    }
+  }
+
+  void StartBatchStream(Connection& connection) {
+    v1::Sessions::Stub* stub = StubFor(connection);
+    absl::MutexLock lock(&connection.batch_mu);
+    if (stopping_.load() || connection.stream != nullptr) return;
+    {
+      absl::MutexLock count_lock(&mu_);
+      ++live_streams_;
+    }
+    connection.stream = new BatchStream(this, &connection, stub);
+    connection.stream->Ping(OpenIds(connection));
+  }
+
+  void ScheduleBatchPing(Connection& connection) {
+    timer_.After(options_.ttl / 3, [this, &connection] {
+      if (stopping_.load()) return;
+      {
+        absl::MutexLock lock(&connection.batch_mu);
+        if (connection.stream != nullptr) {
+          connection.stream->Ping(OpenIds(connection));
+        }
+      }
+      ScheduleBatchPing(connection);
+    });
+  }
+
+  void BatchAnswered(Connection& connection,
+                     const v1::KeepAliveResponse& response) {
+    for (const v1::KeepAliveResponse& entry : response.sessions()) {
+      Session* session = nullptr;
+      {
+        absl::MutexLock lock(&connection.batch_mu);
+        auto it = connection.open.find(entry.session_id());
+        if (it != connection.open.end()) session = it->second;
+      }
+      if (session == nullptr || session->closed.load()) continue;
+      if (entry.code() != 0) {
+        session->lost.store(true);
+        continue;
+      }
+      Answered(*session, entry);
+    }
+  }
+
+  void BatchStreamDone(Connection& connection,
+                       const std::string& leader_address) {
+    {
+      absl::MutexLock lock(&connection.batch_mu);
+      connection.stream = nullptr;
+    }
+    if (!stopping_.load()) {
+      stream_restarts_.fetch_add(1);
+      Redirect(connection, leader_address);
+      timer_.After(absl::Milliseconds(20),
+                   [this, &connection] { StartBatchStream(connection); });
+    }
+    absl::MutexLock lock(&mu_);
+    --live_streams_;
+  }
+
   std::string leader() const {
     absl::MutexLock lock(&leader_mu_);
     return leader_;
@@ -381,8 +538,12 @@ class SessionLoad::Impl {
     if (status.ok()) {
       session.id = session.response.session_id();
       session.last_answer_ns.store(absl::GetCurrentTimeNanos());
-      StartStream(session);
-      SchedulePing(session);
+      if (options_.batch_streams) {
+        JoinBatch(session);
+      } else {
+        StartStream(session);
+        SchedulePing(session);
+      }
       FinishOpen(true);
       return;
     }
@@ -418,6 +579,7 @@ class SessionLoad::Impl {
   void StartNextClose() {
     const size_t i = next_close_.fetch_add(1);
     if (i >= closing_.size()) return;
+    closing_[i]->closed.store(true);
     RetryClose(*closing_[i]);
   }
 
@@ -459,7 +621,7 @@ class SessionLoad::Impl {
   // this sees stopping_.
   void StartStream(Session& session) {
     absl::MutexLock lock(&session.mu);
-    if (stopping_.load()) return;
+    if (stopping_.load() || session.closed.load()) return;
     {
       absl::MutexLock count_lock(&mu_);
       ++live_streams_;
@@ -471,7 +633,9 @@ class SessionLoad::Impl {
   // Every TTL/3 from the session's open on, as the client library does.
   void SchedulePing(Session& session) {
     timer_.After(options_.ttl / 3, [this, &session] {
-      if (stopping_.load() || session.lost.load()) return;
+      if (stopping_.load() || session.lost.load() || session.closed.load()) {
+        return;
+      }
       {
         absl::MutexLock lock(&session.mu);
         if (session.stream != nullptr) session.stream->Ping();
@@ -502,7 +666,7 @@ class SessionLoad::Impl {
     const bool ended_by_cell =
         status.error_code() == grpc::StatusCode::NOT_FOUND ||
         status.error_code() == grpc::StatusCode::FAILED_PRECONDITION;
-    if (!stopping_.load()) {
+    if (!stopping_.load() && !session.closed.load()) {
       if (ended_by_cell) {
         session.lost.store(true);
       } else {
@@ -565,6 +729,10 @@ class SessionLoad::Impl {
     for (Session& session : sessions_) {
       absl::MutexLock lock(&session.mu);
       if (session.stream != nullptr) session.stream->Cancel();
+    }
+    for (auto& connection : connections_) {
+      absl::MutexLock lock(&connection->batch_mu);
+      if (connection->stream != nullptr) connection->stream->Cancel();
     }
     {
       absl::MutexLock lock(&mu_);

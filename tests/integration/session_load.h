@@ -2,15 +2,17 @@
 // of independent clients would, for the session-load benchmark
 // (bench/lockd_session_bench.cc) and the session-load integration test.
 //
-// Every session has its own KeepAlive stream; `sessions_per_connection`
-// sessions share one gRPC connection (1: a connection each, as separate
-// processes would have). Sessions are opened with CreateSession, at most
-// `open_concurrency` at once, each retried with the same nonce until it
-// opens or `open_timeout` passes. A stream sends one keep-alive at once and
-// then one every TTL/3 (the client library's cadence), follows a leader
-// redirect when a call or stream ends with UNAVAILABLE, and counts the session
-// lost when the cell ends the stream with NOT_FOUND or FAILED_PRECONDITION.
-// A monitor polls Cluster.Status of every endpoint to count leader changes.
+// Every session has its own KeepAlive stream, or with `batch_streams` the
+// sessions of a connection share one stream in the batch form;
+// `sessions_per_connection` sessions share one gRPC connection (1: a
+// connection each, as separate processes would have). Sessions are opened with
+// CreateSession, at most `open_concurrency` at once, each retried with the same
+// nonce until it opens or `open_timeout` passes. A stream sends one keep-alive
+// at once and then one every TTL/3 (the client library's cadence), follows a
+// leader redirect when a call or stream ends with UNAVAILABLE, and counts the
+// session lost when the cell ends the stream with NOT_FOUND or
+// FAILED_PRECONDITION. A monitor polls Cluster.Status of every endpoint to
+// count leader changes.
 //
 // All work runs on gRPC's callback threads and two threads of its own (a
 // timer and the monitor), so 10,000s of sessions need no thread each.
@@ -40,6 +42,9 @@ struct SessionLoadOptions {
   std::vector<std::string> endpoints;
   int sessions = 10000;
   int sessions_per_connection = 1;
+  // The sessions of a connection share one KeepAlive stream in the batch
+  // form (one message renews them all) instead of a stream each.
+  bool batch_streams = false;
   // Each connection first calls endpoints[i % n] and follows the leader
   // redirect from there, as clients configured with every replica's address
   // do; false: every connection starts at the leader.

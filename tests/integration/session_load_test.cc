@@ -1,6 +1,7 @@
 // A cell under a session load this machine carries keeps its leader: many
 // sessions opened at once and kept alive, each on its own KeepAlive stream,
-// with a connection each and many to a connection. Nothing may be lost: no
+// with a connection each and many to a connection, and many more sessions
+// sharing a stream per connection in the batch form. Nothing may be lost: no
 // leadership, no session, no open. (The full load, 10,000 to 100,000
 // sessions for 60 s, is bench/lockd_session_bench; docs/benchmarks.md.)
 
@@ -20,12 +21,14 @@ class SessionLoadTest : public CellTest {
  protected:
   // The server's default timing (the fixture's is the same), since that is
   // what a new user runs.
-  void RunLoad(int sessions, int per_connection, absl::Duration hold) {
+  void RunLoad(int sessions, int per_connection, absl::Duration hold,
+               bool batch_streams = false) {
     ASSERT_NO_FATAL_FAILURE(StartCell());
     SessionLoadOptions options;
     options.endpoints = cell_->addresses();
     options.sessions = sessions;
     options.sessions_per_connection = per_connection;
+    options.batch_streams = batch_streams;
     options.open_concurrency = 256;
     options.ttl = absl::Seconds(10);
     options.client_name = "session-load-test";
@@ -56,6 +59,11 @@ TEST_F(SessionLoadTest, AConnectionPerSessionKeepsTheLeader) {
 
 TEST_F(SessionLoadTest, ManySessionsPerConnectionKeepTheLeader) {
   RunLoad(/*sessions=*/10000, /*per_connection=*/100, absl::Seconds(15));
+}
+
+TEST_F(SessionLoadTest, BatchStreamsKeepManyMoreSessions) {
+  RunLoad(/*sessions=*/30000, /*per_connection=*/100, absl::Seconds(15),
+          /*batch_streams=*/true);
 }
 
 }  // namespace

@@ -3,7 +3,9 @@
 // closed one loses them at once, and retried request numbers are answered
 // from the record instead of acting twice.
 
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
@@ -227,6 +229,146 @@ TEST_F(SessionTest, StatusCountsLiveSessionsOnEveryReplica) {
   absl::StatusOr<v1::StatusResponse> status = cell_->Status(Leader());
   LOCKD_ASSERT_OK(status);
   EXPECT_EQ(status->sessions(), 1u);
+}
+
+}  // namespace
+}  // namespace lockd::integration
+
+namespace lockd::integration {
+namespace {
+
+// Raw calls at the leader for the batch-form test.
+class BatchKeepAliveTest : public CellTest {
+ protected:
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(StartCell());
+    leader_ = cell_->address(Leader());
+    channel_ = NewChannel(leader_);
+    sessions_ = v1::Sessions::NewStub(channel_);
+    nodes_ = v1::Nodes::NewStub(channel_);
+  }
+
+  std::unique_ptr<grpc::ClientContext> Context() {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+    return context;
+  }
+
+  uint64_t OpenSession(uint64_t nonce) {
+    v1::CreateSessionRequest request;
+    request.set_ttl_ms(10000);
+    request.set_nonce(nonce);
+    v1::CreateSessionResponse response;
+    const grpc::Status status =
+        sessions_->CreateSession(Context().get(), request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response.session_id();
+  }
+
+  template <typename Request>
+  void WithHeader(Request& request, uint64_t session, uint64_t number) {
+    request.mutable_header()->set_session_id(session);
+    request.mutable_header()->set_request_id(number);
+  }
+
+  static v1::KeepAliveRequest Batch(const std::vector<uint64_t>& ids) {
+    v1::KeepAliveRequest request;
+    for (uint64_t id : ids) request.add_sessions()->set_session_id(id);
+    return request;
+  }
+
+  // Reads until an entry for `session` satisfying `match` arrives.
+  template <typename Match>
+  bool ReadUntil(grpc::ClientReaderWriter<v1::KeepAliveRequest,
+                                          v1::KeepAliveResponse>& stream,
+                 uint64_t session, Match match) {
+    v1::KeepAliveResponse response;
+    while (stream.Read(&response)) {
+      EXPECT_EQ(response.session_id(), 0u);
+      EXPECT_GT(response.epoch(), 0u);
+      for (const v1::KeepAliveResponse& entry : response.sessions()) {
+        if (entry.session_id() == session && match(entry)) return true;
+      }
+    }
+    return false;
+  }
+
+  std::string leader_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Sessions::Stub> sessions_;
+  std::unique_ptr<v1::Nodes::Stub> nodes_;
+};
+
+TEST_F(BatchKeepAliveTest, OneStreamKeepsManySessionsAlive) {
+  const uint64_t a = OpenSession(1), b = OpenSession(2), c = OpenSession(3);
+  ASSERT_TRUE(a != 0 && b != 0 && c != 0);
+  std::unique_ptr<grpc::ClientContext> context = Context();
+  auto stream = sessions_->KeepAlive(context.get());
+
+  // One message renews all three; an unknown session is answered NOT_FOUND
+  // without ending the stream.
+  ASSERT_TRUE(stream->Write(Batch({a, b, c, 999999})));
+  v1::KeepAliveResponse answer;
+  ASSERT_TRUE(stream->Read(&answer));
+  EXPECT_EQ(answer.session_id(), 0u);
+  ASSERT_EQ(answer.sessions_size(), 4);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(answer.sessions(i).code(), 0) << answer.sessions(i).message();
+    EXPECT_GT(answer.sessions(i).lease_remaining_ms(), 0);
+    EXPECT_EQ(answer.sessions(i).epoch(), answer.epoch());
+  }
+  EXPECT_EQ(answer.sessions(3).session_id(), 999999u);
+  EXPECT_EQ(answer.sessions(3).code(),
+            static_cast<int>(grpc::StatusCode::NOT_FOUND));
+
+  // Events of one session arrive on the shared stream, named by session.
+  v1::CreateNodeRequest create;
+  WithHeader(create, b, 1);
+  create.set_path("/watched");
+  v1::CreateNodeResponse created;
+  ASSERT_TRUE(nodes_->Create(Context().get(), create, &created).ok());
+  v1::WatchRequest watch;
+  WithHeader(watch, b, 2);
+  watch.set_path("/watched");
+  v1::WatchResponse watching;
+  ASSERT_TRUE(nodes_->Watch(Context().get(), watch, &watching).ok());
+  v1::SetNodeRequest set;
+  WithHeader(set, a, 1);
+  set.set_path("/watched");
+  set.set_content("new");
+  v1::SetNodeResponse was_set;
+  ASSERT_TRUE(nodes_->Set(Context().get(), set, &was_set).ok());
+  EXPECT_TRUE(ReadUntil(*stream, b, [](const v1::KeepAliveResponse& entry) {
+    return entry.events_size() == 1 &&
+           entry.events(0).type() == v1::Event::CONTENT_CHANGED &&
+           entry.events(0).path() == "/watched";
+  }));
+
+  // A session that ends leaves the stream with NOT_FOUND; the others stay.
+  v1::CloseSessionRequest close;
+  WithHeader(close, c, 1);
+  v1::CloseSessionResponse closed;
+  ASSERT_TRUE(sessions_->CloseSession(Context().get(), close, &closed).ok());
+  EXPECT_TRUE(ReadUntil(*stream, c, [](const v1::KeepAliveResponse& entry) {
+    return entry.code() == static_cast<int>(grpc::StatusCode::NOT_FOUND);
+  }));
+  ASSERT_TRUE(stream->Write(Batch({a, b})));
+  EXPECT_TRUE(ReadUntil(*stream, a, [](const v1::KeepAliveResponse& entry) {
+    return entry.code() == 0 && entry.lease_remaining_ms() > 0;
+  }));
+
+  // The single form on a batch stream is refused.
+  v1::KeepAliveRequest single;
+  single.set_session_id(a);
+  ASSERT_TRUE(stream->Write(single));
+  v1::KeepAliveResponse rest;
+  while (stream->Read(&rest)) {
+  }
+  const grpc::Status ended = stream->Finish();
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+      << ended.error_message();
+  EXPECT_TRUE(absl::StrContains(ended.error_message(), "batch form"))
+      << ended.error_message();
 }
 
 }  // namespace
