@@ -67,6 +67,10 @@ ABSL_FLAG(int32_t, checkpoint_interval_ms, 500,
 ABSL_FLAG(uint64_t, max_request_bytes, 256 << 10,
           "Largest client request accepted; larger ones get "
           "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int32_t, max_keepalive_streams, 20000,
+          "KeepAlive streams open at once; more are refused with "
+          "RESOURCE_EXHAUSTED (clients with many sessions use one stream in "
+          "the batch form).");
 ABSL_FLAG(uint64_t, max_message_bytes, 64 << 20,
           "Largest Paxos message between replicas (see paxos/config.h).");
 
@@ -238,7 +242,12 @@ int Run() {
     LOG(ERROR) << peer_server.status().message();
     return 1;
   }
-  SessionsService sessions_service(loop->get(), max_request_bytes);
+  if (absl::GetFlag(FLAGS_max_keepalive_streams) <= 0) {
+    std::cerr << "lockd: --max_keepalive_streams must be positive\n";
+    return 2;
+  }
+  SessionsService sessions_service(loop->get(), max_request_bytes,
+                                   absl::GetFlag(FLAGS_max_keepalive_streams));
   NodesService nodes_service(loop->get(), max_request_bytes);
   LocksService locks_service(loop->get(), max_request_bytes);
   ElectionsService elections_service(loop->get(), max_request_bytes);

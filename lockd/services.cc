@@ -232,8 +232,11 @@ using KeepAliveReactorBase =
 // holds the queue; OnDone unregisters before the reactor goes away.
 class KeepAliveReactor : public KeepAliveReactorBase {
  public:
-  KeepAliveReactor(ReplicaLoop* loop, grpc::CallbackServerContext* context)
+  // Decrements `*open_streams` when done.
+  KeepAliveReactor(ReplicaLoop* loop, grpc::CallbackServerContext* context,
+                   std::atomic<int>* open_streams)
       : loop_(loop),
+        open_streams_(open_streams),
         queue_(std::make_shared<Queue>(this, context)),
         listener_(std::make_shared<Listener>(queue_)) {
     StartRead(&request_);
@@ -252,6 +255,7 @@ class KeepAliveReactor : public KeepAliveReactorBase {
 
   void OnDone() override {
     loop_->RemoveSessionListener(listener_.get());
+    open_streams_->fetch_sub(1);
     delete this;
   }
 
@@ -272,9 +276,17 @@ class KeepAliveReactor : public KeepAliveReactorBase {
   };
 
   ReplicaLoop* const loop_;
+  std::atomic<int>* const open_streams_;
   const std::shared_ptr<Queue> queue_;
   const std::shared_ptr<Listener> listener_;
   v1::KeepAliveRequest request_;
+};
+
+// A KeepAlive stream refused at once (the stream limit).
+class RefusedKeepAlive : public KeepAliveReactorBase {
+ public:
+  explicit RefusedKeepAlive(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
 };
 
 using ObserveReactorBase = grpc::ServerWriteReactor<v1::GetLeaderResponse>;
@@ -336,7 +348,19 @@ grpc::ServerUnaryReactor* SessionsService::CreateSession(
 
 grpc::ServerBidiReactor<v1::KeepAliveRequest, v1::KeepAliveResponse>*
 SessionsService::KeepAlive(grpc::CallbackServerContext* context) {
-  return new KeepAliveReactor(loop_, context);
+  // Every open stream costs the process on every completion (see
+  // docs/benchmarks.md, "Session load"): beyond the limit a stream is
+  // refused rather than slowing every session down.
+  if (keep_alive_streams_.fetch_add(1) >= max_keep_alive_streams_) {
+    keep_alive_streams_.fetch_sub(1);
+    return new RefusedKeepAlive(grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("this replica has ", max_keep_alive_streams_,
+                     " KeepAlive streams open (--max_keepalive_streams); "
+                     "keep many sessions alive on one stream with the batch "
+                     "form (KeepAliveRequest.sessions)")));
+  }
+  return new KeepAliveReactor(loop_, context, &keep_alive_streams_);
 }
 
 grpc::ServerUnaryReactor* SessionsService::CloseSession(

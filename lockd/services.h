@@ -1,6 +1,7 @@
 #ifndef LOCKD_SERVICES_H_
 #define LOCKD_SERVICES_H_
 
+#include <atomic>
 #include <cstddef>
 
 #include "lockd/replica_loop.h"
@@ -18,8 +19,13 @@ namespace lockd {
 
 class SessionsService : public v1::Sessions::CallbackService {
  public:
-  SessionsService(ReplicaLoop* loop, size_t max_request_bytes)
-      : loop_(loop), max_request_bytes_(max_request_bytes) {}
+  // At most `max_keep_alive_streams` KeepAlive streams are open at once;
+  // more are refused with RESOURCE_EXHAUSTED (docs/server.md, "Limits").
+  SessionsService(ReplicaLoop* loop, size_t max_request_bytes,
+                  int max_keep_alive_streams)
+      : loop_(loop),
+        max_request_bytes_(max_request_bytes),
+        max_keep_alive_streams_(max_keep_alive_streams) {}
 
   grpc::ServerUnaryReactor* CreateSession(
       grpc::CallbackServerContext* context,
@@ -38,6 +44,8 @@ class SessionsService : public v1::Sessions::CallbackService {
  private:
   ReplicaLoop* const loop_;
   const size_t max_request_bytes_;
+  const int max_keep_alive_streams_;
+  std::atomic<int> keep_alive_streams_{0};
 };
 
 class NodesService : public v1::Nodes::CallbackService {

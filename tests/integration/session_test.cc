@@ -371,5 +371,65 @@ TEST_F(BatchKeepAliveTest, OneStreamKeepsManySessionsAlive) {
       << ended.error_message();
 }
 
+TEST(KeepAliveLimitTest, StreamsBeyondTheLimitAreRefused) {
+  CellOptions options;
+  options.lockd_binary = LOCKD_BINARY;
+  options.extra_flags = {"--max_keepalive_streams=2"};
+  absl::StatusOr<std::unique_ptr<Cell>> cell = Cell::Start(options);
+  ASSERT_TRUE(cell.ok()) << cell.status();
+  absl::StatusOr<int> leader = (*cell)->WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok()) << leader.status();
+  auto stub = v1::Sessions::NewStub(NewChannel((*cell)->address(*leader)));
+  v1::CreateSessionRequest create;
+  create.set_nonce(7);
+  v1::CreateSessionResponse session;
+  grpc::ClientContext create_context;
+  ASSERT_TRUE(stub->CreateSession(&create_context, create, &session).ok());
+
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<
+      grpc::ClientReaderWriter<v1::KeepAliveRequest, v1::KeepAliveResponse>>>
+      streams;
+  v1::KeepAliveRequest request;
+  request.set_session_id(session.session_id());
+  for (int i = 0; i < 3; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    contexts.back()->set_deadline(
+        absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+    streams.push_back(stub->KeepAlive(contexts.back().get()));
+    streams.back()->Write(request);
+    v1::KeepAliveResponse response;
+    const bool answered = streams.back()->Read(&response);
+    if (i < 2) {
+      EXPECT_TRUE(answered) << "stream " << i;
+      EXPECT_GT(response.lease_remaining_ms(), 0);
+      continue;
+    }
+    EXPECT_FALSE(answered);
+    const grpc::Status refused = streams.back()->Finish();
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_TRUE(
+        absl::StrContains(refused.error_message(), "--max_keepalive_streams"))
+        << refused.error_message();
+  }
+  // A closed stream frees its place.
+  contexts[0]->TryCancel();
+  streams[0]->Finish();
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        grpc::ClientContext context;
+        context.set_deadline(
+            absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+        auto stream = stub->KeepAlive(&context);
+        stream->Write(request);
+        v1::KeepAliveResponse response;
+        const bool answered = stream->Read(&response);
+        context.TryCancel();
+        stream->Finish();
+        return answered;
+      },
+      absl::Seconds(10), absl::Milliseconds(100)));
+}
+
 }  // namespace
 }  // namespace lockd::integration
