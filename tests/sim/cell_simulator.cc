@@ -337,6 +337,10 @@ struct Client {
   uint64_t max_epoch = 0;
   int target = 0;
 
+  // Odd-numbered clients keep their session alive in the KeepAlive batch
+  // form (a stream of many sessions, here of one), the others in the
+  // single form, so that both paths of ReplicaNode run under every fault.
+  bool batch_keepalive = false;
   bool keepalive_waiting = false;
   int64_t keepalive_sent_local_us = 0;
   uint64_t acked_event = 0;
@@ -443,6 +447,7 @@ class World {
     for (int c = 0; c < options_.clients; ++c) {
       Client& client = clients_[c];
       client.index = c;
+      client.batch_keepalive = c % 2 == 1;
       client.clock_offset_us = random_.Range(-1000000000LL, 1000000000LL);
       client.rate =
           (static_cast<double>(random_.Uniform(2001)) / 1000.0 - 1.0) *
@@ -516,6 +521,21 @@ class World {
     }
   }
 
+  // The per-session answers in a KeepAlive response: the response itself in
+  // the single form, its successful entries in the batch form.
+  static std::vector<const v1::KeepAliveResponse*> Answers(
+      const v1::KeepAliveResponse& response) {
+    std::vector<const v1::KeepAliveResponse*> answers;
+    if (response.sessions_size() == 0) {
+      answers.push_back(&response);
+      return answers;
+    }
+    for (const v1::KeepAliveResponse& entry : response.sessions()) {
+      if (entry.code() == 0) answers.push_back(&entry);
+    }
+    return answers;
+  }
+
   void OnListenerSend(SimListener* listener, v1::KeepAliveResponse response) {
     Machine& m = machines_[listener->replica()];
     if (m.crashing) return;
@@ -530,28 +550,30 @@ class World {
       reply->sent_local_us = keepalive_in_progress_->sent_local_us;
       reply->incarnation = keepalive_in_progress_->incarnation;
       ++result_.keepalives_answered;
-      const uint64_t session_id = reply->response.session_id();
-      const absl::StatusOr<int64_t> expires_at =
-          m.node->state().SessionExpiresAt(session_id);
-      if (expires_at.ok()) {
+      for (const v1::KeepAliveResponse* answer : Answers(reply->response)) {
+        const uint64_t session_id = answer->session_id();
+        const absl::StatusOr<int64_t> expires_at =
+            m.node->state().SessionExpiresAt(session_id);
+        if (!expires_at.ok()) continue;
         // The answer's cell time is expires_at - lease_remaining.
         SessionInfo& info = sessions_[session_id];
         info.base_us = now_us_;
         info.base_leaderless_us = leaderless_us_;
-        info.base_cell_ms =
-            std::max(info.base_cell_ms,
-                     *expires_at - reply->response.lease_remaining_ms());
+        info.base_cell_ms = std::max(
+            info.base_cell_ms, *expires_at - answer->lease_remaining_ms());
         CheckLeaseTold(m, session_id, *expires_at,
-                       reply->response.lease_remaining_ms());
+                       answer->lease_remaining_ms());
       }
     } else {
       reply->incarnation = clients_[listener->client()].incarnation;
       // Pushed events carry a lease too.
-      const absl::StatusOr<int64_t> expires_at =
-          m.node->state().SessionExpiresAt(reply->response.session_id());
-      if (expires_at.ok()) {
-        CheckLeaseTold(m, reply->response.session_id(), *expires_at,
-                       reply->response.lease_remaining_ms());
+      for (const v1::KeepAliveResponse* answer : Answers(reply->response)) {
+        const absl::StatusOr<int64_t> expires_at =
+            m.node->state().SessionExpiresAt(answer->session_id());
+        if (expires_at.ok()) {
+          CheckLeaseTold(m, answer->session_id(), *expires_at,
+                         answer->lease_remaining_ms());
+        }
       }
     }
     if (listener->broken) return;
@@ -1408,8 +1430,11 @@ class World {
     auto request = std::make_unique<ClientRequest>();
     request->kind = ClientRequest::Kind::kKeepAlive;
     request->listener = StreamTo(c, c.target);
-    request->keepalive.set_session_id(c.session_id);
-    request->keepalive.set_acked_event_sequence(c.acked_event);
+    v1::KeepAliveRequest& keepalive = c.batch_keepalive
+                                          ? *request->keepalive.add_sessions()
+                                          : request->keepalive;
+    keepalive.set_session_id(c.session_id);
+    keepalive.set_acked_event_sequence(c.acked_event);
     request->sent_local_us = LocalNow(c);
     c.keepalive_waiting = true;
     c.keepalive_sent_local_us = request->sent_local_us;
@@ -1434,7 +1459,20 @@ class World {
       }
       return;
     }
-    const v1::KeepAliveResponse& response = reply.response;
+    if (c.batch_keepalive && reply.response.sessions_size() != 1) {
+      Violation(absl::StrCat(
+          "keep-alive: client ", c.index, " got a batch answer with ",
+          reply.response.sessions_size(), " entries for its one session"));
+      return;
+    }
+    const v1::KeepAliveResponse& response =
+        c.batch_keepalive ? reply.response.sessions(0) : reply.response;
+    if (c.batch_keepalive && response.code() != 0) {
+      if (response.code() == static_cast<int>(absl::StatusCode::kNotFound)) {
+        SessionLost(c, response.message());
+      }
+      return;
+    }
     if (response.events_lost() > c.events_lost_seen) {
       c.events_lost_seen = response.events_lost();
     }
