@@ -198,6 +198,10 @@ class PeerServer::Call {
   // Handles the completion of the pending operation; false once the call
   // is over (the caller deletes it).
   bool Proceed(bool ok) {
+    // Once shutdown began no operation may start (the queue is shut down
+    // right after): the call then simply ends.
+    absl::MutexLock lock(&server_->ops_mu_);
+    if (!server_->accepting_) return false;
     switch (state_) {
       case State::kRequested:
         if (!ok) return false;  // The server is shutting down.
@@ -289,6 +293,10 @@ void PeerServer::Shutdown() {
     absl::MutexLock lock(&mu_);
     if (shut_down_ || server_ == nullptr) return;
     shut_down_ = true;
+  }
+  {
+    absl::MutexLock lock(&ops_mu_);
+    accepting_ = false;
   }
   // Peers do not hang up by themselves: cancel their streams at once.
   server_->Shutdown(std::chrono::system_clock::now());

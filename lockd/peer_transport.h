@@ -100,6 +100,9 @@ class PeerServer {
   std::atomic<uint64_t> refused_{0};
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  // Calls start operations under ops_mu_ only while accepting_.
+  absl::Mutex ops_mu_;
+  bool accepting_ ABSL_GUARDED_BY(ops_mu_) = true;
 };
 
 }  // namespace lockd
