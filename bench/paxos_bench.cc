@@ -19,7 +19,6 @@
 #include <cstdio>
 #include <deque>
 #include <filesystem>
-#include <fstream>
 #include <future>
 #include <memory>
 #include <string>
@@ -32,6 +31,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "bench/conditions.h"
 #include "glog/logging.h"
 #include "lockd/leveldb_storage.h"
 #include "paxos/memory_storage.h"
@@ -85,49 +85,6 @@ std::string MakeTempDir() {
   std::string pattern = "/tmp/lockd-paxos-bench-XXXXXX";
   CHECK(mkdtemp(pattern.data()) != nullptr) << "mkdtemp failed";
   return pattern;
-}
-
-// Median latency of write + fdatasync of 4 KiB in `dir`: the floor of one
-// durable Save on that disk.
-double MeasureFsyncMs(const std::string& dir) {
-  const std::string path = dir + "/fsync-probe";
-  FILE* file = fopen(path.c_str(), "w");
-  CHECK(file != nullptr) << "cannot create " << path;
-  std::vector<double> samples;
-  const std::string block(4096, 'x');
-  for (int i = 0; i < 50; ++i) {
-    const auto start = Clock::now();
-    fwrite(block.data(), 1, block.size(), file);
-    fflush(file);
-    fdatasync(fileno(file));
-    samples.push_back(
-        std::chrono::duration<double, std::milli>(Clock::now() - start)
-            .count());
-  }
-  fclose(file);
-  unlink(path.c_str());
-  std::sort(samples.begin(), samples.end());
-  return samples[samples.size() / 2];
-}
-
-std::string CpuModel() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      return std::string(
-          absl::StripAsciiWhitespace(line.substr(line.find(':') + 1)));
-    }
-  }
-  return "unknown";
-}
-
-double Percentile(std::vector<double>& sorted, double p) {
-  if (sorted.empty()) return 0;
-  const size_t index =
-      std::min(sorted.size() - 1,
-               static_cast<size_t>(p * static_cast<double>(sorted.size())));
-  return sorted[index];
 }
 
 class Cell {
@@ -194,8 +151,8 @@ class Cell {
     }
     // Disk writes of different machines overlap; memory writes are too
     // cheap to be worth a thread.
-    const auto launch = parallel_saves_ ? std::launch::async
-                                        : std::launch::deferred;
+    const auto launch =
+        parallel_saves_ ? std::launch::async : std::launch::deferred;
     std::vector<std::future<absl::Status>> saves;
     for (size_t i = 0; i < replicas_.size(); ++i) {
       if (!has[i] || readies[i].persist.empty()) continue;

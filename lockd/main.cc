@@ -15,8 +15,10 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -42,8 +44,8 @@ ABSL_FLAG(std::string, members, "",
 ABSL_FLAG(std::string, data_dir, "",
           "Directory of this replica's durable state (created if missing).");
 ABSL_FLAG(std::string, listen, "",
-          "Address to listen on; default: this replica's address in "
-          "--members. Use 0.0.0.0:PORT to accept connections on every "
+          "Address to accept clients on; default: this replica's client "
+          "address in --members. Use 0.0.0.0:PORT to accept clients on every "
           "interface.");
 ABSL_FLAG(std::string, peer_listen, "",
           "Address to accept peers on; default: this replica's peer address "
@@ -305,6 +307,14 @@ int main(int argc, char** argv) {
       "  lockd --id=1 --members=1@127.0.0.1:7001/127.0.0.1:7101,"
       "2@127.0.0.1:7002/127.0.0.1:7102,3@127.0.0.1:7003/127.0.0.1:7103 "
       "--data_dir=DIR");
+  // --help lists the flags of this file; Abseil looks only in a file named
+  // after the program (lockd.cc) unless told otherwise.
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "lockd/main.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
   // Debian builds Abseil without NDEBUG, so absl::Mutex checks every lock
   // order in a global graph by default; gRPC's own locks are absl::Mutex,

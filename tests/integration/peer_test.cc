@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
@@ -113,12 +114,12 @@ TEST_F(PeerTest, MessagesFromOutsideTheMembershipAreRefused) {
   }
 }
 
-// Run lockd with `members` and return its exit status and output.
-std::pair<int, std::string> RunLockd(const std::string& members,
-                                     const std::string& dir) {
+// Runs lockd with `args` and returns its exit status and output.
+std::pair<int, std::string> RunLockdWith(std::vector<std::string> args,
+                                         const std::string& dir) {
   ProcessOptions process;
-  process.argv = {LOCKD_BINARY, "--id=1", "--members=" + members,
-                  "--data_dir=" + dir + "/data"};
+  process.argv = {LOCKD_BINARY};
+  process.argv.insert(process.argv.end(), args.begin(), args.end());
   process.output_path = dir + "/out";
   absl::StatusOr<pid_t> pid = StartProcess(process);
   if (!pid.ok()) return {-1, pid.status().ToString()};
@@ -132,6 +133,22 @@ std::pair<int, std::string> RunLockd(const std::string& members,
   std::string text((std::istreambuf_iterator<char>(out)),
                    std::istreambuf_iterator<char>());
   return {WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1, text};
+}
+
+std::pair<int, std::string> RunLockd(const std::string& members,
+                                     const std::string& dir) {
+  return RunLockdWith(
+      {"--id=1", "--members=" + members, "--data_dir=" + dir + "/data"}, dir);
+}
+
+TEST(LockdFlagsTest, HelpListsEveryFlag) {
+  auto [code, output] = RunLockdWith({"--help"}, ::testing::TempDir());
+  for (const char* flag :
+       {"--members", "--peer_listen", "--data_dir", "--election_ticks",
+        "--max_keepalive_streams", "--max_request_bytes"}) {
+    EXPECT_TRUE(absl::StrContains(output, flag)) << flag << "\n" << output;
+  }
+  EXPECT_FALSE(absl::StrContains(output, "No flags matched")) << output;
 }
 
 TEST(PeerFlagsTest, MembersNeedAPeerAddressOfTheirOwn) {
