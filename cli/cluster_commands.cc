@@ -277,6 +277,10 @@ int RunSessions(Context& context) {
                          .str());
     return kExitOk;
   }
+  if (sessions->sessions().empty()) {
+    std::printf("no sessions\n");
+    return kExitOk;
+  }
   Table table({"ID", "CLIENT", "TTL", "LEASE LEFT", "LOCKS", "EPHEMERAL"});
   for (const v1::SessionInfo& session : sessions->sessions()) {
     table.AddRow({absl::StrCat(session.session_id()), session.client_name(),
@@ -327,6 +331,11 @@ int RunLocks(Context& context) {
                          .Raw("locks", JsonArray(rows))
                          .Bool("truncated", locks->truncated())
                          .str());
+    return kExitOk;
+  }
+  if (locks->locks().empty()) {
+    std::printf(prefix == "/" ? "no locks\n" : "no locks under %s\n",
+                prefix.c_str());
     return kExitOk;
   }
   Table table({"PATH", "GENERATION", "HOLDERS", "WAITERS", "LOCK-DELAY LEFT"});

@@ -349,6 +349,8 @@ TEST_F(LockctlTest, NotAcquiredBeforeTheWaitRunsOut) {
   holder->Signal(SIGTERM);
   EXPECT_EQ(holder->Wait(absl::Seconds(30)), 0) << holder->Err();
   EXPECT_EQ(Run({"lock", "--wait=0", "/busy", "--", "true"}).exit_code, 0);
+  // Empty listings say so instead of printing a bare header.
+  EXPECT_EQ(Run({"locks", "/busy"}).out, "no locks under /busy\n");
 }
 
 TEST_F(LockctlTest, SignalsAreForwardedToTheCommand) {
