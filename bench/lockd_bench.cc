@@ -141,21 +141,14 @@ int Run() {
     options.heartbeat_ticks = absl::GetFlag(FLAGS_heartbeat_ticks);
     options.election_ticks = absl::GetFlag(FLAGS_election_ticks);
     options.directory = absl::GetFlag(FLAGS_data_dir);
-    absl::StatusOr<std::unique_ptr<Cell>> started = Cell::Start(options);
+    absl::StatusOr<std::unique_ptr<Cell>> started =
+        Cell::StartWithLeader(options);
     if (!started.ok()) {
       std::fprintf(stderr, "lockd_bench: %s\n",
                    started.status().ToString().c_str());
       return 1;
     }
     cell = std::move(*started);
-    absl::StatusOr<int> leader = cell->WaitForLeader(absl::Seconds(30));
-    if (!leader.ok()) {
-      std::fprintf(stderr, "lockd_bench: %s\n%s",
-                   leader.status().ToString().c_str(),
-                   cell->AllLogTails().c_str());
-      cell->KeepDirectory();
-      return 1;
-    }
     addresses = cell->addresses();
     cell_line = absl::StrCat(
         options.replicas, " lockd replicas started here on 127.0.0.1 (tick ",

@@ -119,21 +119,14 @@ int Run() {
     options.election_ticks = 0;
     options.extra_flags = absl::GetFlag(FLAGS_lockd_flags);
     options.directory = absl::GetFlag(FLAGS_data_dir);
-    absl::StatusOr<std::unique_ptr<Cell>> started = Cell::Start(options);
+    absl::StatusOr<std::unique_ptr<Cell>> started =
+        Cell::StartWithLeader(options);
     if (!started.ok()) {
       std::fprintf(stderr, "lockd_session_bench: %s\n",
                    started.status().ToString().c_str());
       return 1;
     }
     cell = std::move(*started);
-    absl::StatusOr<int> leader = cell->WaitForLeader(absl::Seconds(30));
-    if (!leader.ok()) {
-      std::fprintf(stderr, "lockd_session_bench: %s\n%s",
-                   leader.status().ToString().c_str(),
-                   cell->AllLogTails().c_str());
-      cell->KeepDirectory();
-      return 1;
-    }
     addresses = cell->addresses();
     for (int id = 1; id <= cell->size(); ++id) pids.push_back(cell->pid(id));
     const std::vector<std::string> flags = absl::GetFlag(FLAGS_lockd_flags);

@@ -161,6 +161,20 @@ absl::StatusOr<std::unique_ptr<Cell>> Cell::Start(CellOptions options) {
   return cell;
 }
 
+absl::StatusOr<std::unique_ptr<Cell>> Cell::StartWithLeader(
+    CellOptions options, absl::Duration timeout) {
+  absl::StatusOr<std::unique_ptr<Cell>> cell = Start(std::move(options));
+  if (!cell.ok()) return cell.status();
+  absl::StatusOr<int> leader = (*cell)->WaitForLeader(timeout);
+  if (!leader.ok()) {
+    (*cell)->KeepDirectory();
+    return absl::Status(
+        leader.status().code(),
+        absl::StrCat(leader.status().message(), "\n", (*cell)->AllLogTails()));
+  }
+  return cell;
+}
+
 Cell::~Cell() {
   for (Replica& r : replicas_) {
     if (r.pid > 0) {

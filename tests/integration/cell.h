@@ -59,6 +59,10 @@ class Cell {
   // Picks ports, creates the directories and starts every replica (it does
   // not wait for a leader; see WaitForLeader).
   static absl::StatusOr<std::unique_ptr<Cell>> Start(CellOptions options);
+  // Start, then WaitForLeader(timeout). If no leader comes, the directory
+  // is kept and the status carries every replica's log tail.
+  static absl::StatusOr<std::unique_ptr<Cell>> StartWithLeader(
+      CellOptions options, absl::Duration timeout = absl::Seconds(30));
 
   ~Cell();
   Cell(const Cell&) = delete;
