@@ -238,7 +238,6 @@ class SessionLoad::Impl {
   // What one client process would hold: a channel per address it has
   // talked to (each its own TCP connection), shared by its sessions, and the
   // address it currently sends to.
-  class BatchStream;
   struct Session;
 
   struct Connection {
@@ -250,7 +249,7 @@ class SessionLoad::Impl {
     // together on one stream in the batch form.
     absl::Mutex batch_mu;
     std::map<uint64_t, Session*> open ABSL_GUARDED_BY(batch_mu);
-    BatchStream* stream ABSL_GUARDED_BY(batch_mu) = nullptr;
+    Stream* stream ABSL_GUARDED_BY(batch_mu) = nullptr;
     bool pinging ABSL_GUARDED_BY(batch_mu) = false;
   };
 
@@ -276,26 +275,36 @@ class SessionLoad::Impl {
     Stream* stream ABSL_GUARDED_BY(mu) = nullptr;
   };
 
-  // One KeepAlive stream. A hold keeps the reactor alive until its read
-  // side ends, so Ping() never writes to a finished call.
+  // One KeepAlive stream: of one session (single form), or of all the
+  // sessions of a connection (batch form). A hold keeps the reactor alive
+  // until its read side ends, so Ping() never writes to a finished call.
   class Stream : public grpc::ClientBidiReactor<v1::KeepAliveRequest,
                                                 v1::KeepAliveResponse> {
    public:
-    Stream(Impl* load, Session* session, v1::Sessions::Stub* stub)
-        : load_(load), session_(session) {
-      request_.set_session_id(session->id);
+    // Exactly one of `session` (single form) and `connection` (batch form).
+    Stream(Impl* load, Session* session, Connection* connection,
+           v1::Sessions::Stub* stub)
+        : load_(load), session_(session), connection_(connection) {
       stub->async()->KeepAlive(&context_, this);
       AddHold();
       StartRead(&response_);
       StartCall();
     }
 
-    // Writes a keep-alive unless one is in flight or the stream ended.
-    void Ping() {
+    // Renews the stream's session, or `batch` in the batch form, unless a
+    // write is in flight or the stream ended.
+    void Ping(const std::vector<uint64_t>& batch = {}) {
       absl::MutexLock lock(&mu_);
-      if (ended_ || writing_) return;
+      if (ended_ || writing_ || (session_ == nullptr && batch.empty())) return;
       writing_ = true;
-      load_->keep_alives_sent_.fetch_add(1);
+      request_.Clear();
+      if (session_ != nullptr) {
+        request_.set_session_id(session_->id);
+        load_->keep_alives_sent_.fetch_add(1);
+      } else {
+        for (uint64_t id : batch) request_.add_sessions()->set_session_id(id);
+        load_->keep_alives_sent_.fetch_add(batch.size());
+      }
       StartWrite(&request_);
     }
 
@@ -308,7 +317,11 @@ class SessionLoad::Impl {
 
     void OnReadDone(bool ok) override {
       if (ok) {
-        load_->Answered(*session_, response_);
+        if (session_ != nullptr) {
+          load_->Answered(*session_, response_);
+        } else {
+          load_->BatchAnswered(*connection_, response_);
+        }
         StartRead(&response_);
         return;
       }
@@ -320,72 +333,17 @@ class SessionLoad::Impl {
     }
 
     void OnDone(const grpc::Status& status) override {
-      load_->StreamDone(*session_, status, LeaderFromTrailers(context_));
+      if (session_ != nullptr) {
+        load_->StreamDone(*session_, status, LeaderFromTrailers(context_));
+      } else {
+        load_->BatchStreamDone(*connection_, LeaderFromTrailers(context_));
+      }
       delete this;
     }
 
    private:
     Impl* const load_;
     Session* const session_;
-    grpc::ClientContext context_;
-    v1::KeepAliveRequest request_;
-    v1::KeepAliveResponse response_;
-    absl::Mutex mu_;
-    bool ended_ ABSL_GUARDED_BY(mu_) = false;
-    bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  };
-
-  // One KeepAlive stream in the batch form for all sessions of a
-  // connection; the same hold discipline as Stream.
-  class BatchStream : public grpc::ClientBidiReactor<v1::KeepAliveRequest,
-                                                     v1::KeepAliveResponse> {
-   public:
-    BatchStream(Impl* load, Connection* connection, v1::Sessions::Stub* stub)
-        : load_(load), connection_(connection) {
-      stub->async()->KeepAlive(&context_, this);
-      AddHold();
-      StartRead(&response_);
-      StartCall();
-    }
-
-    // Renews `sessions` in one message unless a write is in flight.
-    void Ping(const std::vector<uint64_t>& sessions) {
-      absl::MutexLock lock(&mu_);
-      if (ended_ || writing_ || sessions.empty()) return;
-      writing_ = true;
-      request_.Clear();
-      for (uint64_t id : sessions) request_.add_sessions()->set_session_id(id);
-      load_->keep_alives_sent_.fetch_add(sessions.size());
-      StartWrite(&request_);
-    }
-
-    void Cancel() { context_.TryCancel(); }
-
-    void OnWriteDone(bool /*ok*/) override {
-      absl::MutexLock lock(&mu_);
-      writing_ = false;
-    }
-
-    void OnReadDone(bool ok) override {
-      if (ok) {
-        load_->BatchAnswered(*connection_, response_);
-        StartRead(&response_);
-        return;
-      }
-      {
-        absl::MutexLock lock(&mu_);
-        ended_ = true;
-      }
-      RemoveHold();
-    }
-
-    void OnDone(const grpc::Status& /*status*/) override {
-      load_->BatchStreamDone(*connection_, LeaderFromTrailers(context_));
-      delete this;
-    }
-
-   private:
-    Impl* const load_;
     Connection* const connection_;
     grpc::ClientContext context_;
     v1::KeepAliveRequest request_;
@@ -429,7 +387,7 @@ class SessionLoad::Impl {
       absl::MutexLock count_lock(&mu_);
       ++live_streams_;
     }
-    connection.stream = new BatchStream(this, &connection, stub);
+    connection.stream = new Stream(this, nullptr, &connection, stub);
     connection.stream->Ping(OpenIds(connection));
   }
 
@@ -626,7 +584,8 @@ class SessionLoad::Impl {
       absl::MutexLock count_lock(&mu_);
       ++live_streams_;
     }
-    session.stream = new Stream(this, &session, StubFor(*session.connection));
+    session.stream =
+        new Stream(this, &session, nullptr, StubFor(*session.connection));
     session.stream->Ping();
   }
 
