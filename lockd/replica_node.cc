@@ -123,8 +123,13 @@ void ReplicaNode::ApplyCommand(const statepb::Command& command,
         continue;
       }
       // A batch stream goes on for its other sessions.
-      std::vector<uint64_t>& sessions = listeners_[listener.get()].sessions;
-      sessions.erase(std::find(sessions.begin(), sessions.end(), session_id));
+      auto info = listeners_.find(listener.get());
+      if (info != listeners_.end()) {
+        std::vector<uint64_t>& sessions = info->second.sessions;
+        sessions.erase(
+            std::remove(sessions.begin(), sessions.end(), session_id),
+            sessions.end());
+      }
       v1::KeepAliveResponse gone;
       gone.set_epoch(replica_->epoch());
       v1::KeepAliveResponse* entry = gone.add_sessions();
