@@ -21,11 +21,10 @@ struct RequestKey {
   uint64_t session_id = 0;
   uint64_t request_id = 0;
 
-  bool operator==(const RequestKey& other) const {
+  bool operator==(const RequestKey &other) const {
     return session_id == other.session_id && request_id == other.request_id;
   }
-  template <typename H>
-  friend H AbslHashValue(H h, const RequestKey& key) {
+  template <typename H> friend H AbslHashValue(H h, const RequestKey &key) {
     return H::combine(std::move(h), key.session_id, key.request_id);
   }
 };
@@ -76,21 +75,24 @@ struct ApplyResult {
 //   min(T + ttl, last_renewed + 2 * ttl)): a fresh TTL for the new leader,
 //   but a client silent since last_renewed expires by last_renewed + 2 * ttl
 //   however many leaders follow.
+// * Secrets: CreateSession stores the command's secret_digest (a retry by
+//   nonce replaces it); every request of the session must carry the same
+//   digest, or it is refused with PERMISSION_DENIED and changes nothing.
 // * A session whose expires_at <= now is gone: it is deleted, its requests
 //   fail with NOT_FOUND ("session N does not exist (expired or closed)"),
 //   its parked requests with FAILED_PRECONDITION, and it is never granted a
 //   lock.
 class StateMachine {
- public:
-  explicit StateMachine(const Limits& limits = Limits());
+public:
+  explicit StateMachine(const Limits &limits = Limits());
   ~StateMachine();
 
-  StateMachine(const StateMachine&) = delete;
-  StateMachine& operator=(const StateMachine&) = delete;
+  StateMachine(const StateMachine &) = delete;
+  StateMachine &operator=(const StateMachine &) = delete;
 
   // Applies one command chosen in the log. Never fails: a bad request is
   // answered with an error Result and changes nothing.
-  ApplyResult Apply(const statepb::Command& command);
+  ApplyResult Apply(const statepb::Command &command);
 
   // Deterministic serialization of the whole state.
   std::string Snapshot() const;
@@ -101,10 +103,10 @@ class StateMachine {
   // --- Reads (served by the leader under its lease). Errors as in the API.
   absl::StatusOr<v1::GetNodeResponse> GetNode(std::string_view path) const;
   absl::StatusOr<v1::StatNodeResponse> StatNode(std::string_view path) const;
-  absl::StatusOr<v1::ListChildrenResponse> ListChildren(
-      std::string_view path) const;
-  v1::CheckSequencerResponse CheckSequencer(
-      const v1::Sequencer& sequencer) const;
+  absl::StatusOr<v1::ListChildrenResponse>
+  ListChildren(std::string_view path) const;
+  v1::CheckSequencerResponse
+  CheckSequencer(const v1::Sequencer &sequencer) const;
   absl::StatusOr<v1::GetLeaderResponse> GetLeader(std::string_view name) const;
 
   // --- Listings for operators (reads as above). Remaining times are
@@ -122,8 +124,8 @@ class StateMachine {
   // session id, waiters in queue order. INVALID_ARGUMENT if `prefix` is not
   // a valid path. Costs time in proportion to the locks in use, not to the
   // namespace.
-  absl::StatusOr<v1::ListLocksResponse> ListLocks(
-      std::string_view prefix) const;
+  absl::StatusOr<v1::ListLocksResponse>
+  ListLocks(std::string_view prefix) const;
 
   // --- For the leader's front end.
   // Cell time: max time_ms applied so far.
@@ -136,6 +138,10 @@ class StateMachine {
   // NOT_FOUND if the session does not exist (never created, closed or
   // expired).
   absl::StatusOr<int64_t> SessionExpiresAt(uint64_t session_id) const;
+  // OK iff the session exists and `secret_digest` is its secret's digest;
+  // NOT_FOUND or PERMISSION_DENIED (as WrongSecret) otherwise.
+  absl::Status CheckSecret(uint64_t session_id,
+                           std::string_view secret_digest) const;
   // Every live session id, ascending.
   std::vector<uint64_t> SessionIds() const;
   size_t session_count() const;
@@ -145,7 +151,7 @@ class StateMachine {
                                        uint64_t after_sequence) const;
   uint64_t EventsLost(uint64_t session_id) const;
 
- private:
+private:
   class Impl;
   std::unique_ptr<Impl> impl_;
 };
@@ -153,12 +159,21 @@ class StateMachine {
 // The request a command answers: the session and request number of its
 // header, {0, nonce} for CreateSession, and {0, 0} for the leader's own
 // commands (StartEpoch, RenewSessions, Tick), which answer nobody.
-RequestKey RequestKeyOf(const statepb::Command& command);
+RequestKey RequestKeyOf(const statepb::Command &command);
+
+// The RequestHeader of a client command; nullptr for CreateSession and the
+// leader's own commands.
+const v1::RequestHeader *HeaderOf(const statepb::Command &command);
+v1::RequestHeader *MutableHeaderOf(statepb::Command &command);
+
+// The PERMISSION_DENIED answer to a request that does not present the
+// secret of its session.
+absl::Status WrongSecret(uint64_t session_id);
 
 // Checks that `path` is an absolute, normalized path within `limits`.
 // INVALID_ARGUMENT with a message naming the problem otherwise.
-absl::Status ValidatePath(std::string_view path, const Limits& limits);
+absl::Status ValidatePath(std::string_view path, const Limits &limits);
 
-}  // namespace lockd::sessions
+} // namespace lockd::sessions
 
-#endif  // LOCKD_SESSIONS_STATE_MACHINE_H_
+#endif // LOCKD_SESSIONS_STATE_MACHINE_H_

@@ -3,32 +3,34 @@
 // closed one loses them at once, and retried request numbers are answered
 // from the record instead of acting twice.
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "gtest/gtest.h"
 #include "tests/integration/cell_fixture.h"
+#include "gtest/gtest.h"
 
 namespace lockd::integration {
 namespace {
 
 using v1::EXCLUSIVE;
 
-constexpr int64_t kShortTtlMs = 1000;  // The smallest TTL the cell accepts.
+constexpr int64_t kShortTtlMs = 1000; // The smallest TTL the cell accepts.
 
 class SessionTest : public CellTest {
- protected:
-  TestClient* NewShortLivedClient() {
+protected:
+  TestClient *NewShortLivedClient() {
     ClientOptions options = DefaultClientOptions();
     options.ttl_ms = kShortTtlMs;
     return NewClient(options);
   }
 
   // Polls until `path` does not exist.
-  bool WaitUntilGone(TestClient* c, const std::string& path,
+  bool WaitUntilGone(TestClient *c, const std::string &path,
                      absl::Duration timeout) {
     return PollUntil(
         [&] { return CodeOf(c->Stat(path)) == absl::StatusCode::kNotFound; },
@@ -38,7 +40,7 @@ class SessionTest : public CellTest {
 
 TEST_F(SessionTest, KeepAlivesHoldAShortLease) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
-  TestClient* a = NewShortLivedClient();
+  TestClient *a = NewShortLivedClient();
   ASSERT_NE(a, nullptr);
   LOCKD_ASSERT_OK(a->Create("/alive", "", /*ephemeral=*/true));
   // Several TTLs' worth of keep-alives (one every third of the TTL).
@@ -54,8 +56,8 @@ TEST_F(SessionTest, KeepAlivesHoldAShortLease) {
 
 TEST_F(SessionTest, ExpiredSessionReleasesLocksAndDeletesEphemeralNodes) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
-  TestClient* a = NewShortLivedClient();
-  TestClient* b = NewClient();
+  TestClient *a = NewShortLivedClient();
+  TestClient *b = NewClient();
   ASSERT_TRUE(a != nullptr && b != nullptr);
   LOCKD_ASSERT_OK(b->Create("/dir"));
   absl::StatusOr<v1::CreateNodeResponse> ephemeral =
@@ -92,13 +94,14 @@ TEST_F(SessionTest, ExpiredSessionReleasesLocksAndDeletesEphemeralNodes) {
       << late;
   absl::StatusOr<v1::ListChildrenResponse> children = b->List("/dir");
   LOCKD_ASSERT_OK(children);
-  for (const std::string& name : children->names()) EXPECT_NE(name, "eph");
+  for (const std::string &name : children->names())
+    EXPECT_NE(name, "eph");
 }
 
 TEST_F(SessionTest, LockDelayKeepsAnExpiredHoldersLockUngrantable) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
-  TestClient* a = NewShortLivedClient();
-  TestClient* b = NewClient();
+  TestClient *a = NewShortLivedClient();
+  TestClient *b = NewClient();
   ASSERT_TRUE(a != nullptr && b != nullptr);
   constexpr absl::Duration kLockDelay = absl::Seconds(3);
   LOCKD_ASSERT_OK(a->Create("/marker", "", /*ephemeral=*/true));
@@ -124,8 +127,8 @@ TEST_F(SessionTest, LockDelayKeepsAnExpiredHoldersLockUngrantable) {
 
 TEST_F(SessionTest, CloseSessionReleasesLocksAndEphemeralNodesAtOnce) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
-  TestClient* a = NewClient();
-  TestClient* b = NewClient();
+  TestClient *a = NewClient();
+  TestClient *b = NewClient();
   ASSERT_TRUE(a != nullptr && b != nullptr);
   LOCKD_ASSERT_OK(a->Create("/gone", "", /*ephemeral=*/true));
   LOCKD_ASSERT_OK(
@@ -143,9 +146,9 @@ TEST_F(SessionTest, CloseSessionReleasesLocksAndEphemeralNodesAtOnce) {
 TEST_F(SessionTest, RetriedRequestNumbersAreAnsweredFromTheRecord) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
   ClientOptions options = DefaultClientOptions();
-  options.report_answered = false;  // We replay old numbers below.
-  TestClient* c = NewClient(options);
-  TestClient* other = NewClient();
+  options.report_answered = false; // We replay old numbers below.
+  TestClient *c = NewClient(options);
+  TestClient *other = NewClient();
   ASSERT_TRUE(c != nullptr && other != nullptr);
   LOCKD_ASSERT_OK(c->Create("/once", "v0"));
 
@@ -190,8 +193,9 @@ TEST_F(SessionTest, RetriedRequestNumbersAreAnsweredFromTheRecord) {
   absl::StatusOr<v1::ListChildrenResponse> children = other->List("/once");
   LOCKD_ASSERT_OK(children);
   int items = 0;
-  for (const std::string& name : children->names()) {
-    if (absl::StartsWith(name, "item-")) ++items;
+  for (const std::string &name : children->names()) {
+    if (absl::StartsWith(name, "item-"))
+      ++items;
   }
   EXPECT_EQ(items, 1);
   absl::StatusOr<v1::GetNodeResponse> node = other->Get("/once");
@@ -209,16 +213,17 @@ TEST_F(SessionTest, RetriedRequestNumbersAreAnsweredFromTheRecord) {
 
 TEST_F(SessionTest, StatusCountsLiveSessionsOnEveryReplica) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
-  TestClient* a = NewClient();
-  TestClient* b = NewClient();
+  TestClient *a = NewClient();
+  TestClient *b = NewClient();
   ASSERT_TRUE(a != nullptr && b != nullptr);
-  LOCKD_ASSERT_OK(b->Create("/sync"));  // Something to apply everywhere.
+  LOCKD_ASSERT_OK(b->Create("/sync")); // Something to apply everywhere.
   for (int id = 1; id <= cell_->size(); ++id) {
     std::string last;
     EXPECT_TRUE(PollUntil(
         [&] {
           absl::StatusOr<v1::StatusResponse> status = cell_->Status(id);
-          if (!status.ok()) return false;
+          if (!status.ok())
+            return false;
           last = status->DebugString();
           return status->sessions() == 2;
         },
@@ -231,15 +236,15 @@ TEST_F(SessionTest, StatusCountsLiveSessionsOnEveryReplica) {
   EXPECT_EQ(status->sessions(), 1u);
 }
 
-}  // namespace
-}  // namespace lockd::integration
+} // namespace
+} // namespace lockd::integration
 
 namespace lockd::integration {
 namespace {
 
 // Raw calls at the leader for the batch-form test.
 class BatchKeepAliveTest : public CellTest {
- protected:
+protected:
   void SetUp() override {
     ASSERT_NO_FATAL_FAILURE(StartCell());
     leader_ = cell_->address(Leader());
@@ -262,32 +267,40 @@ class BatchKeepAliveTest : public CellTest {
     const grpc::Status status =
         sessions_->CreateSession(Context().get(), request, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
+    secrets_[response.session_id()] = response.session_secret();
     return response.session_id();
   }
 
+  // A header of `session` with its secret (if it was opened here).
   template <typename Request>
-  void WithHeader(Request& request, uint64_t session, uint64_t number) {
+  void WithHeader(Request &request, uint64_t session, uint64_t number) {
     request.mutable_header()->set_session_id(session);
+    request.mutable_header()->set_session_secret(secrets_[session]);
     request.mutable_header()->set_request_id(number);
   }
 
-  static v1::KeepAliveRequest Batch(const std::vector<uint64_t>& ids) {
+  v1::KeepAliveRequest Batch(const std::vector<uint64_t> &ids) {
     v1::KeepAliveRequest request;
-    for (uint64_t id : ids) request.add_sessions()->set_session_id(id);
+    for (uint64_t id : ids) {
+      v1::KeepAliveRequest *entry = request.add_sessions();
+      entry->set_session_id(id);
+      entry->set_session_secret(secrets_[id]);
+    }
     return request;
   }
 
   // Reads until an entry for `session` satisfying `match` arrives.
   template <typename Match>
   bool ReadUntil(grpc::ClientReaderWriter<v1::KeepAliveRequest,
-                                          v1::KeepAliveResponse>& stream,
+                                          v1::KeepAliveResponse> &stream,
                  uint64_t session, Match match) {
     v1::KeepAliveResponse response;
     while (stream.Read(&response)) {
       EXPECT_EQ(response.session_id(), 0u);
       EXPECT_GT(response.epoch(), 0u);
-      for (const v1::KeepAliveResponse& entry : response.sessions()) {
-        if (entry.session_id() == session && match(entry)) return true;
+      for (const v1::KeepAliveResponse &entry : response.sessions()) {
+        if (entry.session_id() == session && match(entry))
+          return true;
       }
     }
     return false;
@@ -297,6 +310,7 @@ class BatchKeepAliveTest : public CellTest {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Sessions::Stub> sessions_;
   std::unique_ptr<v1::Nodes::Stub> nodes_;
+  std::map<uint64_t, std::string> secrets_;
 };
 
 TEST_F(BatchKeepAliveTest, OneStreamKeepsManySessionsAlive) {
@@ -338,7 +352,7 @@ TEST_F(BatchKeepAliveTest, OneStreamKeepsManySessionsAlive) {
   set.set_content("new");
   v1::SetNodeResponse was_set;
   ASSERT_TRUE(nodes_->Set(Context().get(), set, &was_set).ok());
-  EXPECT_TRUE(ReadUntil(*stream, b, [](const v1::KeepAliveResponse& entry) {
+  EXPECT_TRUE(ReadUntil(*stream, b, [](const v1::KeepAliveResponse &entry) {
     return entry.events_size() == 1 &&
            entry.events(0).type() == v1::Event::CONTENT_CHANGED &&
            entry.events(0).path() == "/watched";
@@ -349,17 +363,18 @@ TEST_F(BatchKeepAliveTest, OneStreamKeepsManySessionsAlive) {
   WithHeader(close, c, 1);
   v1::CloseSessionResponse closed;
   ASSERT_TRUE(sessions_->CloseSession(Context().get(), close, &closed).ok());
-  EXPECT_TRUE(ReadUntil(*stream, c, [](const v1::KeepAliveResponse& entry) {
+  EXPECT_TRUE(ReadUntil(*stream, c, [](const v1::KeepAliveResponse &entry) {
     return entry.code() == static_cast<int>(grpc::StatusCode::NOT_FOUND);
   }));
   ASSERT_TRUE(stream->Write(Batch({a, b})));
-  EXPECT_TRUE(ReadUntil(*stream, a, [](const v1::KeepAliveResponse& entry) {
+  EXPECT_TRUE(ReadUntil(*stream, a, [](const v1::KeepAliveResponse &entry) {
     return entry.code() == 0 && entry.lease_remaining_ms() > 0;
   }));
 
   // The single form on a batch stream is refused.
   v1::KeepAliveRequest single;
   single.set_session_id(a);
+  single.set_session_secret(secrets_[a]);
   ASSERT_TRUE(stream->Write(single));
   v1::KeepAliveResponse rest;
   while (stream->Read(&rest)) {
@@ -369,6 +384,124 @@ TEST_F(BatchKeepAliveTest, OneStreamKeepsManySessionsAlive) {
       << ended.error_message();
   EXPECT_TRUE(absl::StrContains(ended.error_message(), "batch form"))
       << ended.error_message();
+}
+
+// The attack of issue 9: a second client that knows only a session's id
+// sends requests on its behalf.
+using SessionSecretTest = BatchKeepAliveTest;
+
+TEST_F(SessionSecretTest, RequestsWithoutTheSecretAreDeniedAndChangeNothing) {
+  const uint64_t victim = OpenSession(11);
+  ASSERT_NE(victim, 0u);
+  EXPECT_EQ(secrets_[victim].size(), 32u);
+  auto locks = v1::Locks::NewStub(channel_);
+  v1::AcquireRequest acquire;
+  WithHeader(acquire, victim, 1);
+  acquire.set_path("/held");
+  acquire.set_mode(v1::EXCLUSIVE);
+  v1::AcquireResponse acquired;
+  ASSERT_TRUE(locks->Acquire(Context().get(), acquire, &acquired).ok());
+
+  auto expect_denied = [&](const grpc::Status &status) {
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+        << status.error_message();
+    EXPECT_TRUE(absl::StrContains(
+        status.error_message(),
+        absl::StrCat("wrong or missing secret for session ", victim)))
+        << status.error_message();
+  };
+  for (const std::string &forged :
+       {std::string(), std::string("guess"), secrets_[OpenSession(12)]}) {
+    v1::ReleaseRequest release;
+    release.mutable_header()->set_session_id(victim);
+    release.mutable_header()->set_request_id(2);
+    release.mutable_header()->set_session_secret(forged);
+    release.set_path("/held");
+    v1::ReleaseResponse released;
+    expect_denied(locks->Release(Context().get(), release, &released));
+    v1::CloseSessionRequest close;
+    close.mutable_header()->set_session_id(victim);
+    close.mutable_header()->set_request_id(2);
+    close.mutable_header()->set_session_secret(forged);
+    v1::CloseSessionResponse closed;
+    expect_denied(sessions_->CloseSession(Context().get(), close, &closed));
+  }
+
+  // The lock is still the victim's, and request number 2 was not used up.
+  v1::ListLocksRequest list;
+  v1::ListLocksResponse listed;
+  ASSERT_TRUE(locks->List(Context().get(), list, &listed).ok());
+  ASSERT_EQ(listed.locks_size(), 1);
+  ASSERT_EQ(listed.locks(0).holders_size(), 1);
+  EXPECT_EQ(listed.locks(0).holders(0).session_id(), victim);
+  v1::ReleaseRequest release;
+  WithHeader(release, victim, 2);
+  release.set_path("/held");
+  v1::ReleaseResponse released;
+  const grpc::Status own = locks->Release(Context().get(), release, &released);
+  EXPECT_TRUE(own.ok()) << own.error_message();
+}
+
+TEST_F(SessionSecretTest, KeepAliveWithoutTheSecretIsDenied) {
+  const uint64_t victim = OpenSession(21);
+  ASSERT_NE(victim, 0u);
+  // Batch form: the forged entry is answered PERMISSION_DENIED, the
+  // stream goes on.
+  std::unique_ptr<grpc::ClientContext> context = Context();
+  auto stream = sessions_->KeepAlive(context.get());
+  v1::KeepAliveRequest batch = Batch({victim});
+  batch.mutable_sessions(0)->set_session_secret("forged");
+  ASSERT_TRUE(stream->Write(batch));
+  EXPECT_TRUE(
+      ReadUntil(*stream, victim, [](const v1::KeepAliveResponse &entry) {
+        return entry.code() ==
+               static_cast<int>(grpc::StatusCode::PERMISSION_DENIED);
+      }));
+  ASSERT_TRUE(stream->Write(Batch({victim})));
+  EXPECT_TRUE(
+      ReadUntil(*stream, victim, [](const v1::KeepAliveResponse &entry) {
+        return entry.code() == 0 && entry.lease_remaining_ms() > 0;
+      }));
+  // A right secret once does not let a wrong one through later.
+  ASSERT_TRUE(stream->Write(batch));
+  EXPECT_TRUE(
+      ReadUntil(*stream, victim, [](const v1::KeepAliveResponse &entry) {
+        return entry.code() ==
+               static_cast<int>(grpc::StatusCode::PERMISSION_DENIED);
+      }));
+  stream->WritesDone();
+
+  // Single form: the stream ends with PERMISSION_DENIED.
+  std::unique_ptr<grpc::ClientContext> single_context = Context();
+  auto single = sessions_->KeepAlive(single_context.get());
+  v1::KeepAliveRequest forged;
+  forged.set_session_id(victim);
+  ASSERT_TRUE(single->Write(forged));
+  v1::KeepAliveResponse answer;
+  EXPECT_FALSE(single->Read(&answer));
+  const grpc::Status ended = single->Finish();
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+      << ended.error_message();
+}
+
+TEST_F(SessionSecretTest, RetryByNonceReplacesTheSecret) {
+  const uint64_t first = OpenSession(31);
+  const std::string first_secret = secrets_[first];
+  const uint64_t again = OpenSession(31);
+  ASSERT_EQ(again, first);
+  EXPECT_NE(secrets_[first], first_secret);
+  EXPECT_EQ(secrets_[first].size(), 32u);
+  v1::CreateNodeRequest create;
+  create.mutable_header()->set_session_id(first);
+  create.mutable_header()->set_request_id(1);
+  create.mutable_header()->set_session_secret(first_secret);
+  create.set_path("/by-old-secret");
+  v1::CreateNodeResponse created;
+  EXPECT_EQ(nodes_->Create(Context().get(), create, &created).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  WithHeader(create, first, 1);
+  const grpc::Status status = nodes_->Create(Context().get(), create, &created);
+  EXPECT_TRUE(status.ok()) << status.error_message();
 }
 
 TEST(KeepAliveLimitTest, StreamsBeyondTheLimitAreRefused) {
@@ -392,6 +525,7 @@ TEST(KeepAliveLimitTest, StreamsBeyondTheLimitAreRefused) {
       streams;
   v1::KeepAliveRequest request;
   request.set_session_id(session.session_id());
+  request.set_session_secret(session.session_secret());
   for (int i = 0; i < 3; ++i) {
     contexts.push_back(std::make_unique<grpc::ClientContext>());
     contexts.back()->set_deadline(
@@ -431,5 +565,5 @@ TEST(KeepAliveLimitTest, StreamsBeyondTheLimitAreRefused) {
       absl::Seconds(10), absl::Milliseconds(100)));
 }
 
-}  // namespace
-}  // namespace lockd::integration
+} // namespace
+} // namespace lockd::integration

@@ -7,10 +7,11 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "gmock/gmock.h"
-#include "gtest/gtest.h"
+#include "absl/strings/str_cat.h"
 #include "sessions/state_machine.h"
 #include "tests/sessions/test_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
 
 namespace lockd::sessions {
 namespace {
@@ -93,6 +94,55 @@ TEST(SessionsTest, RetriedCreateSessionWithSameNonceReturnsSameSession) {
             kOk);
   EXPECT_NE(cell.CreateSession(5000, 77).create_session().session_id(),
             first.create_session().session_id());
+}
+
+TEST(SecretTest, WrongDigestIsDeniedAndChangesNothing) {
+  Cell cell;
+  const uint64_t s = cell.NewSession();
+  const uint64_t other = cell.NewSession();
+  ASSERT_EQ(cell.RunAs(s, 1, AcquireCommand("/a", v1::EXCLUSIVE))->code(), kOk);
+  const std::string before = cell.sm().Snapshot();
+  // (A missing secret reaches the state machine as the digest of "".)
+  for (const std::string &forged :
+       {std::string("forged"), cell.digest(other)}) {
+    statepb::Command release = ReleaseCommand("/a");
+    release.set_secret_digest(forged);
+    const statepb::Result denied = *cell.RunAs(s, 2, std::move(release), 2);
+    EXPECT_EQ(denied.code(), kPermissionDenied);
+    EXPECT_THAT(
+        denied.message(),
+        HasSubstr(absl::StrCat("wrong or missing secret for session ", s)));
+    statepb::Command close = CloseSessionCommand();
+    close.set_secret_digest(forged);
+    EXPECT_EQ(cell.RunAs(s, 3, std::move(close), 3)->code(), kPermissionDenied);
+  }
+  // Nothing was recorded: not even first_unanswered moved. The time did.
+  statepb::StateSnapshot expected, actual;
+  ASSERT_TRUE(expected.ParseFromString(before));
+  ASSERT_TRUE(actual.ParseFromString(cell.sm().Snapshot()));
+  expected.set_now_ms(actual.now_ms());
+  EXPECT_EQ(expected.SerializeAsString(), actual.SerializeAsString());
+  EXPECT_EQ(cell.RunAs(s, 2, ReleaseCommand("/a"))->code(), kOk);
+  EXPECT_TRUE(cell.sm().CheckSecret(s, cell.digest(s)).ok());
+  EXPECT_EQ(cell.sm().CheckSecret(s, "forged").code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(cell.sm().CheckSecret(s + 100, cell.digest(s)).code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(SecretTest, RetryByNonceReplacesTheDigestAndSnapshotsKeepIt) {
+  Cell cell;
+  const uint64_t s = cell.NewSession(5000, 99);
+  const std::string first = cell.digest(s);
+  ASSERT_EQ(cell.NewSession(5000, 99), s);
+  EXPECT_NE(cell.digest(s), first);
+  EXPECT_EQ(cell.sm().CheckSecret(s, first).code(),
+            absl::StatusCode::kPermissionDenied);
+  StateMachine restored;
+  ASSERT_TRUE(restored.Restore(cell.sm().Snapshot()).ok());
+  EXPECT_TRUE(restored.CheckSecret(s, cell.digest(s)).ok());
+  EXPECT_EQ(restored.CheckSecret(s, first).code(),
+            absl::StatusCode::kPermissionDenied);
 }
 
 TEST(SessionsTest, SessionExpiresExactlyAtExpiresAt) {
@@ -217,7 +267,7 @@ TEST(EpochTest, FreshTtlNeverShortensALease) {
   const uint64_t s = cell.NewSession(10000);
   const int64_t created = cell.now();
   cell.Advance(9000);
-  cell.Renew(s);  // last_renewed = created + 9000, expires created + 19000
+  cell.Renew(s); // last_renewed = created + 9000, expires created + 19000
   cell.Advance(100);
   cell.NewEpoch();
   EXPECT_EQ(*cell.sm().SessionExpiresAt(s), created + 19100);
@@ -233,7 +283,7 @@ TEST(EpochTest, StartEpochNotAboveCurrentIsIgnored) {
   cell.Advance(9000);
   statepb::Command same;
   same.mutable_start_epoch();
-  cell.Apply(same);  // the current epoch again: no fresh TTL
+  cell.Apply(same); // the current epoch again: no fresh TTL
   EXPECT_EQ(*cell.sm().SessionExpiresAt(s), created + 10000);
   statepb::Command older;
   older.mutable_start_epoch();
@@ -252,7 +302,7 @@ TEST(EpochTest, StaleEpochCommandIsAbortedAndNotRecorded) {
   MutableHeader(stale)->set_session_id(s);
   MutableHeader(stale)->set_request_id(1);
   stale.set_epoch(cell.epoch() - 1);
-  stale.set_time_ms(cell.now() + 50000);  // would expire the session
+  stale.set_time_ms(cell.now() + 50000); // would expire the session
   const ApplyResult aborted = cell.sm().Apply(stale);
   const std::optional<statepb::Result> result = FindCompletion(aborted, {s, 1});
   ASSERT_TRUE(result.has_value());
@@ -398,5 +448,5 @@ TEST(CloseTest, CloseEndsSessionAndItsRequestsAfterwardAreNotFound) {
   EXPECT_EQ(cell.Run(s, CloseSessionCommand())->code(), kNotFound);
 }
 
-}  // namespace
-}  // namespace lockd::sessions
+} // namespace
+} // namespace lockd::sessions
