@@ -58,6 +58,13 @@ const std::vector<FlagSpec>& GlobalFlags() {
       {"timeout", "DURATION",
        "How long a call keeps retrying while no leader answers before "
        "lockctl gives up with exit code 7. Default 30s."},
+      {"ca", "FILE",
+       "PEM file of the cell's CA: talk TLS and verify the replicas. "
+       "Default: $LOCKD_CA; none: plaintext."},
+      {"cert", "FILE",
+       "PEM file of a client certificate (with --key), for a cell that "
+       "checks client certificates. Default: $LOCKD_CERT."},
+      {"key", "FILE", "PEM file of --cert's private key. Default: $LOCKD_KEY."},
       {"help", "", "Show help for lockctl or the command."},
   };
   return *flags;
@@ -428,8 +435,8 @@ std::string CommandHelp(const Command& command) {
     absl::StrAppend(&out, "  ", example, "\n");
   }
   absl::StrAppend(&out,
-                  "\nGlobal flags (--endpoints, --output, --timeout): "
-                  "see `lockctl help`.\n");
+                  "\nGlobal flags (--endpoints, --output, --timeout, --ca, "
+                  "--cert, --key): see `lockctl help`.\n");
   return out;
 }
 
@@ -561,6 +568,9 @@ int Main(int argc, char** argv) {
     return context.Usage("--timeout must be positive");
   }
   context.client_options.call_timeout = *timeout;
+  context.client_options.tls_ca_file = args.Get("ca", "");
+  context.client_options.tls_cert_file = args.Get("cert", "");
+  context.client_options.tls_key_file = args.Get("key", "");
   context.client_options.attempt_timeout =
       std::min(*timeout, context.client_options.attempt_timeout);
 

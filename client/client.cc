@@ -1,7 +1,10 @@
 #include "lockd/client.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -13,13 +16,64 @@ namespace {
 
 constexpr char kLeaderAddressKey[] = "lockd-leader-address";
 
-std::shared_ptr<grpc::Channel> NewChannel(const std::string& address) {
+std::shared_ptr<grpc::Channel> NewChannel(
+    const std::string& address,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
   grpc::ChannelArguments args;
   // A connection of its own per client, so that replacing a broken channel
   // really opens a new connection.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   args);
+  return grpc::CreateCustomChannel(address, credentials, args);
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path,
+                                     absl::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in || text.str().empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read the TLS ", what, " file ", path));
+  }
+  return text.str();
+}
+
+// Fills empty TLS fields from the environment and makes the credentials.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> CredentialsFor(
+    ClientOptions& options) {
+  for (auto [field, variable] :
+       {std::make_pair(&options.tls_ca_file, "LOCKD_CA"),
+        std::make_pair(&options.tls_cert_file, "LOCKD_CERT"),
+        std::make_pair(&options.tls_key_file, "LOCKD_KEY")}) {
+    const char* value = std::getenv(variable);
+    if (field->empty() && value != nullptr) *field = value;
+  }
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "a TLS client certificate needs its key, and a key its certificate "
+        "(--cert and --key, or $LOCKD_CERT and $LOCKD_KEY)");
+  }
+  if (options.tls_ca_file.empty()) {
+    if (!options.tls_cert_file.empty()) {
+      return absl::InvalidArgumentError(
+          "a TLS client certificate needs the cell's CA (--ca or $LOCKD_CA)");
+    }
+    return grpc::InsecureChannelCredentials();
+  }
+  grpc::SslCredentialsOptions ssl;
+  absl::StatusOr<std::string> ca = ReadFile(options.tls_ca_file, "CA");
+  if (!ca.ok()) return ca.status();
+  ssl.pem_root_certs = *std::move(ca);
+  if (!options.tls_cert_file.empty()) {
+    absl::StatusOr<std::string> cert =
+        ReadFile(options.tls_cert_file, "certificate");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadFile(options.tls_key_file, "key");
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *std::move(cert);
+    ssl.pem_private_key = *std::move(key);
+  }
+  return grpc::SslCredentials(ssl);
 }
 
 bool IsRetryable(const grpc::Status& status, absl::Time attempt_deadline) {
@@ -43,7 +97,9 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
                       status.error_message());
 }
 
-Client::Client(ClientOptions options) : options_(std::move(options)) {
+Client::Client(ClientOptions options,
+               std::shared_ptr<grpc::ChannelCredentials> credentials)
+    : options_(std::move(options)), credentials_(std::move(credentials)) {
   std::random_device device;
   absl::MutexLock lock(&mu_);
   address_ = options_.endpoints.front();
@@ -61,7 +117,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
     return absl::InvalidArgumentError(
         "ClientOptions: need 0 < initial_backoff <= max_backoff");
   }
-  return std::unique_ptr<Client>(new Client(std::move(options)));
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      CredentialsFor(options);
+  if (!credentials.ok()) return credentials.status();
+  return std::unique_ptr<Client>(
+      new Client(std::move(options), *std::move(credentials)));
 }
 
 std::shared_ptr<Client::Endpoint> Client::endpoint(const std::string& address) {
@@ -70,7 +130,7 @@ std::shared_ptr<Client::Endpoint> Client::endpoint(const std::string& address) {
   if (slot == nullptr) {
     slot = std::make_shared<Endpoint>();
     slot->address = address;
-    slot->channel = NewChannel(address);
+    slot->channel = NewChannel(address, credentials_);
     slot->sessions = v1::Sessions::NewStub(slot->channel);
     slot->nodes = v1::Nodes::NewStub(slot->channel);
     slot->locks = v1::Locks::NewStub(slot->channel);

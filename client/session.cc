@@ -12,7 +12,7 @@ namespace {
 
 // True if `channel` is still trying to connect at `deadline`; false once
 // it is connected or has failed (a failed channel fails calls at once).
-bool StillConnectingAt(grpc::Channel &channel, absl::Time deadline) {
+bool StillConnectingAt(grpc::Channel& channel, absl::Time deadline) {
   while (true) {
     const grpc_connectivity_state state =
         channel.GetState(/*try_to_connect=*/true);
@@ -40,29 +40,28 @@ bool IsFinal(SessionState state) {
   return state == SessionState::kExpired || state == SessionState::kClosed;
 }
 
-} // namespace
+}  // namespace
 
-const char *SessionStateName(SessionState state) {
+const char* SessionStateName(SessionState state) {
   switch (state) {
-  case SessionState::kHealthy:
-    return "healthy";
-  case SessionState::kJeopardy:
-    return "jeopardy";
-  case SessionState::kExpired:
-    return "expired";
-  case SessionState::kClosed:
-    return "closed";
+    case SessionState::kHealthy:
+      return "healthy";
+    case SessionState::kJeopardy:
+      return "jeopardy";
+    case SessionState::kExpired:
+      return "expired";
+    case SessionState::kClosed:
+      return "closed";
   }
   return "unknown";
 }
 
-Session::Session(Client *client, SessionOptions options)
+Session::Session(Client* client, SessionOptions options)
     : client_(client), options_(std::move(options)) {}
 
-absl::StatusOr<std::unique_ptr<Session>>
-Session::Create(Client *client, SessionOptions options) {
-  if (client == nullptr)
-    return absl::InvalidArgumentError("client is null");
+absl::StatusOr<std::unique_ptr<Session>> Session::Create(
+    Client* client, SessionOptions options) {
+  if (client == nullptr) return absl::InvalidArgumentError("client is null");
   if (options.lease_margin < 0.06 || options.lease_margin > 0.9) {
     return absl::InvalidArgumentError(
         "SessionOptions.lease_margin must be in [0.06, 0.9]");
@@ -82,12 +81,11 @@ Session::Create(Client *client, SessionOptions options) {
   const Clock::time_point base = Clock::now();
   absl::Status status = client->Invoke(
       "Sessions.CreateSession",
-      [&](Client::Endpoint &e, grpc::ClientContext *context) {
+      [&](Client::Endpoint& e, grpc::ClientContext* context) {
         response.Clear();
         return e.sessions->CreateSession(context, request, &response);
       });
-  if (!status.ok())
-    return status;
+  if (!status.ok()) return status;
   session->id_ = response.session_id();
   session->secret_ = response.session_secret();
   {
@@ -100,7 +98,7 @@ Session::Create(Client *client, SessionOptions options) {
         base + std::chrono::milliseconds(static_cast<int64_t>(
                    remaining_ms * (1 - session->options_.lease_margin)));
   }
-  Session *raw = session.get();
+  Session* raw = session.get();
   session->dispatcher_thread_ = std::thread([raw] { raw->DispatchLoop(); });
   session->keep_alive_thread_ = std::thread([raw] { raw->KeepAliveLoop(); });
   return session;
@@ -114,15 +112,13 @@ void Session::StopThreads() {
     stop_ = true;
     cv_.SignalAll();
   }
-  if (keep_alive_thread_.joinable())
-    keep_alive_thread_.join();
+  if (keep_alive_thread_.joinable()) keep_alive_thread_.join();
   {
     absl::MutexLock lock(&mu_);
     dispatcher_stop_ = true;
     cv_.SignalAll();
   }
-  if (dispatcher_thread_.joinable())
-    dispatcher_thread_.join();
+  if (dispatcher_thread_.joinable()) dispatcher_thread_.join();
 }
 
 SessionState Session::state() const {
@@ -134,19 +130,16 @@ bool Session::WaitForState(SessionState state, absl::Duration timeout) const {
   const absl::Time deadline = absl::Now() + timeout;
   absl::MutexLock lock(&mu_);
   while (state_ != state) {
-    if (cv_.WaitWithDeadline(&mu_, deadline))
-      return state_ == state;
+    if (cv_.WaitWithDeadline(&mu_, deadline)) return state_ == state;
   }
   return true;
 }
 
 absl::Duration Session::LocalLeaseRemaining() const {
   absl::MutexLock lock(&mu_);
-  if (state_ != SessionState::kHealthy)
-    return absl::ZeroDuration();
+  if (state_ != SessionState::kHealthy) return absl::ZeroDuration();
   const Clock::time_point now = Clock::now();
-  if (lease_end_ <= now)
-    return absl::ZeroDuration();
+  if (lease_end_ <= now) return absl::ZeroDuration();
   return absl::FromChrono(lease_end_ - now);
 }
 
@@ -165,13 +158,13 @@ uint64_t Session::events_lost() const {
   return events_lost_;
 }
 
-uint64_t Session::locks_lost(const std::string &path) const {
+uint64_t Session::locks_lost(const std::string& path) const {
   absl::MutexLock lock(&mu_);
   auto it = locks_lost_.find(path);
   return it == locks_lost_.end() ? 0 : it->second;
 }
 
-bool Session::StillHolds(const std::string &path,
+bool Session::StillHolds(const std::string& path,
                          uint64_t lost_at_grant) const {
   return locks_lost(path) == lost_at_grant &&
          LocalLeaseRemaining() > absl::ZeroDuration();
@@ -198,8 +191,7 @@ absl::Time Session::ToDeadline(Clock::time_point t) {
 }
 
 void Session::SetStateLocked(SessionState state) {
-  if (state_ == state || IsFinal(state_))
-    return;
+  if (state_ == state || IsFinal(state_)) return;
   state_ = state;
   cv_.SignalAll();
   if (options_.on_state_change) {
@@ -209,19 +201,17 @@ void Session::SetStateLocked(SessionState state) {
 }
 
 void Session::PostLocked(std::function<void()> callback) {
-  if (callbacks_.size() >= kMaxQueuedCallbacks)
-    callbacks_.pop_front();
+  if (callbacks_.size() >= kMaxQueuedCallbacks) callbacks_.pop_front();
   callbacks_.push_back(std::move(callback));
   cv_.SignalAll();
 }
 
 void Session::PostEventLocked(v1::Event::Type type) {
-  if (!options_.on_event)
-    return;
+  if (!options_.on_event) return;
   v1::Event event;
   event.set_type(type);
   event.set_time_ms(absl::ToUnixMillis(absl::Now()));
-  std::function<void(const v1::Event &)> callback = options_.on_event;
+  std::function<void(const v1::Event&)> callback = options_.on_event;
   PostLocked([callback, event] { callback(event); });
 }
 
@@ -237,17 +227,14 @@ void Session::CheckLeaseLocked() {
   }
 }
 
-void Session::OnAnswer(const v1::KeepAliveResponse &response,
+void Session::OnAnswer(const v1::KeepAliveResponse& response,
                        Clock::time_point base) {
   CheckLeaseLocked();
-  if (IsFinal(state_))
-    return;
+  if (IsFinal(state_)) return;
   // An answer of an older leadership than one already heard from is stale.
-  if (response.epoch() < epoch_)
-    return;
+  if (response.epoch() < epoch_) return;
   if (response.epoch() > epoch_) {
-    if (epoch_ != 0)
-      PostEventLocked(v1::Event::LEADER_CHANGED);
+    if (epoch_ != 0) PostEventLocked(v1::Event::LEADER_CHANGED);
     epoch_ = response.epoch();
   }
   ++answers_;
@@ -262,14 +249,12 @@ void Session::OnAnswer(const v1::KeepAliveResponse &response,
       SetStateLocked(SessionState::kHealthy);
     }
   }
-  for (const v1::Event &event : response.events()) {
-    if (event.sequence() <= last_event_sequence_)
-      continue;
+  for (const v1::Event& event : response.events()) {
+    if (event.sequence() <= last_event_sequence_) continue;
     last_event_sequence_ = event.sequence();
-    if (event.type() == v1::Event::LOCK_LOST)
-      ++locks_lost_[event.path()];
+    if (event.type() == v1::Event::LOCK_LOST) ++locks_lost_[event.path()];
     if (options_.on_event) {
-      std::function<void(const v1::Event &)> callback = options_.on_event;
+      std::function<void(const v1::Event&)> callback = options_.on_event;
       PostLocked([callback, event] { callback(event); });
     }
   }
@@ -287,8 +272,7 @@ void Session::KeepAliveLoop() {
     {
       absl::MutexLock lock(&mu_);
       CheckLeaseLocked();
-      if (stop_ || IsFinal(state_))
-        return;
+      if (stop_ || IsFinal(state_)) return;
     }
     const std::string address = client_->current_address();
     std::shared_ptr<Client::Endpoint> target = client_->endpoint(address);
@@ -304,8 +288,7 @@ void Session::KeepAliveLoop() {
           address, context,
           grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "cannot connect"),
           &sleep);
-      if (sleep && !SleepWhileLeaseChecked(client_->Jitter(backoff)))
-        return;
+      if (sleep && !SleepWhileLeaseChecked(client_->Jitter(backoff))) return;
       if (sleep)
         backoff = std::min(backoff * 2, client_->options().max_backoff);
       continue;
@@ -332,8 +315,7 @@ void Session::KeepAliveLoop() {
         }
         last_base = base;
         ++stream_answers;
-        if (base != Clock::time_point::min())
-          OnAnswer(response, base);
+        if (base != Clock::time_point::min()) OnAnswer(response, base);
       }
       absl::MutexLock lock(&mu_);
       reader_done = true;
@@ -353,15 +335,13 @@ void Session::KeepAliveLoop() {
         sent = Clock::now();
         in_flight.push_back(sent);
       }
-      if (!stream->Write(request))
-        break;
+      if (!stream->Write(request)) break;
       absl::MutexLock lock(&mu_);
       const Clock::time_point next_send = sent + interval;
       bool send_again = false;
       while (true) {
         CheckLeaseLocked();
-        if (stop_ || reader_done || IsFinal(state_))
-          break;
+        if (stop_ || reader_done || IsFinal(state_)) break;
         const Clock::time_point now = Clock::now();
         if (now >= next_send) {
           send_again = true;
@@ -383,17 +363,14 @@ void Session::KeepAliveLoop() {
         cv_.WaitWithDeadline(&mu_, ToDeadline(wake));
       }
       server_ended = reader_done;
-      if (!send_again)
-        break;
+      if (!send_again) break;
     }
-    if (!server_ended)
-      context.TryCancel();
+    if (!server_ended) context.TryCancel();
     reader.join();
     const grpc::Status status = stream->Finish();
     {
       absl::MutexLock lock(&mu_);
-      if (stop_ || IsFinal(state_))
-        return;
+      if (stop_ || IsFinal(state_)) return;
       if (server_ended &&
           (status.error_code() == grpc::StatusCode::NOT_FOUND ||
            status.error_code() == grpc::StatusCode::FAILED_PRECONDITION)) {
@@ -401,8 +378,7 @@ void Session::KeepAliveLoop() {
                                 : SessionState::kExpired);
         return;
       }
-      if (stream_answers > 0)
-        backoff = client_->options().initial_backoff;
+      if (stream_answers > 0) backoff = client_->options().initial_backoff;
     }
     client_->DropIfBroken(address, target, status);
     bool sleep = true;
@@ -415,8 +391,7 @@ void Session::KeepAliveLoop() {
       client_->Redirect(address, context, status, &sleep);
     }
     if (sleep) {
-      if (!SleepWhileLeaseChecked(client_->Jitter(backoff)))
-        return;
+      if (!SleepWhileLeaseChecked(client_->Jitter(backoff))) return;
       backoff = std::min(backoff * 2, client_->options().max_backoff);
     }
   }
@@ -428,10 +403,8 @@ bool Session::SleepWhileLeaseChecked(absl::Duration duration) {
   absl::MutexLock lock(&mu_);
   while (true) {
     CheckLeaseLocked();
-    if (stop_ || IsFinal(state_))
-      return false;
-    if (Clock::now() >= until)
-      return true;
+    if (stop_ || IsFinal(state_)) return false;
+    if (Clock::now() >= until) return true;
     Clock::time_point wake = until;
     if (state_ == SessionState::kHealthy) {
       wake = std::min(wake, lease_end_);
@@ -447,10 +420,8 @@ void Session::DispatchLoop() {
     std::function<void()> callback;
     {
       absl::MutexLock lock(&mu_);
-      while (callbacks_.empty() && !dispatcher_stop_)
-        cv_.Wait(&mu_);
-      if (callbacks_.empty())
-        return;
+      while (callbacks_.empty() && !dispatcher_stop_) cv_.Wait(&mu_);
+      if (callbacks_.empty()) return;
       callback = std::move(callbacks_.front());
       callbacks_.pop_front();
     }
@@ -472,21 +443,20 @@ absl::Status Session::Close() {
   v1::CloseSessionResponse response;
   absl::Status status = client_->Invoke(
       "Sessions.CloseSession",
-      [&](Client::Endpoint &e, grpc::ClientContext *context) {
+      [&](Client::Endpoint& e, grpc::ClientContext* context) {
         response.Clear();
         return e.sessions->CloseSession(context, request, &response);
       });
   Answered(request.header().request_id());
   absl::MutexLock lock(&mu_);
   closing_ = false;
-  if (status.ok())
-    SetStateLocked(SessionState::kClosed);
+  if (status.ok()) SetStateLocked(SessionState::kClosed);
   return status;
 }
 
-absl::StatusOr<v1::CreateNodeResponse>
-Session::CreateNode(const std::string &path, const std::string &content,
-                    bool ephemeral, bool sequential) {
+absl::StatusOr<v1::CreateNodeResponse> Session::CreateNode(
+    const std::string& path, const std::string& content, bool ephemeral,
+    bool sequential) {
   v1::CreateNodeRequest request;
   *request.mutable_header() = NewHeader();
   request.set_path(path);
@@ -495,19 +465,18 @@ Session::CreateNode(const std::string &path, const std::string &content,
   request.set_sequential(sequential);
   v1::CreateNodeResponse response;
   absl::Status status = client_->Invoke(
-      "Nodes.Create", [&](Client::Endpoint &e, grpc::ClientContext *context) {
+      "Nodes.Create", [&](Client::Endpoint& e, grpc::ClientContext* context) {
         response.Clear();
         return e.nodes->Create(context, request, &response);
       });
   Answered(request.header().request_id());
-  if (!status.ok())
-    return status;
+  if (!status.ok()) return status;
   return response;
 }
 
-absl::StatusOr<v1::NodeMeta>
-Session::SetNode(const std::string &path, const std::string &content,
-                 uint64_t expected_content_generation) {
+absl::StatusOr<v1::NodeMeta> Session::SetNode(
+    const std::string& path, const std::string& content,
+    uint64_t expected_content_generation) {
   v1::SetNodeRequest request;
   *request.mutable_header() = NewHeader();
   request.set_path(path);
@@ -515,17 +484,16 @@ Session::SetNode(const std::string &path, const std::string &content,
   request.set_expected_content_generation(expected_content_generation);
   v1::SetNodeResponse response;
   absl::Status status = client_->Invoke(
-      "Nodes.Set", [&](Client::Endpoint &e, grpc::ClientContext *context) {
+      "Nodes.Set", [&](Client::Endpoint& e, grpc::ClientContext* context) {
         response.Clear();
         return e.nodes->Set(context, request, &response);
       });
   Answered(request.header().request_id());
-  if (!status.ok())
-    return status;
+  if (!status.ok()) return status;
   return response.meta();
 }
 
-absl::Status Session::DeleteNode(const std::string &path,
+absl::Status Session::DeleteNode(const std::string& path,
                                  uint64_t expected_content_generation) {
   v1::DeleteNodeRequest request;
   *request.mutable_header() = NewHeader();
@@ -533,7 +501,7 @@ absl::Status Session::DeleteNode(const std::string &path,
   request.set_expected_content_generation(expected_content_generation);
   v1::DeleteNodeResponse response;
   absl::Status status = client_->Invoke(
-      "Nodes.Delete", [&](Client::Endpoint &e, grpc::ClientContext *context) {
+      "Nodes.Delete", [&](Client::Endpoint& e, grpc::ClientContext* context) {
         response.Clear();
         return e.nodes->Delete(context, request, &response);
       });
@@ -541,14 +509,14 @@ absl::Status Session::DeleteNode(const std::string &path,
   return status;
 }
 
-absl::Status Session::Watch(const std::string &path, bool remove) {
+absl::Status Session::Watch(const std::string& path, bool remove) {
   v1::WatchRequest request;
   *request.mutable_header() = NewHeader();
   request.set_path(path);
   request.set_remove(remove);
   v1::WatchResponse response;
   absl::Status status = client_->Invoke(
-      "Nodes.Watch", [&](Client::Endpoint &e, grpc::ClientContext *context) {
+      "Nodes.Watch", [&](Client::Endpoint& e, grpc::ClientContext* context) {
         response.Clear();
         return e.nodes->Watch(context, request, &response);
       });
@@ -556,4 +524,4 @@ absl::Status Session::Watch(const std::string &path, bool remove) {
   return status;
 }
 
-} // namespace lockd
+}  // namespace lockd

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -32,6 +33,7 @@
 #include "lockd/peer_transport.h"
 #include "lockd/replica_loop.h"
 #include "lockd/services.h"
+#include "lockd/tls.h"
 
 ABSL_FLAG(uint32_t, id, 0, "This replica's id (one of --members).");
 ABSL_FLAG(std::string, members, "",
@@ -75,6 +77,21 @@ ABSL_FLAG(int32_t, max_keepalive_streams, 20000,
           "the batch form).");
 ABSL_FLAG(uint64_t, max_message_bytes, 64 << 20,
           "Largest Paxos message between replicas (see paxos/config.h).");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM file of the cell CA. With --tls_cert and --tls_key: TLS on the "
+          "client port and mutual TLS between replicas, whose certificates "
+          "the CA signs and which name lockd-replica-ID (docs/security.md).");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM file of this replica's certificate (chain), presented to "
+          "clients and peers.");
+ABSL_FLAG(std::string, tls_key, "", "PEM file of --tls_cert's private key.");
+ABSL_FLAG(std::string, client_ca, "",
+          "PEM file of the CA of client certificates (optional, needs TLS). "
+          "Clients may then present a certificate; one that does not verify "
+          "is refused.");
+ABSL_FLAG(bool, insecure, false,
+          "Allow plaintext on addresses other than loopback. Without it, "
+          "lockd refuses to listen beyond 127.0.0.1 without TLS.");
 
 namespace lockd {
 namespace {
@@ -207,6 +224,29 @@ int Run() {
   std::string peer_listen = absl::GetFlag(FLAGS_peer_listen);
   if (peer_listen.empty()) peer_listen = members->peer.at(id);
 
+  absl::StatusOr<std::optional<TlsConfig>> tls =
+      LoadTls({absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
+               absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_client_ca)});
+  if (!tls.ok()) {
+    std::cerr << "lockd: " << tls.status().message() << "\n";
+    return 2;
+  }
+  if (!tls->has_value()) {
+    for (const std::string& address : {listen, peer_listen}) {
+      if (IsLoopbackAddress(address)) continue;
+      if (!absl::GetFlag(FLAGS_insecure)) {
+        std::cerr << "lockd: refusing to listen on " << address
+                  << " without TLS: give --tls_ca, --tls_cert and --tls_key "
+                     "(docs/security.md), or --insecure to accept plaintext "
+                     "from the network\n";
+        return 2;
+      }
+      LOG(WARNING) << "--insecure: plaintext on " << address
+                   << "; anyone who reaches it can act as a client or a peer";
+    }
+  }
+  const TlsConfig* tls_config = tls->has_value() ? &**tls : nullptr;
+
   // Signals are taken by sigwait() below, so no thread may handle them.
   sigset_t signals;
   sigemptyset(&signals);
@@ -220,7 +260,8 @@ int Run() {
     LOG(ERROR) << "cannot open storage: " << storage.status();
     return 1;
   }
-  PeerTransport transport(id, members->peer, options->paxos.max_message_bytes);
+  PeerTransport transport(id, members->peer, options->paxos.max_message_bytes,
+                          tls_config);
   const size_t max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   absl::StatusOr<std::unique_ptr<ReplicaLoop>> loop =
       ReplicaLoop::Create(*options, absl::Milliseconds(options->tick_ms),
@@ -236,6 +277,7 @@ int Run() {
   peer_options.members = std::set<uint32_t>(options->paxos.members.begin(),
                                             options->paxos.members.end());
   peer_options.max_message_bytes = options->paxos.max_message_bytes;
+  peer_options.tls = *tls;
   absl::StatusOr<std::unique_ptr<PeerServer>> peer_server = PeerServer::Start(
       peer_options, [loop = loop->get()](paxospb::Message message) {
         loop->Deliver(std::move(message));
@@ -259,7 +301,7 @@ int Run() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(),
+  builder.AddListeningPort(listen, ClientPortCredentials(tls_config),
                            &bound_port);
   // Requests a little over the limit still reach the services, which
   // refuse them with a message naming the flag; far larger ones are
@@ -283,7 +325,8 @@ int Run() {
       [health](bool serving) { health->SetServingStatus(serving); });
   (*loop)->Start();
   LOG(INFO) << "lockd replica " << id << " listening on " << listen
-            << " for clients and " << peer_listen << " for peers, data in "
+            << " for clients and " << peer_listen << " for peers ("
+            << (tls_config == nullptr ? "plaintext" : "TLS") << "), data in "
             << data_dir;
 
   int signal_number = 0;

@@ -7,6 +7,8 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "glog/logging.h"
@@ -36,12 +38,21 @@ grpc::ChannelArguments PeerChannelArguments(size_t max_message_bytes) {
 
 class PeerTransport::Link {
  public:
-  Link(uint32_t peer, const std::string& address, size_t max_message_bytes)
+  Link(uint32_t peer, const std::string& address, size_t max_message_bytes,
+       const TlsConfig* tls)
       : peer_(peer),
         address_(address),
         max_message_bytes_(max_message_bytes),
         max_queued_bytes_(2 * max_message_bytes),
-        thread_([this] { Run(); }) {}
+        credentials_(PeerChannelCredentials(tls)),
+        arguments_(PeerChannelArguments(max_message_bytes)),
+        thread_([this] { Run(); }) {
+    // The peer's certificate must name the member dialled, whatever host
+    // name its address uses.
+    if (tls != nullptr) {
+      arguments_.SetSslTargetNameOverride(PeerName(peer));
+    }
+  }
 
   ~Link() { Stop(); }
 
@@ -104,9 +115,8 @@ class PeerTransport::Link {
         // channel is replaced: a restarted peer is reached at once.
         if (channel_ == nullptr ||
             channel_->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE) {
-          channel_ = grpc::CreateCustomChannel(
-              address_, grpc::InsecureChannelCredentials(),
-              PeerChannelArguments(max_message_bytes_));
+          channel_ =
+              grpc::CreateCustomChannel(address_, credentials_, arguments_);
           stub_ = peerpb::Peer::NewStub(channel_);
         }
         writer = stub_->Send(context.get(), &response);
@@ -152,6 +162,9 @@ class PeerTransport::Link {
   const std::string address_;
   const size_t max_message_bytes_;
   const size_t max_queued_bytes_;
+  const std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  // Set before the thread starts.
+  grpc::ChannelArguments arguments_;
   // Used by the sender thread only.
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<peerpb::Peer::Stub> stub_;
@@ -166,10 +179,10 @@ class PeerTransport::Link {
 
 PeerTransport::PeerTransport(uint32_t self,
                              const std::map<uint32_t, std::string>& addresses,
-                             size_t max_message_bytes) {
+                             size_t max_message_bytes, const TlsConfig* tls) {
   for (const auto& [id, address] : addresses) {
     if (id == self) continue;
-    links_[id] = std::make_unique<Link>(id, address, max_message_bytes);
+    links_[id] = std::make_unique<Link>(id, address, max_message_bytes, tls);
   }
 }
 
@@ -206,6 +219,9 @@ class PeerServer::Call {
       case State::kRequested:
         if (!ok) return false;  // The server is shutting down.
         new Call(server_);      // Accept the next stream.
+        if (server_->options_.tls.has_value()) {
+          certified_ids_ = PeerIdsOf(*context_.auth_context());
+        }
         state_ = State::kReading;
         reader_.Read(&message_, this);
         return true;
@@ -215,7 +231,7 @@ class PeerServer::Call {
           reader_.Finish(peerpb::SendResponse(), grpc::Status::OK, this);
           return true;
         }
-        server_->Received(message_);
+        server_->Received(message_, certified_ids_);
         message_.Clear();
         reader_.Read(&message_, this);
         return true;
@@ -232,6 +248,8 @@ class PeerServer::Call {
   grpc::ServerAsyncReader<peerpb::SendResponse, paxospb::Message> reader_;
   paxospb::Message message_;
   State state_ = State::kRequested;
+  // With TLS: the member ids the stream's certificate names.
+  std::set<uint32_t> certified_ids_;
 };
 
 absl::StatusOr<std::unique_ptr<PeerServer>> PeerServer::Start(
@@ -239,8 +257,11 @@ absl::StatusOr<std::unique_ptr<PeerServer>> PeerServer::Start(
   std::unique_ptr<PeerServer> server(
       new PeerServer(std::move(options), std::move(deliver)));
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(server->options_.listen,
-                           grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(
+      server->options_.listen,
+      PeerServerCredentials(
+          server->options_.tls.has_value() ? &*server->options_.tls : nullptr),
+      &server->port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<uint64_t>(
       server->options_.max_message_bytes + (1 << 20), INT32_MAX)));
   // Peers ping every second to notice dead connections.
@@ -275,16 +296,30 @@ void PeerServer::Run() {
   }
 }
 
-void PeerServer::Received(paxospb::Message& message) {
-  if (message.to() == options_.self && message.from() != options_.self &&
-      options_.members.count(message.from()) > 0) {
+void PeerServer::Received(paxospb::Message& message,
+                          const std::set<uint32_t>& certified_ids) {
+  const bool addressed = message.to() == options_.self &&
+                         message.from() != options_.self &&
+                         options_.members.count(message.from()) > 0;
+  const bool certified =
+      !options_.tls.has_value() || certified_ids.count(message.from()) > 0;
+  if (addressed && certified) {
     deliver_(std::move(message));
     return;
   }
   if (refused_.fetch_add(1) % 100 == 0) {
     LOG(WARNING) << "refused a peer message from " << message.from() << " to "
-                 << message.to() << " (this is replica " << options_.self
-                 << "); " << refused_.load() << " refused so far";
+                 << message.to() << " (this is replica " << options_.self << ")"
+                 << (addressed
+                         ? absl::StrCat(
+                               ": its certificate names ",
+                               certified_ids.empty()
+                                   ? std::string("no replica")
+                                   : absl::StrCat(
+                                         "replica ",
+                                         absl::StrJoin(certified_ids, ", ")))
+                         : "")
+                 << "; " << refused_.load() << " refused so far";
   }
 }
 

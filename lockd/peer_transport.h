@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -15,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "lockd/replica_node.h"
+#include "lockd/tls.h"
 #include "protos/paxos.pb.h"
 #include "protos/peer.grpc.pb.h"
 
@@ -28,9 +30,11 @@ class PeerTransport : public PeerSender {
  public:
   // `addresses` lists every member's peer address; messages for `self` are
   // never sent.
-  // The transport carries messages of up to `max_message_bytes`.
+  // The transport carries messages of up to `max_message_bytes`. With
+  // `tls` (null: plaintext), every link is mutual TLS and the peer's
+  // certificate must name the member dialled (PeerName).
   PeerTransport(uint32_t self, const std::map<uint32_t, std::string>& addresses,
-                size_t max_message_bytes);
+                size_t max_message_bytes, const TlsConfig* tls = nullptr);
   ~PeerTransport() override;
 
   PeerTransport(const PeerTransport&) = delete;
@@ -65,6 +69,10 @@ class PeerServer {
     // Largest message accepted (the peer limit, separate from the public
     // request limit).
     size_t max_message_bytes = 64 << 20;
+    // With TLS, a stream is accepted only with a certificate signed by the
+    // cell CA, and a message only if that certificate names the member it
+    // claims to come from (PeerName).
+    std::optional<TlsConfig> tls;
   };
 
   // Binds and starts serving. UNAVAILABLE if the address cannot be bound.
@@ -77,7 +85,8 @@ class PeerServer {
 
   // The port bound (useful with port 0).
   int port() const { return port_; }
-  // Messages refused: not addressed to this replica or not from a member.
+  // Messages refused: not addressed to this replica, not from a member, or
+  // (with TLS) from a member the stream's certificate does not name.
   uint64_t refused() const { return refused_.load(); }
 
   // Ends every incoming stream at once and stops the thread. Idempotent.
@@ -88,7 +97,8 @@ class PeerServer {
   PeerServer(Options options, std::function<void(paxospb::Message)> deliver);
   void Run();
   // Called by a Call for each message it read.
-  void Received(paxospb::Message& message);
+  void Received(paxospb::Message& message,
+                const std::set<uint32_t>& certified_ids);
 
   const Options options_;
   const std::function<void(paxospb::Message)> deliver_;

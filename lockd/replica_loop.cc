@@ -20,19 +20,17 @@ int64_t WallNowMs() { return absl::ToUnixMillis(absl::Now()); }
 
 constexpr absl::Duration kSlowTurn = absl::Milliseconds(100);
 
-} // namespace
+}  // namespace
 
-absl::StatusOr<std::unique_ptr<ReplicaLoop>>
-ReplicaLoop::Create(const ReplicaNodeOptions &options, absl::Duration tick,
-                    std::unique_ptr<paxos::Storage> storage,
-                    PeerSender *sender) {
+absl::StatusOr<std::unique_ptr<ReplicaLoop>> ReplicaLoop::Create(
+    const ReplicaNodeOptions& options, absl::Duration tick,
+    std::unique_ptr<paxos::Storage> storage, PeerSender* sender) {
   if (tick <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("the tick must be positive");
   }
   absl::StatusOr<std::unique_ptr<ReplicaNode>> node =
       ReplicaNode::Create(options, storage.get(), sender);
-  if (!node.ok())
-    return node.status();
+  if (!node.ok()) return node.status();
   return std::unique_ptr<ReplicaLoop>(
       new ReplicaLoop(tick, std::move(storage), *std::move(node)));
 }
@@ -62,8 +60,7 @@ void ReplicaLoop::Stop() {
     absl::MutexLock lock(&mu_);
     inbox_.stop = true;
   }
-  if (thread_.joinable())
-    thread_.join();
+  if (thread_.joinable()) thread_.join();
 }
 
 void ReplicaLoop::Deliver(paxospb::Message message) {
@@ -120,7 +117,7 @@ void ReplicaLoop::KeepAlive(std::shared_ptr<SessionListener> listener,
   });
 }
 
-void ReplicaLoop::RemoveSessionListener(SessionListener *listener) {
+void ReplicaLoop::RemoveSessionListener(SessionListener* listener) {
   Post([this, listener] { node_->RemoveSessionListener(listener); });
 }
 
@@ -131,7 +128,7 @@ void ReplicaLoop::Observe(std::string name,
   });
 }
 
-void ReplicaLoop::RemoveElectionListener(ElectionListener *listener) {
+void ReplicaLoop::RemoveElectionListener(ElectionListener* listener) {
   Post([this, listener] { node_->RemoveElectionListener(listener); });
 }
 
@@ -148,8 +145,7 @@ void ReplicaLoop::Run() {
   node_->Drain();
   absl::MutexLock lock(&mu_);
   stopped_ = true;
-  for (std::function<void()> &task : inbox_.tasks)
-    task();
+  for (std::function<void()>& task : inbox_.tasks) task();
   inbox_.tasks.clear();
 }
 
@@ -166,19 +162,16 @@ bool ReplicaLoop::Turn() {
       mu_.AwaitWithTimeout(absl::Condition(&has_work), until_tick);
     }
     // On stop, posted tasks stay in the inbox for Run() to refuse.
-    if (inbox_.stop)
-      return false;
+    if (inbox_.stop) return false;
     std::swap(inbox, inbox_);
   }
   const absl::Time start = SteadyNow();
   DeliverElapsedTicks();
-  for (const paxospb::Message &message : inbox.messages)
-    node_->Step(message);
+  for (const paxospb::Message& message : inbox.messages) node_->Step(message);
   // Reads see every entry handed out so far (the last turn ended with
   // ProcessReady; Step hands out nothing). Proposals of these tasks and the
   // effects of the messages above share one Ready: one synced write.
-  for (std::function<void()> &task : inbox.tasks)
-    task();
+  for (std::function<void()>& task : inbox.tasks) task();
   const absl::Time tasks_done = SteadyNow();
   node_->Housekeeping(WallNowMs());
   node_->ProcessReady(WallNowMs());
@@ -207,13 +200,11 @@ void ReplicaLoop::DeliverElapsedTicks() {
 
 void ReplicaLoop::UpdateServing() {
   const bool serving = node_->Serving();
-  if (serving == serving_)
-    return;
+  if (serving == serving_) return;
   serving_ = serving;
   LOG(INFO) << "replica " << node_->replica().id()
             << (serving ? " serves clients" : " stopped serving clients");
-  if (serving_callback_)
-    serving_callback_(serving);
+  if (serving_callback_) serving_callback_(serving);
 }
 
-} // namespace lockd
+}  // namespace lockd

@@ -11,9 +11,9 @@
 
 namespace lockd {
 
-absl::StatusOr<std::unique_ptr<ReplicaNode>>
-ReplicaNode::Create(const ReplicaNodeOptions &options, paxos::Storage *storage,
-                    PeerSender *sender) {
+absl::StatusOr<std::unique_ptr<ReplicaNode>> ReplicaNode::Create(
+    const ReplicaNodeOptions& options, paxos::Storage* storage,
+    PeerSender* sender) {
   if (options.snapshot_interval == 0) {
     return absl::InvalidArgumentError("snapshot_interval must be positive");
   }
@@ -28,22 +28,23 @@ ReplicaNode::Create(const ReplicaNodeOptions &options, paxos::Storage *storage,
     }
   }
   absl::StatusOr<paxos::DurableState> state = storage->Load();
-  if (!state.ok())
-    return state.status();
+  if (!state.ok()) return state.status();
   absl::StatusOr<std::unique_ptr<paxos::Replica>> replica =
       paxos::Replica::Create(options.paxos, *std::move(state));
-  if (!replica.ok())
-    return replica.status();
+  if (!replica.ok()) return replica.status();
   return std::unique_ptr<ReplicaNode>(
       new ReplicaNode(options, storage, *std::move(replica), sender));
 }
 
-ReplicaNode::ReplicaNode(const ReplicaNodeOptions &options,
-                         paxos::Storage *storage,
+ReplicaNode::ReplicaNode(const ReplicaNodeOptions& options,
+                         paxos::Storage* storage,
                          std::unique_ptr<paxos::Replica> replica,
-                         PeerSender *sender)
-    : options_(options), storage_(storage), replica_(std::move(replica)),
-      sender_(sender), state_(options.limits) {}
+                         PeerSender* sender)
+    : options_(options),
+      storage_(storage),
+      replica_(std::move(replica)),
+      sender_(sender),
+      state_(options.limits) {}
 
 void ReplicaNode::ProcessReady(int64_t now_ms) {
   while (replica_->HasReady()) {
@@ -52,7 +53,7 @@ void ReplicaNode::ProcessReady(int64_t now_ms) {
       const absl::Status saved = storage_->Save(ready.persist);
       CHECK(saved.ok()) << "cannot persist Paxos state: " << saved;
     }
-    for (paxospb::Message &message : ready.messages) {
+    for (paxospb::Message& message : ready.messages) {
       sender_->Send(std::move(message));
     }
     if (ready.install_snapshot.has_value()) {
@@ -66,18 +67,17 @@ void ReplicaNode::ProcessReady(int64_t now_ms) {
       VLOG(1) << "replica " << replica_->id() << " installed snapshot at "
               << applied_index_;
     }
-    for (const paxospb::Entry &entry : ready.committed) {
+    for (const paxospb::Entry& entry : ready.committed) {
       ApplyEntry(entry, now_ms);
     }
-    if (ready.soft_state.has_value())
-      OnSoftState(*ready.soft_state);
+    if (ready.soft_state.has_value()) OnSoftState(*ready.soft_state);
     replica_->Advance();
   }
   MaybeCompact();
 }
 
-void ReplicaNode::ApplyEntry(const paxospb::Entry &entry, int64_t now_ms) {
-  for (const std::string &bytes : entry.value().commands()) {
+void ReplicaNode::ApplyEntry(const paxospb::Entry& entry, int64_t now_ms) {
+  for (const std::string& bytes : entry.value().commands()) {
     statepb::Command command;
     if (!command.ParseFromString(bytes)) {
       // Every replica skips the same bytes, so the states stay identical.
@@ -90,21 +90,20 @@ void ReplicaNode::ApplyEntry(const paxospb::Entry &entry, int64_t now_ms) {
   applied_index_ = entry.slot();
 }
 
-void ReplicaNode::ApplyCommand(const statepb::Command &command,
+void ReplicaNode::ApplyCommand(const statepb::Command& command,
                                int64_t now_ms) {
   sessions::ApplyResult result = state_.Apply(command);
-  for (sessions::Completion &completion : result.completions) {
+  for (sessions::Completion& completion : result.completions) {
     auto waiting =
         waiting_.find({completion.key.session_id, completion.key.request_id});
-    if (waiting == waiting_.end())
-      continue;
+    if (waiting == waiting_.end()) continue;
     std::vector<Waiter> waiters = std::move(waiting->second.waiters);
     if (completion.result.has_create_session()) {
       completion.result.mutable_create_session()->set_session_secret(
           std::move(waiting->second.new_secret));
     }
     waiting_.erase(waiting);
-    for (Waiter &waiter : waiters) {
+    for (Waiter& waiter : waiters) {
       caller_requests_.erase(waiter.caller);
       waiter.done(completion.result);
     }
@@ -132,21 +131,21 @@ void ReplicaNode::ApplyCommand(const statepb::Command &command,
       // A batch stream goes on for its other sessions.
       auto info = listeners_.find(listener.get());
       if (info != listeners_.end()) {
-        std::vector<uint64_t> &sessions = info->second.sessions;
+        std::vector<uint64_t>& sessions = info->second.sessions;
         sessions.erase(
             std::remove(sessions.begin(), sessions.end(), session_id),
             sessions.end());
       }
       v1::KeepAliveResponse gone;
       gone.set_epoch(replica_->epoch());
-      v1::KeepAliveResponse *entry = gone.add_sessions();
+      v1::KeepAliveResponse* entry = gone.add_sessions();
       entry->set_session_id(session_id);
       entry->set_code(static_cast<int32_t>(ended.code()));
       entry->set_message(std::string(ended.message()));
       listener->Send(std::move(gone));
     }
   }
-  for (const std::string &name : result.changed_elections) {
+  for (const std::string& name : result.changed_elections) {
     NotifyElection(name);
   }
 }
@@ -162,7 +161,7 @@ void ReplicaNode::MaybeCompact() {
   VLOG(1) << "replica " << replica_->id() << " snapshot at " << applied_index_;
 }
 
-void ReplicaNode::OnSoftState(const paxos::SoftState &soft) {
+void ReplicaNode::OnSoftState(const paxos::SoftState& soft) {
   VLOG(1) << "replica " << replica_->id() << " is "
           << paxos::RoleName(soft.role) << ", leader " << soft.leader_id
           << ", epoch " << soft.epoch;
@@ -175,8 +174,7 @@ void ReplicaNode::OnSoftState(const paxos::SoftState &soft) {
 }
 
 void ReplicaNode::Housekeeping(int64_t now_ms) {
-  if (draining_ || replica_->role() != paxos::Role::kLeader)
-    return;
+  if (draining_ || replica_->role() != paxos::Role::kLeader) return;
   const uint64_t ticks = replica_->ticks();
   if (start_epoch_proposed_ != replica_->epoch()) {
     // A new leadership: the cell clock restarts from the replicated time.
@@ -191,8 +189,7 @@ void ReplicaNode::Housekeeping(int64_t now_ms) {
     }
     return;
   }
-  if (!Serving())
-    return;
+  if (!Serving()) return;
   if (ticks - last_checkpoint_tick_ >=
       static_cast<uint64_t>(options_.checkpoint_ticks)) {
     FlushRenewals(now_ms);
@@ -206,8 +203,7 @@ void ReplicaNode::Housekeeping(int64_t now_ms) {
   if (due || idle) {
     statepb::Command tick;
     tick.mutable_tick();
-    if (Propose(std::move(tick), now_ms).ok())
-      last_tick_command_tick_ = ticks;
+    if (Propose(std::move(tick), now_ms).ok()) last_tick_command_tick_ = ticks;
   }
 }
 
@@ -236,7 +232,7 @@ void ReplicaNode::Submit(statepb::Command command, int64_t now_ms,
         "numbers start at 1)"));
     return;
   }
-  if (v1::RequestHeader *header = sessions::MutableHeaderOf(command)) {
+  if (v1::RequestHeader* header = sessions::MutableHeaderOf(command)) {
     // The log carries the digest, never the secret. A wrong secret is
     // refused here, so that it never joins the callers waiting for the
     // session's real request (the state machine checks it again).
@@ -265,16 +261,13 @@ void ReplicaNode::Submit(statepb::Command command, int64_t now_ms,
 
 void ReplicaNode::Cancel(uint64_t caller) {
   auto request = caller_requests_.find(caller);
-  if (request == caller_requests_.end())
-    return;
+  if (request == caller_requests_.end()) return;
   auto waiting = waiting_.find(request->second);
   caller_requests_.erase(request);
-  if (waiting == waiting_.end())
-    return;
-  std::vector<Waiter> &waiters = waiting->second.waiters;
+  if (waiting == waiting_.end()) return;
+  std::vector<Waiter>& waiters = waiting->second.waiters;
   for (auto it = waiters.begin(); it != waiters.end(); ++it) {
-    if (it->caller != caller)
-      continue;
+    if (it->caller != caller) continue;
     ResultCallback done = std::move(it->done);
     waiters.erase(it);
     // The entry stays (possibly empty) so that the result of the proposal
@@ -284,14 +277,13 @@ void ReplicaNode::Cancel(uint64_t caller) {
   }
 }
 
-absl::Status ReplicaNode::Read(const ReadFunction &read) const {
-  if (!Serving())
-    return NotServing();
+absl::Status ReplicaNode::Read(const ReadFunction& read) const {
+  if (!Serving()) return NotServing();
   return read(state_, *replica_);
 }
 
-void ReplicaNode::KeepAlive(const std::shared_ptr<SessionListener> &listener,
-                            const v1::KeepAliveRequest &request,
+void ReplicaNode::KeepAlive(const std::shared_ptr<SessionListener>& listener,
+                            const v1::KeepAliveRequest& request,
                             int64_t now_ms) {
   auto end = [&](absl::Status status) {
     RemoveSessionListener(listener.get());
@@ -304,7 +296,7 @@ void ReplicaNode::KeepAlive(const std::shared_ptr<SessionListener> &listener,
   const bool batch_request =
       request.session_id() == 0 && request.sessions_size() > 0;
   auto [info, inserted] = listeners_.try_emplace(listener.get());
-  ListenerStreams &streams = info->second;
+  ListenerStreams& streams = info->second;
   if (inserted) {
     streams.listener = listener;
     streams.stream_id = next_stream_id_++;
@@ -328,39 +320,36 @@ void ReplicaNode::KeepAlive(const std::shared_ptr<SessionListener> &listener,
       end(answer.status());
       return;
     }
-    if (flush)
-      FlushRenewals(now_ms);
+    if (flush) FlushRenewals(now_ms);
     listener->Send(*std::move(answer));
     return;
   }
   v1::KeepAliveResponse batch;
   batch.set_epoch(replica_->epoch());
-  for (const v1::KeepAliveRequest &one : request.sessions()) {
+  for (const v1::KeepAliveRequest& one : request.sessions()) {
     absl::StatusOr<v1::KeepAliveResponse> answer =
         RenewOne(listener, streams, one, cell_now, &flush);
     if (answer.ok()) {
       *batch.add_sessions() = *std::move(answer);
       continue;
     }
-    v1::KeepAliveResponse *failed = batch.add_sessions();
+    v1::KeepAliveResponse* failed = batch.add_sessions();
     failed->set_session_id(one.session_id());
     failed->set_code(static_cast<int32_t>(answer.status().code()));
     failed->set_message(std::string(answer.status().message()));
   }
-  if (flush)
-    FlushRenewals(now_ms);
+  if (flush) FlushRenewals(now_ms);
   listener->Send(std::move(batch));
 }
 
 absl::StatusOr<v1::KeepAliveResponse> ReplicaNode::RenewOne(
-    const std::shared_ptr<SessionListener> &listener, ListenerStreams &streams,
-    const v1::KeepAliveRequest &renewal, int64_t cell_now_ms, bool *flush) {
+    const std::shared_ptr<SessionListener>& listener, ListenerStreams& streams,
+    const v1::KeepAliveRequest& renewal, int64_t cell_now_ms, bool* flush) {
   const uint64_t session_id = renewal.session_id();
   const uint64_t acked = renewal.acked_event_sequence();
   const absl::StatusOr<int64_t> expires_at =
       state_.SessionExpiresAt(session_id);
-  if (!expires_at.ok())
-    return expires_at.status();
+  if (!expires_at.ok()) return expires_at.status();
   if (!streams.batch && !streams.sessions.empty() &&
       streams.sessions.front() != session_id) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -370,14 +359,13 @@ absl::StatusOr<v1::KeepAliveResponse> ReplicaNode::RenewOne(
   }
   auto [it, inserted] =
       session_streams_.try_emplace(StreamKey{session_id, streams.stream_id});
-  SessionStream &stream = it->second;
+  SessionStream& stream = it->second;
   // The secret is hashed once per stream, not on every keep-alive.
   if (inserted || stream.verified_secret != renewal.session_secret()) {
     absl::Status secret =
         state_.CheckSecret(session_id, SecretDigest(renewal.session_secret()));
     if (!secret.ok()) {
-      if (inserted)
-        session_streams_.erase(it);
+      if (inserted) session_streams_.erase(it);
       return secret;
     }
     stream.verified_secret = renewal.session_secret();
@@ -388,28 +376,26 @@ absl::StatusOr<v1::KeepAliveResponse> ReplicaNode::RenewOne(
     stream.batch = streams.batch;
     streams.sessions.push_back(session_id);
   }
-  uint64_t &renewed = renewals_[session_id];
+  uint64_t& renewed = renewals_[session_id];
   renewed = std::max(renewed, acked);
   // A lease about to run out is checkpointed now rather than at the next
   // interval.
   const int64_t checkpoint_ms = options_.checkpoint_ticks * options_.tick_ms;
-  if (*expires_at - cell_now_ms < 2 * checkpoint_ms)
-    *flush = true;
+  if (*expires_at - cell_now_ms < 2 * checkpoint_ms) *flush = true;
   return SessionResponse(session_id, stream, *expires_at, cell_now_ms);
 }
 
-void ReplicaNode::RemoveSessionListener(SessionListener *listener) {
+void ReplicaNode::RemoveSessionListener(SessionListener* listener) {
   auto info = listeners_.find(listener);
-  if (info == listeners_.end())
-    return;
+  if (info == listeners_.end()) return;
   for (uint64_t session_id : info->second.sessions) {
     session_streams_.erase({session_id, info->second.stream_id});
   }
   listeners_.erase(info);
 }
 
-void ReplicaNode::Observe(const std::string &name,
-                          const std::shared_ptr<ElectionListener> &listener) {
+void ReplicaNode::Observe(const std::string& name,
+                          const std::shared_ptr<ElectionListener>& listener) {
   if (!Serving()) {
     listener->End(NotServing());
     return;
@@ -425,10 +411,9 @@ void ReplicaNode::Observe(const std::string &name,
   SendLeader(name, *listener);
 }
 
-void ReplicaNode::RemoveElectionListener(ElectionListener *listener) {
+void ReplicaNode::RemoveElectionListener(ElectionListener* listener) {
   auto key = election_stream_keys_.find(listener);
-  if (key == election_stream_keys_.end())
-    return;
+  if (key == election_stream_keys_.end()) return;
   election_streams_.erase(key->second);
   election_stream_keys_.erase(key);
 }
@@ -468,7 +453,7 @@ absl::Status ReplicaNode::NotServing() const {
         " was just elected and waits out the previous leader's lease; "
         "retry shortly"));
   }
-  const std::string &address = options_.addresses.at(leader);
+  const std::string& address = options_.addresses.at(leader);
   absl::Status status = absl::UnavailableError(
       absl::StrCat("replica ", self, " is not the leader; the leader is ",
                    "replica ", leader, " at ", address));
@@ -511,8 +496,7 @@ absl::Status ReplicaNode::Propose(statepb::Command command, int64_t now_ms) {
   command.set_epoch(replica_->epoch());
   command.set_time_ms(std::max(CellClock(now_ms), state_.now_ms()));
   const absl::Status proposed = replica_->Propose(command.SerializeAsString());
-  if (proposed.ok())
-    last_proposal_tick_ = replica_->ticks();
+  if (proposed.ok()) last_proposal_tick_ = replica_->ticks();
   return proposed;
 }
 
@@ -524,7 +508,7 @@ void ReplicaNode::FlushRenewals(int64_t now_ms) {
     for (int n = 0;
          it != renewals_.end() && n < options_.max_renewals_per_command;
          ++it, ++n) {
-      statepb::RenewSessions::Renewal *renewal =
+      statepb::RenewSessions::Renewal* renewal =
           command.mutable_renew_sessions()->add_renewals();
       renewal->set_session_id(it->first);
       renewal->set_acked_event_sequence(it->second);
@@ -540,7 +524,7 @@ void ReplicaNode::FlushRenewals(int64_t now_ms) {
 }
 
 v1::KeepAliveResponse ReplicaNode::SessionResponse(uint64_t session_id,
-                                                   SessionStream &stream,
+                                                   SessionStream& stream,
                                                    int64_t expires_at,
                                                    int64_t cell_now_ms) const {
   v1::KeepAliveResponse response;
@@ -548,7 +532,7 @@ v1::KeepAliveResponse ReplicaNode::SessionResponse(uint64_t session_id,
   response.set_lease_remaining_ms(
       std::max<int64_t>(0, expires_at - cell_now_ms));
   response.set_epoch(replica_->epoch());
-  for (v1::Event &event :
+  for (v1::Event& event :
        state_.PendingEvents(session_id, stream.last_sent_sequence)) {
     stream.last_sent_sequence = event.sequence();
     *response.add_events() = std::move(event);
@@ -557,20 +541,18 @@ v1::KeepAliveResponse ReplicaNode::SessionResponse(uint64_t session_id,
   return response;
 }
 
-void ReplicaNode::SendEvents(uint64_t session_id, SessionStream &stream,
+void ReplicaNode::SendEvents(uint64_t session_id, SessionStream& stream,
                              int64_t now_ms) {
   const absl::StatusOr<int64_t> expires_at =
       state_.SessionExpiresAt(session_id);
-  if (!expires_at.ok() || !cell_clock_started_)
-    return;
+  if (!expires_at.ok() || !cell_clock_started_) return;
   v1::KeepAliveResponse response =
       SessionResponse(session_id, stream, *expires_at, CellClock(now_ms));
-  if (response.events().empty())
-    return;
+  if (response.events().empty()) return;
   SendOn(stream, std::move(response));
 }
 
-void ReplicaNode::SendOn(const SessionStream &stream,
+void ReplicaNode::SendOn(const SessionStream& stream,
                          v1::KeepAliveResponse response) {
   if (!stream.batch) {
     stream.listener->Send(std::move(response));
@@ -582,8 +564,8 @@ void ReplicaNode::SendOn(const SessionStream &stream,
   stream.listener->Send(std::move(batch));
 }
 
-void ReplicaNode::SendLeader(const std::string &name,
-                             ElectionListener &listener) const {
+void ReplicaNode::SendLeader(const std::string& name,
+                             ElectionListener& listener) const {
   absl::StatusOr<v1::GetLeaderResponse> leader = state_.GetLeader(name);
   if (leader.ok()) {
     listener.Send(*std::move(leader));
@@ -594,40 +576,37 @@ void ReplicaNode::SendLeader(const std::string &name,
   listener.Send(std::move(nobody));
 }
 
-void ReplicaNode::NotifyElection(const std::string &name) {
+void ReplicaNode::NotifyElection(const std::string& name) {
   for (auto it = election_streams_.lower_bound({name, 0});
        it != election_streams_.end() && it->first.first == name; ++it) {
     SendLeader(name, *it->second.listener);
   }
 }
 
-void ReplicaNode::FailAll(const absl::Status &status) {
+void ReplicaNode::FailAll(const absl::Status& status) {
   auto waiting = std::move(waiting_);
   waiting_.clear();
   caller_requests_.clear();
-  for (auto &[request, callers] : waiting) {
-    for (Waiter &waiter : callers.waiters)
-      waiter.done(status);
+  for (auto& [request, callers] : waiting) {
+    for (Waiter& waiter : callers.waiters) waiter.done(status);
   }
   auto sessions = std::move(session_streams_);
   session_streams_.clear();
   auto listeners = std::move(listeners_);
   listeners_.clear();
   // A batch stream is registered once per session: end it once.
-  for (auto &[key, stream] : sessions) {
+  for (auto& [key, stream] : sessions) {
     if (listeners.erase(stream.listener.get()) > 0) {
       stream.listener->End(status);
     }
   }
   // Batch streams none of whose sessions could be renewed.
-  for (auto &[listener, streams] : listeners)
-    streams.listener->End(status);
+  for (auto& [listener, streams] : listeners) streams.listener->End(status);
   auto elections = std::move(election_streams_);
   election_streams_.clear();
   election_stream_keys_.clear();
-  for (auto &[key, stream] : elections)
-    stream.listener->End(status);
+  for (auto& [key, stream] : elections) stream.listener->End(status);
   renewals_.clear();
 }
 
-} // namespace lockd
+}  // namespace lockd

@@ -30,14 +30,14 @@ inline constexpr char kLeaderIdPayload[] = "lockd-leader-id";
 // Where a node sends Paxos messages for other replicas. Send() must not
 // block: a transport queues or drops (Paxos tolerates loss).
 class PeerSender {
-public:
+ public:
   virtual ~PeerSender() = default;
   virtual void Send(paxospb::Message message) = 0;
 };
 
 // A KeepAlive stream as the node sees it. Must not block (queue the write).
 class SessionListener {
-public:
+ public:
   virtual ~SessionListener() = default;
   virtual void Send(v1::KeepAliveResponse response) = 0;
   // Ends the stream; no call follows.
@@ -46,7 +46,7 @@ public:
 
 // An Observe stream of one election, as the node sees it. Same rules.
 class ElectionListener {
-public:
+ public:
   virtual ~ElectionListener() = default;
   virtual void Send(v1::GetLeaderResponse response) = 0;
   virtual void End(absl::Status status) = 0;
@@ -95,21 +95,21 @@ struct ReplicaNodeOptions {
 // or an offset between replicas' clocks never makes cell time jump, and
 // leases told to clients shrink by at most that percentage.
 class ReplicaNode {
-public:
+ public:
   using ResultCallback = std::function<void(absl::StatusOr<statepb::Result>)>;
   using ReadFunction = std::function<absl::Status(
-      const sessions::StateMachine &state, const paxos::Replica &replica)>;
+      const sessions::StateMachine& state, const paxos::Replica& replica)>;
 
   // Loads the durable state from `storage` (which must outlive the node).
-  static absl::StatusOr<std::unique_ptr<ReplicaNode>>
-  Create(const ReplicaNodeOptions &options, paxos::Storage *storage,
-         PeerSender *sender);
+  static absl::StatusOr<std::unique_ptr<ReplicaNode>> Create(
+      const ReplicaNodeOptions& options, paxos::Storage* storage,
+      PeerSender* sender);
 
-  ReplicaNode(const ReplicaNode &) = delete;
-  ReplicaNode &operator=(const ReplicaNode &) = delete;
+  ReplicaNode(const ReplicaNode&) = delete;
+  ReplicaNode& operator=(const ReplicaNode&) = delete;
 
   void Tick() { replica_->Tick(); }
-  void Step(const paxospb::Message &message) { replica_->Step(message); }
+  void Step(const paxospb::Message& message) { replica_->Step(message); }
 
   // Persists (one synced Save per Ready), sends, applies, advances, until
   // the replica has nothing more; then compacts if due. A storage error is
@@ -142,24 +142,24 @@ public:
   // Runs `read` against the applied state if this replica serves (see
   // Serving()), else returns UNAVAILABLE. Call outside ProcessReady() (then
   // the state reflects every entry handed out; Step() hands out nothing).
-  absl::Status Read(const ReadFunction &read) const;
+  absl::Status Read(const ReadFunction& read) const;
   // Runs `read` whether or not this replica serves.
-  absl::Status Inspect(const ReadFunction &read) const {
+  absl::Status Inspect(const ReadFunction& read) const {
     return read(state_, *replica_);
   }
 
   // Renews the session from memory and answers on `listener`, registering
   // it for the session's events. Ends it with NOT_FOUND if the session is
   // gone and UNAVAILABLE if this replica does not serve.
-  void KeepAlive(const std::shared_ptr<SessionListener> &listener,
-                 const v1::KeepAliveRequest &request, int64_t now_ms);
-  void RemoveSessionListener(SessionListener *listener);
+  void KeepAlive(const std::shared_ptr<SessionListener>& listener,
+                 const v1::KeepAliveRequest& request, int64_t now_ms);
+  void RemoveSessionListener(SessionListener* listener);
 
   // Sends the election's leader now and after every change. Ends the stream
   // with INVALID_ARGUMENT for a bad name.
-  void Observe(const std::string &name,
-               const std::shared_ptr<ElectionListener> &listener);
-  void RemoveElectionListener(ElectionListener *listener);
+  void Observe(const std::string& name,
+               const std::shared_ptr<ElectionListener>& listener);
+  void RemoveElectionListener(ElectionListener* listener);
 
   // Refuses everything from now on and fails every waiting caller and
   // stream with UNAVAILABLE (before a shutdown).
@@ -172,15 +172,15 @@ public:
   // known.
   absl::Status NotServing() const;
 
-  const sessions::StateMachine &state() const { return state_; }
-  const paxos::Replica &replica() const { return *replica_; }
+  const sessions::StateMachine& state() const { return state_; }
+  const paxos::Replica& replica() const { return *replica_; }
   uint64_t applied_index() const { return applied_index_; }
 
-private:
+ private:
   // Streams and callers live in ordered maps keyed by arrival, so that the
   // order of callbacks does not depend on addresses or hash seeds (the
   // simulator replays runs exactly).
-  using RequestId = std::pair<uint64_t, uint64_t>; // session, request
+  using RequestId = std::pair<uint64_t, uint64_t>;  // session, request
   struct SessionStream {
     std::shared_ptr<SessionListener> listener;
     uint64_t last_sent_sequence = 0;
@@ -213,13 +213,13 @@ private:
     std::shared_ptr<ElectionListener> listener;
   };
 
-  ReplicaNode(const ReplicaNodeOptions &options, paxos::Storage *storage,
-              std::unique_ptr<paxos::Replica> replica, PeerSender *sender);
+  ReplicaNode(const ReplicaNodeOptions& options, paxos::Storage* storage,
+              std::unique_ptr<paxos::Replica> replica, PeerSender* sender);
 
-  void ApplyEntry(const paxospb::Entry &entry, int64_t now_ms);
-  void ApplyCommand(const statepb::Command &command, int64_t now_ms);
+  void ApplyEntry(const paxospb::Entry& entry, int64_t now_ms);
+  void ApplyCommand(const statepb::Command& command, int64_t now_ms);
   void MaybeCompact();
-  void OnSoftState(const paxos::SoftState &soft);
+  void OnSoftState(const paxos::SoftState& soft);
   absl::Status Propose(statepb::Command command, int64_t now_ms);
   void FlushRenewals(int64_t now_ms);
   // Reads the leader's cell clock (see the class comment); never decreases
@@ -229,29 +229,29 @@ private:
   // single-form message or a batch entry) once its secret checks,
   // registering the stream for its events; sets *flush if its lease is close to
   // running out. The answer, or why the session cannot be renewed.
-  absl::StatusOr<v1::KeepAliveResponse>
-  RenewOne(const std::shared_ptr<SessionListener> &listener,
-           ListenerStreams &streams, const v1::KeepAliveRequest &renewal,
-           int64_t cell_now_ms, bool *flush);
+  absl::StatusOr<v1::KeepAliveResponse> RenewOne(
+      const std::shared_ptr<SessionListener>& listener,
+      ListenerStreams& streams, const v1::KeepAliveRequest& renewal,
+      int64_t cell_now_ms, bool* flush);
   // Sends `response` (about one session) on `stream`, wrapped for a batch
   // stream.
-  static void SendOn(const SessionStream &stream,
+  static void SendOn(const SessionStream& stream,
                      v1::KeepAliveResponse response);
-  void SendEvents(uint64_t session_id, SessionStream &stream, int64_t now_ms);
+  void SendEvents(uint64_t session_id, SessionStream& stream, int64_t now_ms);
   // A response with the lease remaining and the session's unsent events.
   v1::KeepAliveResponse SessionResponse(uint64_t session_id,
-                                        SessionStream &stream,
+                                        SessionStream& stream,
                                         int64_t expires_at,
                                         int64_t cell_now_ms) const;
   // Sends the election's leader to one listener.
-  void SendLeader(const std::string &name, ElectionListener &listener) const;
-  void NotifyElection(const std::string &name);
-  void FailAll(const absl::Status &status);
+  void SendLeader(const std::string& name, ElectionListener& listener) const;
+  void NotifyElection(const std::string& name);
+  void FailAll(const absl::Status& status);
 
   const ReplicaNodeOptions options_;
-  paxos::Storage *const storage_;
+  paxos::Storage* const storage_;
   const std::unique_ptr<paxos::Replica> replica_;
-  PeerSender *const sender_;
+  PeerSender* const sender_;
   sessions::StateMachine state_;
 
   bool draining_ = false;
@@ -276,14 +276,14 @@ private:
   std::map<RequestId, Waiting> waiting_;
   absl::flat_hash_map<uint64_t, RequestId> caller_requests_;
   uint64_t next_stream_id_ = 1;
-  absl::flat_hash_map<SessionListener *, ListenerStreams> listeners_;
+  absl::flat_hash_map<SessionListener*, ListenerStreams> listeners_;
   std::map<StreamKey, SessionStream> session_streams_;
   // Election streams by (name, arrival).
   using ElectionKey = std::pair<std::string, uint64_t>;
-  absl::flat_hash_map<ElectionListener *, ElectionKey> election_stream_keys_;
+  absl::flat_hash_map<ElectionListener*, ElectionKey> election_stream_keys_;
   std::map<ElectionKey, ElectionStream> election_streams_;
 };
 
-} // namespace lockd
+}  // namespace lockd
 
-#endif // LOCKD_REPLICA_NODE_H_
+#endif  // LOCKD_REPLICA_NODE_H_

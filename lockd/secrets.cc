@@ -9,7 +9,7 @@ namespace lockd {
 
 std::string NewSessionSecret() {
   std::string secret(kSessionSecretBytes, '\0');
-  CHECK_EQ(RAND_bytes(reinterpret_cast<unsigned char *>(secret.data()),
+  CHECK_EQ(RAND_bytes(reinterpret_cast<unsigned char*>(secret.data()),
                       static_cast<int>(secret.size())),
            1)
       << "the cryptographic random generator failed";
@@ -18,9 +18,9 @@ std::string NewSessionSecret() {
 
 std::string SecretDigest(absl::string_view secret) {
   std::string digest(SHA256_DIGEST_LENGTH, '\0');
-  SHA256(reinterpret_cast<const unsigned char *>(secret.data()), secret.size(),
-         reinterpret_cast<unsigned char *>(digest.data()));
+  SHA256(reinterpret_cast<const unsigned char*>(secret.data()), secret.size(),
+         reinterpret_cast<unsigned char*>(digest.data()));
   return digest;
 }
 
-} // namespace lockd
+}  // namespace lockd

@@ -22,6 +22,6 @@ std::string NewSessionSecret();
 // SHA-256 of `secret`, as the state machine stores and compares it.
 std::string SecretDigest(absl::string_view secret);
 
-} // namespace lockd
+}  // namespace lockd
 
-#endif // LOCKD_SECRETS_H_
+#endif  // LOCKD_SECRETS_H_

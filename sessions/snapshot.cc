@@ -23,7 +23,7 @@ namespace {
 
 constexpr uint32_t kSnapshotFormat = 1;
 
-} // namespace
+}  // namespace
 
 statepb::StateSnapshot StateMachine::Impl::ToSnapshot() const {
   statepb::StateSnapshot snapshot;
@@ -32,20 +32,20 @@ statepb::StateSnapshot StateMachine::Impl::ToSnapshot() const {
   snapshot.set_epoch(epoch_);
   snapshot.set_next_instance(next_instance_);
   snapshot.set_next_session_id(next_session_id_);
-  for (const auto &[path, node] : nodes_) {
-    statepb::NodeState *state = snapshot.add_nodes();
+  for (const auto& [path, node] : nodes_) {
+    statepb::NodeState* state = snapshot.add_nodes();
     state->set_path(path);
     state->set_content(node.content);
     *state->mutable_meta() = MetaOf(node);
     state->set_next_sequence(node.next_sequence);
-    for (const auto &[session_id, holder] : node.holders) {
-      statepb::LockHolderState *out = state->add_holders();
+    for (const auto& [session_id, holder] : node.holders) {
+      statepb::LockHolderState* out = state->add_holders();
       out->set_session_id(session_id);
       out->set_mode(holder.mode);
       out->set_lock_delay_ms(holder.lock_delay_ms);
     }
-    for (const Waiter &waiter : node.waiters) {
-      statepb::LockWaiterState *out = state->add_waiters();
+    for (const Waiter& waiter : node.waiters) {
+      statepb::LockWaiterState* out = state->add_waiters();
       out->set_session_id(waiter.session_id);
       out->set_request_id(waiter.request_id);
       out->set_mode(waiter.mode);
@@ -55,11 +55,10 @@ statepb::StateSnapshot StateMachine::Impl::ToSnapshot() const {
       out->set_campaign_value(waiter.campaign_value);
     }
     state->set_lock_delay_until_ms(node.lock_delay_until_ms);
-    for (uint64_t session_id : node.watchers)
-      state->add_watchers(session_id);
+    for (uint64_t session_id : node.watchers) state->add_watchers(session_id);
   }
-  for (const auto &[id, session] : sessions_) {
-    statepb::SessionState *state = snapshot.add_sessions();
+  for (const auto& [id, session] : sessions_) {
+    statepb::SessionState* state = snapshot.add_sessions();
     state->set_session_id(id);
     state->set_ttl_ms(session.ttl_ms);
     state->set_client_name(session.client_name);
@@ -67,13 +66,12 @@ statepb::StateSnapshot StateMachine::Impl::ToSnapshot() const {
     state->set_expires_at_ms(session.expires_at_ms);
     state->set_last_renewed_ms(session.last_renewed_ms);
     state->set_forgotten_below(session.forgotten_below);
-    for (const auto &[request_id, result] : session.results) {
-      statepb::RetainedResult *out = state->add_results();
+    for (const auto& [request_id, result] : session.results) {
+      statepb::RetainedResult* out = state->add_results();
       out->set_request_id(request_id);
       *out->mutable_result() = result;
     }
-    for (const v1::Event &event : session.events)
-      *state->add_events() = event;
+    for (const v1::Event& event : session.events) *state->add_events() = event;
     state->set_next_event_sequence(session.next_event_sequence);
     state->set_events_lost(session.events_lost);
     state->set_secret_digest(session.secret_digest);
@@ -82,8 +80,8 @@ statepb::StateSnapshot StateMachine::Impl::ToSnapshot() const {
 }
 
 absl::StatusOr<std::unique_ptr<StateMachine::Impl>>
-StateMachine::Impl::FromSnapshot(const Limits &limits,
-                                 const statepb::StateSnapshot &snapshot) {
+StateMachine::Impl::FromSnapshot(const Limits& limits,
+                                 const statepb::StateSnapshot& snapshot) {
   if (snapshot.format() != kSnapshotFormat) {
     return absl::InvalidArgumentError(absl::StrCat(
         "snapshot format ", snapshot.format(), " is not ", kSnapshotFormat));
@@ -98,7 +96,7 @@ StateMachine::Impl::FromSnapshot(const Limits &limits,
   impl->next_instance_ = snapshot.next_instance();
   impl->next_session_id_ = snapshot.next_session_id();
 
-  for (const statepb::SessionState &state : snapshot.sessions()) {
+  for (const statepb::SessionState& state : snapshot.sessions()) {
     const uint64_t id = state.session_id();
     if (id == 0 || id >= impl->next_session_id_ ||
         (!impl->sessions_.empty() && id <= impl->sessions_.rbegin()->first)) {
@@ -107,7 +105,7 @@ StateMachine::Impl::FromSnapshot(const Limits &limits,
     if (state.ttl_ms() <= 0 || state.next_event_sequence() == 0) {
       return corrupt(absl::StrCat("session ", id, " ttl or event sequence"));
     }
-    Session &session = impl->sessions_[id];
+    Session& session = impl->sessions_[id];
     session.id = id;
     session.ttl_ms = state.ttl_ms();
     session.client_name = state.client_name();
@@ -115,7 +113,7 @@ StateMachine::Impl::FromSnapshot(const Limits &limits,
     session.secret_digest = state.secret_digest();
     session.last_renewed_ms = state.last_renewed_ms();
     session.forgotten_below = state.forgotten_below();
-    for (const statepb::RetainedResult &result : state.results()) {
+    for (const statepb::RetainedResult& result : state.results()) {
       if (result.request_id() == 0 ||
           result.request_id() < session.forgotten_below ||
           (!session.results.empty() &&
@@ -124,7 +122,7 @@ StateMachine::Impl::FromSnapshot(const Limits &limits,
       }
       session.results[result.request_id()] = result.result();
     }
-    for (const v1::Event &event : state.events()) {
+    for (const v1::Event& event : state.events()) {
       if (event.sequence() >= state.next_event_sequence() ||
           (!session.events.empty() &&
            event.sequence() <= session.events.back().sequence())) {
@@ -142,45 +140,43 @@ StateMachine::Impl::FromSnapshot(const Limits &limits,
   }
 
   std::set<uint64_t> instances;
-  for (const statepb::NodeState &state : snapshot.nodes()) {
-    const std::string &path = state.path();
+  for (const statepb::NodeState& state : snapshot.nodes()) {
+    const std::string& path = state.path();
     if (!ValidatePathImpl(path, limits).ok() ||
         (impl->nodes_.empty() != (path == "/")) ||
         (!impl->nodes_.empty() && path <= impl->nodes_.rbegin()->first)) {
       return corrupt(absl::StrCat("node path ", Quote(path)));
     }
-    const v1::NodeMeta &meta = state.meta();
+    const v1::NodeMeta& meta = state.meta();
     if (meta.instance() == 0 || meta.instance() >= impl->next_instance_ ||
         !instances.insert(meta.instance()).second ||
         meta.checksum() != Crc32c(state.content()) ||
         meta.content_size() != state.content().size()) {
       return corrupt(absl::StrCat("metadata of ", Quote(path)));
     }
-    Node *parent = nullptr;
+    Node* parent = nullptr;
     if (path != "/") {
       parent = impl->FindNode(ParentPath(path));
       if (parent == nullptr || parent->meta.ephemeral_owner() != 0) {
         return corrupt(absl::StrCat("parent of ", Quote(path)));
       }
     }
-    Node &node = impl->nodes_[path];
+    Node& node = impl->nodes_[path];
     node.content = state.content();
     node.meta = meta;
     node.next_sequence = state.next_sequence();
-    if (parent != nullptr)
-      parent->children.insert(std::string(BaseName(path)));
-    auto session_of = [&impl](uint64_t id) -> Session * {
+    if (parent != nullptr) parent->children.insert(std::string(BaseName(path)));
+    auto session_of = [&impl](uint64_t id) -> Session* {
       auto it = impl->sessions_.find(id);
       return it == impl->sessions_.end() ? nullptr : &it->second;
     };
     if (meta.ephemeral_owner() != 0) {
-      Session *owner = session_of(meta.ephemeral_owner());
-      if (owner == nullptr)
-        return corrupt(absl::StrCat("owner of ", path));
+      Session* owner = session_of(meta.ephemeral_owner());
+      if (owner == nullptr) return corrupt(absl::StrCat("owner of ", path));
       owner->ephemeral_nodes.insert(path);
     }
-    for (const statepb::LockHolderState &holder : state.holders()) {
-      Session *session = session_of(holder.session_id());
+    for (const statepb::LockHolderState& holder : state.holders()) {
+      Session* session = session_of(holder.session_id());
       const bool exclusive = holder.mode() == v1::EXCLUSIVE;
       if (session == nullptr || (!exclusive && holder.mode() != v1::SHARED) ||
           (exclusive && state.holders_size() != 1) ||
@@ -192,8 +188,8 @@ StateMachine::Impl::FromSnapshot(const Limits &limits,
       }
       session->held_locks.insert(path);
     }
-    for (const statepb::LockWaiterState &state_waiter : state.waiters()) {
-      Session *session = session_of(state_waiter.session_id());
+    for (const statepb::LockWaiterState& state_waiter : state.waiters()) {
+      Session* session = session_of(state_waiter.session_id());
       if (session == nullptr ||
           (state_waiter.mode() != v1::EXCLUSIVE &&
            state_waiter.mode() != v1::SHARED) ||
@@ -220,15 +216,14 @@ StateMachine::Impl::FromSnapshot(const Limits &limits,
       impl->lock_delay_ends_.insert({node.lock_delay_until_ms, path});
     }
     for (uint64_t session_id : state.watchers()) {
-      Session *session = session_of(session_id);
+      Session* session = session_of(session_id);
       if (session == nullptr || !node.watchers.insert(session_id).second) {
         return corrupt(absl::StrCat("watchers of ", Quote(path)));
       }
       session->watches.insert(path);
     }
   }
-  if (impl->nodes_.empty())
-    return corrupt("no root node");
+  if (impl->nodes_.empty()) return corrupt("no root node");
   return impl;
 }
 
@@ -249,10 +244,9 @@ absl::Status StateMachine::Restore(std::string_view data) {
   }
   absl::StatusOr<std::unique_ptr<Impl>> impl =
       Impl::FromSnapshot(impl_->limits(), snapshot);
-  if (!impl.ok())
-    return impl.status();
+  if (!impl.ok()) return impl.status();
   impl_ = *std::move(impl);
   return absl::OkStatus();
 }
 
-} // namespace lockd::sessions
+}  // namespace lockd::sessions

@@ -24,7 +24,7 @@ using v1::LockMode;
 // Elections live under this node: election N is the lock on /election/N.
 constexpr absl::string_view kElectionDir = "/election";
 
-statepb::Result ErrorResult(const absl::Status &status) {
+statepb::Result ErrorResult(const absl::Status& status) {
   statepb::Result result;
   result.set_code(static_cast<int32_t>(status.code()));
   result.set_message(std::string(status.message()));
@@ -35,9 +35,8 @@ statepb::Result ErrorResult(const absl::Status &status) {
 // `body` (e.g. &statepb::Result::mutable_set_node), or the error.
 template <typename Response>
 statepb::Result MakeResult(absl::StatusOr<Response> response,
-                           Response *(statepb::Result::*body)()) {
-  if (!response.ok())
-    return ErrorResult(response.status());
+                           Response* (statepb::Result::*body)()) {
+  if (!response.ok()) return ErrorResult(response.status());
   statepb::Result result;
   *(result.*body)() = *std::move(response);
   return result;
@@ -45,13 +44,11 @@ statepb::Result MakeResult(absl::StatusOr<Response> response,
 
 // As MakeResult, for requests that may park (an empty optional).
 template <typename Response>
-std::optional<statepb::Result>
-MakeParkableResult(absl::StatusOr<std::optional<Response>> response,
-                   Response *(statepb::Result::*body)()) {
-  if (!response.ok())
-    return ErrorResult(response.status());
-  if (!response->has_value())
-    return std::nullopt;
+std::optional<statepb::Result> MakeParkableResult(
+    absl::StatusOr<std::optional<Response>> response,
+    Response* (statepb::Result::*body)()) {
+  if (!response.ok()) return ErrorResult(response.status());
+  if (!response->has_value()) return std::nullopt;
   return MakeResult<Response>(**std::move(response), body);
 }
 
@@ -74,16 +71,14 @@ std::optional<absl::string_view> ElectionName(absl::string_view path) {
     return std::nullopt;
   }
   absl::string_view name = path.substr(kElectionDir.size() + 1);
-  if (name.find('/') != absl::string_view::npos)
-    return std::nullopt;
+  if (name.find('/') != absl::string_view::npos) return std::nullopt;
   return name;
 }
 
 // True iff `path` is `prefix` or below it by whole names. `prefix` is a
 // valid path: "/" covers everything, "/a" covers "/a/b" but not "/ab".
 bool Covers(absl::string_view prefix, absl::string_view path) {
-  if (prefix == "/")
-    return true;
+  if (prefix == "/") return true;
   if (path.size() < prefix.size() || path.substr(0, prefix.size()) != prefix) {
     return false;
   }
@@ -92,12 +87,12 @@ bool Covers(absl::string_view prefix, absl::string_view path) {
 
 // Counts the entries of a listing answer against the list limits.
 class ListBudget {
-public:
-  explicit ListBudget(const Limits &limits) : limits_(limits) {}
+ public:
+  explicit ListBudget(const Limits& limits) : limits_(limits) {}
 
   // True (and counted) if `entry`, an element of a repeated message field
   // numbered below 16, still fits in the answer.
-  bool Take(const google::protobuf::Message &entry) {
+  bool Take(const google::protobuf::Message& entry) {
     const size_t size = entry.ByteSizeLong();
     const size_t listed =
         1 + google::protobuf::io::CodedOutputStream::VarintSize64(size) + size;
@@ -110,25 +105,24 @@ public:
     return true;
   }
 
-private:
-  const Limits &limits_;
+ private:
+  const Limits& limits_;
   size_t entries_ = 0;
   size_t bytes_ = 0;
 };
 
-bool SameLeader(const std::optional<v1::LeaderInfo> &a,
-                const std::optional<v1::LeaderInfo> &b) {
-  if (!a.has_value() || !b.has_value())
-    return a.has_value() == b.has_value();
+bool SameLeader(const std::optional<v1::LeaderInfo>& a,
+                const std::optional<v1::LeaderInfo>& b) {
+  if (!a.has_value() || !b.has_value()) return a.has_value() == b.has_value();
   return a->session_id() == b->session_id() &&
          a->lock_generation() == b->lock_generation() &&
          a->value() == b->value();
 }
 
-} // namespace
+}  // namespace
 
-StateMachine::Impl::Impl(const Limits &limits) : limits_(limits) {
-  Node &root = nodes_["/"];
+StateMachine::Impl::Impl(const Limits& limits) : limits_(limits) {
+  Node& root = nodes_["/"];
   root.meta.set_instance(kRootInstance);
   root.meta.set_content_generation(1);
   root.meta.set_checksum(Crc32c(""));
@@ -136,7 +130,7 @@ StateMachine::Impl::Impl(const Limits &limits) : limits_(limits) {
 
 // ---------------------------------------------------------------- Apply
 
-ApplyResult StateMachine::Impl::Apply(const statepb::Command &command) {
+ApplyResult StateMachine::Impl::Apply(const statepb::Command& command) {
   out_ = ApplyResult();
   sessions_with_events_.clear();
   elections_before_.clear();
@@ -151,7 +145,7 @@ ApplyResult StateMachine::Impl::Apply(const statepb::Command &command) {
     RunDueExpirations();
     Execute(command);
   }
-  for (const auto &[name, before] : elections_before_) {
+  for (const auto& [name, before] : elections_before_) {
     if (!SameLeader(before, LeaderOf(name))) {
       out_.changed_elections.push_back(name);
     }
@@ -164,15 +158,15 @@ ApplyResult StateMachine::Impl::Apply(const statepb::Command &command) {
   return std::move(out_);
 }
 
-void StateMachine::Impl::RefuseStale(const statepb::Command &command) {
+void StateMachine::Impl::RefuseStale(const statepb::Command& command) {
   switch (command.op_case()) {
-  case statepb::Command::kStartEpoch:
-  case statepb::Command::kRenewSessions:
-  case statepb::Command::kTick:
-  case statepb::Command::OP_NOT_SET:
-    return;
-  default:
-    break;
+    case statepb::Command::kStartEpoch:
+    case statepb::Command::kRenewSessions:
+    case statepb::Command::kTick:
+    case statepb::Command::OP_NOT_SET:
+      return;
+    default:
+      break;
   }
   Complete(RequestKeyOf(command),
            ErrorResult(absl::AbortedError(absl::StrCat(
@@ -180,102 +174,103 @@ void StateMachine::Impl::RefuseStale(const statepb::Command &command) {
                epoch_, "); retry with the same request number"))));
 }
 
-void StateMachine::Impl::Execute(const statepb::Command &command) {
+void StateMachine::Impl::Execute(const statepb::Command& command) {
   switch (command.op_case()) {
-  case statepb::Command::kStartEpoch:
-  case statepb::Command::kTick:
-  case statepb::Command::OP_NOT_SET:
-    return;
-  case statepb::Command::kRenewSessions:
-    RenewSessions(command.renew_sessions());
-    return;
-  case statepb::Command::kCreateSession:
-    Complete({0, command.create_session().nonce()},
-             CreateSession(command.create_session(), command.secret_digest()));
-    return;
-  case statepb::Command::kCloseSession:
-    CloseSession(command.close_session(), command.secret_digest());
-    return;
-  case statepb::Command::kCreateNode: {
-    const auto &request = command.create_node();
-    ApplyRequest(request.header(), command.secret_digest(),
-                 [&](Session &session) {
-                   return MakeResult(CreateNode(session, request),
-                                     &statepb::Result::mutable_create_node);
-                 });
-    return;
-  }
-  case statepb::Command::kSetNode: {
-    const auto &request = command.set_node();
-    ApplyRequest(request.header(), command.secret_digest(), [&](Session &) {
-      return MakeResult(SetNode(request), &statepb::Result::mutable_set_node);
-    });
-    return;
-  }
-  case statepb::Command::kDeleteNode: {
-    const auto &request = command.delete_node();
-    ApplyRequest(request.header(), command.secret_digest(), [&](Session &) {
-      return MakeResult(DeleteNode(request),
-                        &statepb::Result::mutable_delete_node);
-    });
-    return;
-  }
-  case statepb::Command::kWatch: {
-    const auto &request = command.watch();
-    ApplyRequest(request.header(), command.secret_digest(),
-                 [&](Session &session) {
-                   return MakeResult(Watch(session, request),
-                                     &statepb::Result::mutable_watch);
-                 });
-    return;
-  }
-  case statepb::Command::kAcquire: {
-    const auto &request = command.acquire();
-    ApplyRequest(request.header(), command.secret_digest(),
-                 [&](Session &session) {
-                   return MakeParkableResult(
-                       Acquire(session, request.header().request_id(), request),
-                       &statepb::Result::mutable_acquire);
-                 });
-    return;
-  }
-  case statepb::Command::kRelease: {
-    const auto &request = command.release();
-    ApplyRequest(request.header(), command.secret_digest(),
-                 [&](Session &session) {
-                   return MakeResult(Release(session, request),
-                                     &statepb::Result::mutable_release);
-                 });
-    return;
-  }
-  case statepb::Command::kCampaign: {
-    const auto &request = command.campaign();
-    ApplyRequest(
-        request.header(), command.secret_digest(), [&](Session &session) {
-          return MakeParkableResult(
-              Campaign(session, request.header().request_id(), request),
-              &statepb::Result::mutable_campaign);
-        });
-    return;
-  }
-  case statepb::Command::kProclaim: {
-    const auto &request = command.proclaim();
-    ApplyRequest(request.header(), command.secret_digest(),
-                 [&](Session &session) {
-                   return MakeResult(Proclaim(session, request),
-                                     &statepb::Result::mutable_proclaim);
-                 });
-    return;
-  }
-  case statepb::Command::kResign: {
-    const auto &request = command.resign();
-    ApplyRequest(request.header(), command.secret_digest(),
-                 [&](Session &session) {
-                   return MakeResult(Resign(session, request),
-                                     &statepb::Result::mutable_resign);
-                 });
-    return;
-  }
+    case statepb::Command::kStartEpoch:
+    case statepb::Command::kTick:
+    case statepb::Command::OP_NOT_SET:
+      return;
+    case statepb::Command::kRenewSessions:
+      RenewSessions(command.renew_sessions());
+      return;
+    case statepb::Command::kCreateSession:
+      Complete(
+          {0, command.create_session().nonce()},
+          CreateSession(command.create_session(), command.secret_digest()));
+      return;
+    case statepb::Command::kCloseSession:
+      CloseSession(command.close_session(), command.secret_digest());
+      return;
+    case statepb::Command::kCreateNode: {
+      const auto& request = command.create_node();
+      ApplyRequest(request.header(), command.secret_digest(),
+                   [&](Session& session) {
+                     return MakeResult(CreateNode(session, request),
+                                       &statepb::Result::mutable_create_node);
+                   });
+      return;
+    }
+    case statepb::Command::kSetNode: {
+      const auto& request = command.set_node();
+      ApplyRequest(request.header(), command.secret_digest(), [&](Session&) {
+        return MakeResult(SetNode(request), &statepb::Result::mutable_set_node);
+      });
+      return;
+    }
+    case statepb::Command::kDeleteNode: {
+      const auto& request = command.delete_node();
+      ApplyRequest(request.header(), command.secret_digest(), [&](Session&) {
+        return MakeResult(DeleteNode(request),
+                          &statepb::Result::mutable_delete_node);
+      });
+      return;
+    }
+    case statepb::Command::kWatch: {
+      const auto& request = command.watch();
+      ApplyRequest(request.header(), command.secret_digest(),
+                   [&](Session& session) {
+                     return MakeResult(Watch(session, request),
+                                       &statepb::Result::mutable_watch);
+                   });
+      return;
+    }
+    case statepb::Command::kAcquire: {
+      const auto& request = command.acquire();
+      ApplyRequest(
+          request.header(), command.secret_digest(), [&](Session& session) {
+            return MakeParkableResult(
+                Acquire(session, request.header().request_id(), request),
+                &statepb::Result::mutable_acquire);
+          });
+      return;
+    }
+    case statepb::Command::kRelease: {
+      const auto& request = command.release();
+      ApplyRequest(request.header(), command.secret_digest(),
+                   [&](Session& session) {
+                     return MakeResult(Release(session, request),
+                                       &statepb::Result::mutable_release);
+                   });
+      return;
+    }
+    case statepb::Command::kCampaign: {
+      const auto& request = command.campaign();
+      ApplyRequest(
+          request.header(), command.secret_digest(), [&](Session& session) {
+            return MakeParkableResult(
+                Campaign(session, request.header().request_id(), request),
+                &statepb::Result::mutable_campaign);
+          });
+      return;
+    }
+    case statepb::Command::kProclaim: {
+      const auto& request = command.proclaim();
+      ApplyRequest(request.header(), command.secret_digest(),
+                   [&](Session& session) {
+                     return MakeResult(Proclaim(session, request),
+                                       &statepb::Result::mutable_proclaim);
+                   });
+      return;
+    }
+    case statepb::Command::kResign: {
+      const auto& request = command.resign();
+      ApplyRequest(request.header(), command.secret_digest(),
+                   [&](Session& session) {
+                     return MakeResult(Resign(session, request),
+                                       &statepb::Result::mutable_resign);
+                   });
+      return;
+    }
   }
 }
 
@@ -283,7 +278,7 @@ void StateMachine::Impl::Execute(const statepb::Command &command) {
 
 void StateMachine::Impl::StartEpoch(uint64_t epoch) {
   epoch_ = epoch;
-  for (auto &[id, session] : sessions_) {
+  for (auto& [id, session] : sessions_) {
     SetExpiry(session,
               std::max(session.expires_at_ms,
                        std::min(now_ms_ + session.ttl_ms,
@@ -291,12 +286,11 @@ void StateMachine::Impl::StartEpoch(uint64_t epoch) {
   }
 }
 
-void StateMachine::Impl::RenewSessions(const statepb::RenewSessions &renew) {
-  for (const auto &renewal : renew.renewals()) {
+void StateMachine::Impl::RenewSessions(const statepb::RenewSessions& renew) {
+  for (const auto& renewal : renew.renewals()) {
     auto it = sessions_.find(renewal.session_id());
-    if (it == sessions_.end())
-      continue;
-    Session &session = it->second;
+    if (it == sessions_.end()) continue;
+    Session& session = it->second;
     session.last_renewed_ms = now_ms_;
     SetExpiry(session,
               std::max(session.expires_at_ms, now_ms_ + session.ttl_ms));
@@ -307,12 +301,11 @@ void StateMachine::Impl::RenewSessions(const statepb::RenewSessions &renew) {
   }
 }
 
-statepb::Result
-StateMachine::Impl::CreateSession(const v1::CreateSessionRequest &request,
-                                  absl::string_view secret_digest) {
-  auto respond = [this](const Session &session) {
+statepb::Result StateMachine::Impl::CreateSession(
+    const v1::CreateSessionRequest& request, absl::string_view secret_digest) {
+  auto respond = [this](const Session& session) {
     statepb::Result result;
-    v1::CreateSessionResponse *response = result.mutable_create_session();
+    v1::CreateSessionResponse* response = result.mutable_create_session();
     response->set_session_id(session.id);
     response->set_ttl_ms(session.ttl_ms);
     response->set_lease_remaining_ms(session.expires_at_ms - now_ms_);
@@ -324,7 +317,7 @@ StateMachine::Impl::CreateSession(const v1::CreateSessionRequest &request,
     if (it != session_by_nonce_.end()) {
       // The client lost the first answer, and with it the secret: the
       // retry's secret replaces it.
-      Session &session = sessions_.at(it->second);
+      Session& session = sessions_.at(it->second);
       session.secret_digest = std::string(secret_digest);
       return respond(session);
     }
@@ -351,7 +344,7 @@ StateMachine::Impl::CreateSession(const v1::CreateSessionRequest &request,
         "max_sessions (", limits_.max_sessions, ") sessions are open")));
   }
   const uint64_t id = next_session_id_++;
-  Session &session = sessions_[id];
+  Session& session = sessions_[id];
   session.id = id;
   session.ttl_ms = ttl_ms;
   session.client_name = request.client_name();
@@ -359,16 +352,14 @@ StateMachine::Impl::CreateSession(const v1::CreateSessionRequest &request,
   session.secret_digest = std::string(secret_digest);
   session.last_renewed_ms = now_ms_;
   SetExpiry(session, now_ms_ + ttl_ms);
-  if (session.nonce != 0)
-    session_by_nonce_[session.nonce] = id;
+  if (session.nonce != 0) session_by_nonce_[session.nonce] = id;
   return respond(session);
 }
 
-void StateMachine::Impl::CloseSession(const v1::CloseSessionRequest &request,
+void StateMachine::Impl::CloseSession(const v1::CloseSessionRequest& request,
                                       absl::string_view secret_digest) {
-  Session *session = Admit(request.header(), secret_digest);
-  if (session == nullptr)
-    return;
+  Session* session = Admit(request.header(), secret_digest);
+  if (session == nullptr) return;
   EndSession(session->id, /*expired=*/false);
   statepb::Result result;
   result.mutable_close_session();
@@ -376,41 +367,37 @@ void StateMachine::Impl::CloseSession(const v1::CloseSessionRequest &request,
            std::move(result));
 }
 
-void StateMachine::Impl::SetExpiry(Session &session, int64_t expires_at_ms) {
+void StateMachine::Impl::SetExpiry(Session& session, int64_t expires_at_ms) {
   session_expiries_.erase({session.expires_at_ms, session.id});
   session.expires_at_ms = expires_at_ms;
   session_expiries_.insert({expires_at_ms, session.id});
 }
 
 void StateMachine::Impl::EndSession(uint64_t session_id, bool expired) {
-  Session &session = sessions_.at(session_id);
+  Session& session = sessions_.at(session_id);
   const std::string why =
       absl::StrCat(expired ? "session expired" : "session closed", " (session ",
                    session_id, ")");
   // Parked requests first, so none of them is granted below.
   const std::map<uint64_t, std::string> parked = session.parked;
-  for (const auto &[request_id, path] : parked) {
+  for (const auto& [request_id, path] : parked) {
     RemoveWaiter(NodeAt(path), session_id, request_id);
     Complete({session_id, request_id},
              ErrorResult(absl::FailedPreconditionError(why)));
   }
   const std::set<std::string> held = session.held_locks;
-  for (const std::string &path : held)
-    ReleaseLock(path, session, expired);
+  for (const std::string& path : held) ReleaseLock(path, session, expired);
   // A removed waiter may have been the head that blocked others.
-  for (const auto &[request_id, path] : parked) {
-    if (FindNode(path) != nullptr)
-      GrantWaiters(path);
+  for (const auto& [request_id, path] : parked) {
+    if (FindNode(path) != nullptr) GrantWaiters(path);
   }
-  for (const std::string &path : session.watches) {
+  for (const std::string& path : session.watches) {
     NodeAt(path).watchers.erase(session_id);
   }
   session.watches.clear();
   const std::set<std::string> ephemeral = session.ephemeral_nodes;
-  for (const std::string &path : ephemeral)
-    ForceDeleteNode(path);
-  if (session.nonce != 0)
-    session_by_nonce_.erase(session.nonce);
+  for (const std::string& path : ephemeral) ForceDeleteNode(path);
+  if (session.nonce != 0) session_by_nonce_.erase(session.nonce);
   session_expiries_.erase({session.expires_at_ms, session_id});
   sessions_.erase(session_id);
   out_.ended_sessions.push_back(session_id);
@@ -440,24 +427,24 @@ void StateMachine::Impl::RunDueExpirations() {
       kind = kWait;
     }
     switch (kind) {
-    case kNone:
-      return;
-    case kSession:
-      EndSession(session_expiries_.begin()->second, /*expired=*/true);
-      break;
-    case kLockDelay:
-      EndLockDelay();
-      break;
-    case kWait:
-      TimeOutWaiter();
-      break;
+      case kNone:
+        return;
+      case kSession:
+        EndSession(session_expiries_.begin()->second, /*expired=*/true);
+        break;
+      case kLockDelay:
+        EndLockDelay();
+        break;
+      case kWait:
+        TimeOutWaiter();
+        break;
     }
   }
 }
 
 void StateMachine::Impl::TimeOutWaiter() {
   const auto [deadline_ms, session_id, request_id] = *wait_deadlines_.begin();
-  Session &session = sessions_.at(session_id);
+  Session& session = sessions_.at(session_id);
   const std::string path = session.parked.at(request_id);
   RemoveWaiter(NodeAt(path), session_id, request_id);
   Record(session, request_id,
@@ -479,36 +466,31 @@ void StateMachine::Impl::EndLockDelay() {
 std::optional<int64_t> StateMachine::Impl::NextDeadline() const {
   std::optional<int64_t> next;
   auto consider = [&next](int64_t at) {
-    if (!next.has_value() || at < *next)
-      next = at;
+    if (!next.has_value() || at < *next) next = at;
   };
-  if (!session_expiries_.empty())
-    consider(session_expiries_.begin()->first);
-  if (!lock_delay_ends_.empty())
-    consider(lock_delay_ends_.begin()->first);
-  if (!wait_deadlines_.empty())
-    consider(std::get<0>(*wait_deadlines_.begin()));
+  if (!session_expiries_.empty()) consider(session_expiries_.begin()->first);
+  if (!lock_delay_ends_.empty()) consider(lock_delay_ends_.begin()->first);
+  if (!wait_deadlines_.empty()) consider(std::get<0>(*wait_deadlines_.begin()));
   return next;
 }
 
 // ---------------------------------------------------------------- exactly-once
 
 void StateMachine::Impl::ApplyRequest(
-    const v1::RequestHeader &header, absl::string_view secret_digest,
-    const std::function<std::optional<statepb::Result>(Session &)> &execute) {
-  Session *session = Admit(header, secret_digest);
-  if (session == nullptr)
-    return;
+    const v1::RequestHeader& header, absl::string_view secret_digest,
+    const std::function<std::optional<statepb::Result>(Session&)>& execute) {
+  Session* session = Admit(header, secret_digest);
+  if (session == nullptr) return;
   std::optional<statepb::Result> result = execute(*session);
   if (result.has_value()) {
     Record(*session, header.request_id(), *std::move(result));
   }
 }
 
-Session *StateMachine::Impl::Admit(const v1::RequestHeader &header,
+Session* StateMachine::Impl::Admit(const v1::RequestHeader& header,
                                    absl::string_view secret_digest) {
   const RequestKey key{header.session_id(), header.request_id()};
-  auto refuse = [&](const absl::Status &status) {
+  auto refuse = [&](const absl::Status& status) {
     Complete(key, ErrorResult(status));
     return nullptr;
   };
@@ -522,7 +504,7 @@ Session *StateMachine::Impl::Admit(const v1::RequestHeader &header,
         absl::StrCat("session ", header.session_id(),
                      " does not exist (expired or closed)")));
   }
-  Session &session = it->second;
+  Session& session = it->second;
   if (session.secret_digest != secret_digest) {
     return refuse(WrongSecret(session.id));
   }
@@ -547,8 +529,7 @@ Session *StateMachine::Impl::Admit(const v1::RequestHeader &header,
     Complete(key, recorded->second);
     return nullptr;
   }
-  if (session.parked.count(header.request_id()) != 0)
-    return nullptr;
+  if (session.parked.count(header.request_id()) != 0) return nullptr;
   if (session.results.size() + session.parked.size() >=
       limits_.max_retained_results_per_session) {
     return refuse(absl::ResourceExhaustedError(absl::StrCat(
@@ -559,7 +540,7 @@ Session *StateMachine::Impl::Admit(const v1::RequestHeader &header,
   return &session;
 }
 
-void StateMachine::Impl::Record(Session &session, uint64_t request_id,
+void StateMachine::Impl::Record(Session& session, uint64_t request_id,
                                 statepb::Result result) {
   session.results[request_id] = result;
   Complete({session.id, request_id}, std::move(result));
@@ -571,30 +552,30 @@ void StateMachine::Impl::Complete(RequestKey key, statepb::Result result) {
 
 // ---------------------------------------------------------------- nodes
 
-const Node *StateMachine::Impl::FindNode(absl::string_view path) const {
+const Node* StateMachine::Impl::FindNode(absl::string_view path) const {
   auto it = nodes_.find(path);
   return it == nodes_.end() ? nullptr : &it->second;
 }
 
-Node *StateMachine::Impl::FindNode(absl::string_view path) {
+Node* StateMachine::Impl::FindNode(absl::string_view path) {
   auto it = nodes_.find(path);
   return it == nodes_.end() ? nullptr : &it->second;
 }
 
-Node &StateMachine::Impl::NodeAt(absl::string_view path) {
-  Node *node = FindNode(path);
+Node& StateMachine::Impl::NodeAt(absl::string_view path) {
+  Node* node = FindNode(path);
   CHECK(node != nullptr) << "no node " << path;
   return *node;
 }
 
-v1::NodeMeta StateMachine::Impl::MetaOf(const Node &node) const {
+v1::NodeMeta StateMachine::Impl::MetaOf(const Node& node) const {
   v1::NodeMeta meta = node.meta;
   meta.set_num_children(static_cast<uint32_t>(node.children.size()));
   return meta;
 }
 
-absl::Status
-StateMachine::Impl::CheckContentSize(absl::string_view content) const {
+absl::Status StateMachine::Impl::CheckContentSize(
+    absl::string_view content) const {
   if (content.size() > limits_.max_content_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "content has ", content.size(), " bytes, above max_content_bytes (",
@@ -604,14 +585,14 @@ StateMachine::Impl::CheckContentSize(absl::string_view content) const {
 }
 
 absl::Status StateMachine::Impl::CheckCreate(absl::string_view path,
-                                             const Session *owner,
+                                             const Session* owner,
                                              size_t extra_nodes) const {
   if (FindNode(path) != nullptr) {
     return absl::AlreadyExistsError(
         absl::StrCat("node ", Quote(path), " already exists"));
   }
   const absl::string_view parent_path = ParentPath(path);
-  const Node *parent = FindNode(parent_path);
+  const Node* parent = FindNode(parent_path);
   if (parent == nullptr) {
     return absl::NotFoundError(
         absl::StrCat("parent ", Quote(parent_path), " does not exist"));
@@ -639,9 +620,9 @@ absl::Status StateMachine::Impl::CheckCreate(absl::string_view path,
   return absl::OkStatus();
 }
 
-Node &StateMachine::Impl::AddNode(const std::string &path, std::string content,
+Node& StateMachine::Impl::AddNode(const std::string& path, std::string content,
                                   uint64_t owner) {
-  Node &node = nodes_[path];
+  Node& node = nodes_[path];
   node.meta.set_instance(next_instance_++);
   node.meta.set_content_generation(1);
   node.meta.set_checksum(Crc32c(content));
@@ -650,15 +631,14 @@ Node &StateMachine::Impl::AddNode(const std::string &path, std::string content,
   node.meta.set_modified_ms(now_ms_);
   node.meta.set_content_size(static_cast<uint32_t>(content.size()));
   node.content = std::move(content);
-  if (owner != 0)
-    sessions_.at(owner).ephemeral_nodes.insert(path);
-  Node &parent = NodeAt(ParentPath(path));
+  if (owner != 0) sessions_.at(owner).ephemeral_nodes.insert(path);
+  Node& parent = NodeAt(ParentPath(path));
   parent.children.insert(std::string(BaseName(path)));
   EmitToWatchers(parent, v1::Event::CHILD_ADDED, path);
   return node;
 }
 
-void StateMachine::Impl::SetContent(const std::string &path, Node &node,
+void StateMachine::Impl::SetContent(const std::string& path, Node& node,
                                     std::string content) {
   NoteElection(path);
   node.meta.set_content_generation(node.meta.content_generation() + 1);
@@ -670,7 +650,7 @@ void StateMachine::Impl::SetContent(const std::string &path, Node &node,
 }
 
 void StateMachine::Impl::EraseNode(std::string path) {
-  Node &node = NodeAt(path);
+  Node& node = NodeAt(path);
   CHECK(node.children.empty() && node.holders.empty() && node.waiters.empty())
       << path;
   NoteElection(path);
@@ -685,15 +665,15 @@ void StateMachine::Impl::EraseNode(std::string path) {
     lock_delay_ends_.erase({node.lock_delay_until_ms, path});
   }
   nodes_.erase(path);
-  Node &parent = NodeAt(ParentPath(path));
+  Node& parent = NodeAt(ParentPath(path));
   parent.children.erase(std::string(BaseName(path)));
   EmitToWatchers(parent, v1::Event::CHILD_REMOVED, path);
 }
 
 void StateMachine::Impl::ForceDeleteNode(std::string path) {
-  Node &node = NodeAt(path);
+  Node& node = NodeAt(path);
   NoteElection(path);
-  for (const auto &[session_id, holder] : node.holders) {
+  for (const auto& [session_id, holder] : node.holders) {
     sessions_.at(session_id).held_locks.erase(path);
     v1::Event event = MakeEvent(v1::Event::LOCK_LOST, path);
     *event.mutable_sequencer() =
@@ -713,9 +693,8 @@ void StateMachine::Impl::ForceDeleteNode(std::string path) {
   EraseNode(std::move(path));
 }
 
-absl::StatusOr<v1::CreateNodeResponse>
-StateMachine::Impl::CreateNode(Session &session,
-                               const v1::CreateNodeRequest &request) {
+absl::StatusOr<v1::CreateNodeResponse> StateMachine::Impl::CreateNode(
+    Session& session, const v1::CreateNodeRequest& request) {
   if (absl::Status status = ValidatePathImpl(request.path(), limits_);
       !status.ok()) {
     return status;
@@ -727,7 +706,7 @@ StateMachine::Impl::CreateNode(Session &session,
     return status;
   }
   std::string path = request.path();
-  Node *parent = FindNode(ParentPath(path));
+  Node* parent = FindNode(ParentPath(path));
   if (request.sequential() && parent != nullptr) {
     absl::StrAppendFormat(&path, "%010d", parent->next_sequence);
     if (absl::Status status = ValidatePathImpl(path, limits_); !status.ok()) {
@@ -739,9 +718,8 @@ StateMachine::Impl::CreateNode(Session &session,
       !status.ok()) {
     return status;
   }
-  if (request.sequential())
-    parent->next_sequence++;
-  Node &node =
+  if (request.sequential()) parent->next_sequence++;
+  Node& node =
       AddNode(path, request.content(), request.ephemeral() ? session.id : 0);
   v1::CreateNodeResponse response;
   *response.mutable_meta() = MetaOf(node);
@@ -749,8 +727,8 @@ StateMachine::Impl::CreateNode(Session &session,
   return response;
 }
 
-absl::StatusOr<v1::SetNodeResponse>
-StateMachine::Impl::SetNode(const v1::SetNodeRequest &request) {
+absl::StatusOr<v1::SetNodeResponse> StateMachine::Impl::SetNode(
+    const v1::SetNodeRequest& request) {
   if (absl::Status status = ValidatePathImpl(request.path(), limits_);
       !status.ok()) {
     return status;
@@ -758,7 +736,7 @@ StateMachine::Impl::SetNode(const v1::SetNodeRequest &request) {
   if (absl::Status status = CheckContentSize(request.content()); !status.ok()) {
     return status;
   }
-  Node *node = FindNode(request.path());
+  Node* node = FindNode(request.path());
   if (node == nullptr) {
     return absl::NotFoundError(
         absl::StrCat("node ", Quote(request.path()), " does not exist"));
@@ -777,16 +755,16 @@ StateMachine::Impl::SetNode(const v1::SetNodeRequest &request) {
   return response;
 }
 
-absl::StatusOr<v1::DeleteNodeResponse>
-StateMachine::Impl::DeleteNode(const v1::DeleteNodeRequest &request) {
-  const std::string &path = request.path();
+absl::StatusOr<v1::DeleteNodeResponse> StateMachine::Impl::DeleteNode(
+    const v1::DeleteNodeRequest& request) {
+  const std::string& path = request.path();
   if (absl::Status status = ValidatePathImpl(path, limits_); !status.ok()) {
     return status;
   }
   if (path == "/") {
     return absl::InvalidArgumentError("the root node cannot be deleted");
   }
-  const Node *node = FindNode(path);
+  const Node* node = FindNode(path);
   if (node == nullptr) {
     return absl::NotFoundError(
         absl::StrCat("node ", Quote(path), " does not exist"));
@@ -821,16 +799,15 @@ StateMachine::Impl::DeleteNode(const v1::DeleteNodeRequest &request) {
   return v1::DeleteNodeResponse();
 }
 
-absl::StatusOr<v1::WatchResponse>
-StateMachine::Impl::Watch(Session &session, const v1::WatchRequest &request) {
-  const std::string &path = request.path();
+absl::StatusOr<v1::WatchResponse> StateMachine::Impl::Watch(
+    Session& session, const v1::WatchRequest& request) {
+  const std::string& path = request.path();
   if (absl::Status status = ValidatePathImpl(path, limits_); !status.ok()) {
     return status;
   }
-  Node *node = FindNode(path);
+  Node* node = FindNode(path);
   if (request.remove()) {
-    if (node != nullptr)
-      node->watchers.erase(session.id);
+    if (node != nullptr) node->watchers.erase(session.id);
     session.watches.erase(path);
     return v1::WatchResponse();
   }
@@ -851,16 +828,14 @@ StateMachine::Impl::Watch(Session &session, const v1::WatchRequest &request) {
 
 // ---------------------------------------------------------------- locks
 
-bool StateMachine::Impl::IsFree(const Node &node, LockMode mode) {
-  if (node.lock_delay_until_ms != 0)
-    return false;
-  if (node.holders.empty())
-    return true;
+bool StateMachine::Impl::IsFree(const Node& node, LockMode mode) {
+  if (node.lock_delay_until_ms != 0) return false;
+  if (node.holders.empty()) return true;
   return mode == v1::SHARED && node.holders.begin()->second.mode == v1::SHARED;
 }
 
-absl::Status
-StateMachine::Impl::CheckWaitTimeout(int64_t wait_timeout_ms) const {
+absl::Status StateMachine::Impl::CheckWaitTimeout(
+    int64_t wait_timeout_ms) const {
   if (wait_timeout_ms < 0 || wait_timeout_ms > limits_.max_wait_timeout_ms) {
     return absl::InvalidArgumentError(
         absl::StrCat("wait_timeout_ms ", wait_timeout_ms, " is outside [0, ",
@@ -878,29 +853,25 @@ absl::Status StateMachine::Impl::CheckLockDelay(int64_t lock_delay_ms) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<StateMachine::Impl::LockPlan>
-StateMachine::Impl::PlanLock(const Session &session, absl::string_view path,
-                             const Node *node, LockMode mode,
-                             int64_t wait_timeout_ms) const {
-  if (node == nullptr)
-    return LockPlan::kGrant;
+absl::StatusOr<StateMachine::Impl::LockPlan> StateMachine::Impl::PlanLock(
+    const Session& session, absl::string_view path, const Node* node,
+    LockMode mode, int64_t wait_timeout_ms) const {
+  if (node == nullptr) return LockPlan::kGrant;
   auto held = node->holders.find(session.id);
   if (held != node->holders.end()) {
-    if (held->second.mode == mode)
-      return LockPlan::kAlreadyHeld;
+    if (held->second.mode == mode) return LockPlan::kAlreadyHeld;
     return absl::FailedPreconditionError(
         absl::StrCat("session ", session.id, " holds the lock on ", Quote(path),
                      " in ", ModeName(held->second.mode), " mode"));
   }
-  for (const Waiter &waiter : node->waiters) {
+  for (const Waiter& waiter : node->waiters) {
     if (waiter.session_id == session.id) {
       return absl::FailedPreconditionError(absl::StrCat(
           "session ", session.id, " already waits for the lock on ",
           Quote(path), " (request ", waiter.request_id, ")"));
     }
   }
-  if (IsFree(*node, mode) && node->waiters.empty())
-    return LockPlan::kGrant;
+  if (IsFree(*node, mode) && node->waiters.empty()) return LockPlan::kGrant;
   if (wait_timeout_ms == 0) {
     const bool conflicts =
         !node->holders.empty() &&
@@ -933,7 +904,7 @@ StateMachine::Impl::PlanLock(const Session &session, absl::string_view path,
 }
 
 v1::Sequencer StateMachine::Impl::MakeSequencer(absl::string_view path,
-                                                const Node &node,
+                                                const Node& node,
                                                 uint64_t session_id,
                                                 LockMode mode) const {
   v1::Sequencer sequencer;
@@ -945,8 +916,8 @@ v1::Sequencer StateMachine::Impl::MakeSequencer(absl::string_view path,
   return sequencer;
 }
 
-v1::Sequencer StateMachine::Impl::Grant(const std::string &path, Node &node,
-                                        Session &session, LockMode mode,
+v1::Sequencer StateMachine::Impl::Grant(const std::string& path, Node& node,
+                                        Session& session, LockMode mode,
                                         int64_t lock_delay_ms) {
   CHECK(IsFree(node, mode)) << path;
   NoteElection(path);
@@ -958,9 +929,9 @@ v1::Sequencer StateMachine::Impl::Grant(const std::string &path, Node &node,
   return MakeSequencer(path, node, session.id, mode);
 }
 
-void StateMachine::Impl::Park(const std::string &path, Node &node,
+void StateMachine::Impl::Park(const std::string& path, Node& node,
                               Waiter waiter) {
-  for (const auto &[holder_id, holder] : node.holders) {
+  for (const auto& [holder_id, holder] : node.holders) {
     v1::Event event = MakeEvent(v1::Event::LOCK_CONFLICT, path);
     *event.mutable_sequencer() =
         MakeSequencer(path, node, holder_id, holder.mode);
@@ -973,10 +944,10 @@ void StateMachine::Impl::Park(const std::string &path, Node &node,
   node.waiters.push_back(std::move(waiter));
 }
 
-void StateMachine::Impl::RemoveWaiter(Node &node, uint64_t session_id,
+void StateMachine::Impl::RemoveWaiter(Node& node, uint64_t session_id,
                                       uint64_t request_id) {
   auto it = std::find_if(node.waiters.begin(), node.waiters.end(),
-                         [&](const Waiter &waiter) {
+                         [&](const Waiter& waiter) {
                            return waiter.session_id == session_id &&
                                   waiter.request_id == request_id;
                          });
@@ -986,9 +957,9 @@ void StateMachine::Impl::RemoveWaiter(Node &node, uint64_t session_id,
   node.waiters.erase(it);
 }
 
-void StateMachine::Impl::ReleaseLock(std::string path, Session &session,
+void StateMachine::Impl::ReleaseLock(std::string path, Session& session,
                                      bool expired) {
-  Node &node = NodeAt(path);
+  Node& node = NodeAt(path);
   NoteElection(path);
   auto it = node.holders.find(session.id);
   CHECK(it != node.holders.end());
@@ -1003,12 +974,12 @@ void StateMachine::Impl::ReleaseLock(std::string path, Session &session,
   GrantWaiters(path);
 }
 
-void StateMachine::Impl::GrantWaiters(const std::string &path) {
-  Node &node = NodeAt(path);
+void StateMachine::Impl::GrantWaiters(const std::string& path) {
+  Node& node = NodeAt(path);
   while (!node.waiters.empty() && IsFree(node, node.waiters.front().mode)) {
     const Waiter waiter = node.waiters.front();
     RemoveWaiter(node, waiter.session_id, waiter.request_id);
-    Session &session = sessions_.at(waiter.session_id);
+    Session& session = sessions_.at(waiter.session_id);
     const v1::Sequencer sequencer =
         Grant(path, node, session, waiter.mode, waiter.lock_delay_ms);
     statepb::Result result;
@@ -1026,10 +997,9 @@ void StateMachine::Impl::GrantWaiters(const std::string &path) {
   }
 }
 
-absl::StatusOr<std::optional<v1::AcquireResponse>>
-StateMachine::Impl::Acquire(Session &session, uint64_t request_id,
-                            const v1::AcquireRequest &request) {
-  const std::string &path = request.path();
+absl::StatusOr<std::optional<v1::AcquireResponse>> StateMachine::Impl::Acquire(
+    Session& session, uint64_t request_id, const v1::AcquireRequest& request) {
+  const std::string& path = request.path();
   if (absl::Status status = ValidatePathImpl(path, limits_); !status.ok()) {
     return status;
   }
@@ -1044,7 +1014,7 @@ StateMachine::Impl::Acquire(Session &session, uint64_t request_id,
       !status.ok()) {
     return status;
   }
-  Node *node = FindNode(path);
+  Node* node = FindNode(path);
   if (node == nullptr) {
     if (absl::Status status = CheckCreate(path, nullptr, 0); !status.ok()) {
       return status;
@@ -1052,34 +1022,31 @@ StateMachine::Impl::Acquire(Session &session, uint64_t request_id,
   }
   absl::StatusOr<LockPlan> plan =
       PlanLock(session, path, node, request.mode(), request.wait_timeout_ms());
-  if (!plan.ok())
-    return plan.status();
-  if (node == nullptr)
-    node = &AddNode(path, "", 0);
+  if (!plan.ok()) return plan.status();
+  if (node == nullptr) node = &AddNode(path, "", 0);
   v1::AcquireResponse response;
   switch (*plan) {
-  case LockPlan::kAlreadyHeld:
-    *response.mutable_sequencer() =
-        MakeSequencer(path, *node, session.id, request.mode());
-    return response;
-  case LockPlan::kGrant:
-    *response.mutable_sequencer() =
-        Grant(path, *node, session, request.mode(), request.lock_delay_ms());
-    return response;
-  case LockPlan::kPark:
-    Park(path, *node,
-         Waiter{session.id, request_id, request.mode(),
-                now_ms_ + request.wait_timeout_ms(), request.lock_delay_ms(),
-                /*campaign=*/false, /*campaign_value=*/""});
-    return std::nullopt;
+    case LockPlan::kAlreadyHeld:
+      *response.mutable_sequencer() =
+          MakeSequencer(path, *node, session.id, request.mode());
+      return response;
+    case LockPlan::kGrant:
+      *response.mutable_sequencer() =
+          Grant(path, *node, session, request.mode(), request.lock_delay_ms());
+      return response;
+    case LockPlan::kPark:
+      Park(path, *node,
+           Waiter{session.id, request_id, request.mode(),
+                  now_ms_ + request.wait_timeout_ms(), request.lock_delay_ms(),
+                  /*campaign=*/false, /*campaign_value=*/""});
+      return std::nullopt;
   }
   LOG(FATAL) << "unreachable";
 }
 
-absl::StatusOr<v1::ReleaseResponse>
-StateMachine::Impl::Release(Session &session,
-                            const v1::ReleaseRequest &request) {
-  const std::string &path = request.path();
+absl::StatusOr<v1::ReleaseResponse> StateMachine::Impl::Release(
+    Session& session, const v1::ReleaseRequest& request) {
+  const std::string& path = request.path();
   if (absl::Status status = ValidatePathImpl(path, limits_); !status.ok()) {
     return status;
   }
@@ -1091,18 +1058,18 @@ StateMachine::Impl::Release(Session &session,
   return v1::ReleaseResponse();
 }
 
-v1::CheckSequencerResponse
-StateMachine::Impl::CheckSequencer(const v1::Sequencer &sequencer) const {
+v1::CheckSequencerResponse StateMachine::Impl::CheckSequencer(
+    const v1::Sequencer& sequencer) const {
   v1::CheckSequencerResponse response;
   auto invalid = [&response](std::string reason) {
     response.set_reason(std::move(reason));
     return response;
   };
-  const std::string &path = sequencer.path();
+  const std::string& path = sequencer.path();
   if (absl::Status status = ValidatePathImpl(path, limits_); !status.ok()) {
     return invalid(std::string(status.message()));
   }
-  const Node *node = FindNode(path);
+  const Node* node = FindNode(path);
   if (node == nullptr) {
     return invalid(absl::StrCat("node ", Quote(path), " does not exist"));
   }
@@ -1129,9 +1096,9 @@ StateMachine::Impl::CheckSequencer(const v1::Sequencer &sequencer) const {
 
 // ---------------------------------------------------------------- elections
 
-std::optional<v1::LeaderInfo>
-StateMachine::Impl::LeaderOf(absl::string_view name) const {
-  const Node *node = FindNode(ChildPath(kElectionDir, name));
+std::optional<v1::LeaderInfo> StateMachine::Impl::LeaderOf(
+    absl::string_view name) const {
+  const Node* node = FindNode(ChildPath(kElectionDir, name));
   if (node == nullptr || node->holders.empty() ||
       node->holders.begin()->second.mode != v1::EXCLUSIVE) {
     return std::nullopt;
@@ -1144,9 +1111,8 @@ StateMachine::Impl::LeaderOf(absl::string_view name) const {
   return leader;
 }
 
-v1::CampaignResponse
-StateMachine::Impl::CampaignResponseFor(absl::string_view name,
-                                        const v1::Sequencer &sequencer) const {
+v1::CampaignResponse StateMachine::Impl::CampaignResponseFor(
+    absl::string_view name, const v1::Sequencer& sequencer) const {
   v1::CampaignResponse response;
   *response.mutable_leader() = *LeaderOf(name);
   *response.mutable_sequencer() = sequencer;
@@ -1155,14 +1121,13 @@ StateMachine::Impl::CampaignResponseFor(absl::string_view name,
 
 void StateMachine::Impl::NoteElection(absl::string_view path) {
   std::optional<absl::string_view> name = ElectionName(path);
-  if (!name.has_value() || elections_before_.count(*name) != 0)
-    return;
+  if (!name.has_value() || elections_before_.count(*name) != 0) return;
   elections_before_.emplace(std::string(*name), LeaderOf(*name));
 }
 
 absl::StatusOr<std::optional<v1::CampaignResponse>>
-StateMachine::Impl::Campaign(Session &session, uint64_t request_id,
-                             const v1::CampaignRequest &request) {
+StateMachine::Impl::Campaign(Session& session, uint64_t request_id,
+                             const v1::CampaignRequest& request) {
   if (absl::Status status =
           ValidateName(request.name(), "election name", limits_);
       !status.ok()) {
@@ -1184,7 +1149,7 @@ StateMachine::Impl::Campaign(Session &session, uint64_t request_id,
     return status;
   }
   const bool dir_missing = FindNode(kElectionDir) == nullptr;
-  Node *node = FindNode(path);
+  Node* node = FindNode(path);
   if (dir_missing) {
     if (absl::Status status =
             CheckCreate(kElectionDir, nullptr, /*extra_nodes=*/1);
@@ -1198,35 +1163,32 @@ StateMachine::Impl::Campaign(Session &session, uint64_t request_id,
   }
   absl::StatusOr<LockPlan> plan =
       PlanLock(session, path, node, v1::EXCLUSIVE, request.wait_timeout_ms());
-  if (!plan.ok())
-    return plan.status();
-  if (dir_missing)
-    AddNode(std::string(kElectionDir), "", 0);
-  if (node == nullptr)
-    node = &AddNode(path, "", 0);
+  if (!plan.ok()) return plan.status();
+  if (dir_missing) AddNode(std::string(kElectionDir), "", 0);
+  if (node == nullptr) node = &AddNode(path, "", 0);
   switch (*plan) {
-  case LockPlan::kAlreadyHeld:
-    return CampaignResponseFor(
-        request.name(), MakeSequencer(path, *node, session.id, v1::EXCLUSIVE));
-  case LockPlan::kGrant: {
-    const v1::Sequencer sequencer =
-        Grant(path, *node, session, v1::EXCLUSIVE, request.lock_delay_ms());
-    SetContent(path, *node, request.value());
-    return CampaignResponseFor(request.name(), sequencer);
-  }
-  case LockPlan::kPark:
-    Park(path, *node,
-         Waiter{session.id, request_id, v1::EXCLUSIVE,
-                now_ms_ + request.wait_timeout_ms(), request.lock_delay_ms(),
-                /*campaign=*/true, request.value()});
-    return std::nullopt;
+    case LockPlan::kAlreadyHeld:
+      return CampaignResponseFor(
+          request.name(),
+          MakeSequencer(path, *node, session.id, v1::EXCLUSIVE));
+    case LockPlan::kGrant: {
+      const v1::Sequencer sequencer =
+          Grant(path, *node, session, v1::EXCLUSIVE, request.lock_delay_ms());
+      SetContent(path, *node, request.value());
+      return CampaignResponseFor(request.name(), sequencer);
+    }
+    case LockPlan::kPark:
+      Park(path, *node,
+           Waiter{session.id, request_id, v1::EXCLUSIVE,
+                  now_ms_ + request.wait_timeout_ms(), request.lock_delay_ms(),
+                  /*campaign=*/true, request.value()});
+      return std::nullopt;
   }
   LOG(FATAL) << "unreachable";
 }
 
-absl::StatusOr<v1::ProclaimResponse>
-StateMachine::Impl::Proclaim(Session &session,
-                             const v1::ProclaimRequest &request) {
+absl::StatusOr<v1::ProclaimResponse> StateMachine::Impl::Proclaim(
+    Session& session, const v1::ProclaimRequest& request) {
   if (absl::Status status =
           ValidateName(request.name(), "election name", limits_);
       !status.ok()) {
@@ -1248,8 +1210,8 @@ StateMachine::Impl::Proclaim(Session &session,
   return response;
 }
 
-absl::StatusOr<v1::ResignResponse>
-StateMachine::Impl::Resign(Session &session, const v1::ResignRequest &request) {
+absl::StatusOr<v1::ResignResponse> StateMachine::Impl::Resign(
+    Session& session, const v1::ResignRequest& request) {
   if (absl::Status status =
           ValidateName(request.name(), "election name", limits_);
       !status.ok()) {
@@ -1266,8 +1228,8 @@ StateMachine::Impl::Resign(Session &session, const v1::ResignRequest &request) {
   return v1::ResignResponse();
 }
 
-absl::StatusOr<v1::GetLeaderResponse>
-StateMachine::Impl::GetLeader(absl::string_view name) const {
+absl::StatusOr<v1::GetLeaderResponse> StateMachine::Impl::GetLeader(
+    absl::string_view name) const {
   if (absl::Status status = ValidateName(name, "election name", limits_);
       !status.ok()) {
     return status;
@@ -1285,7 +1247,7 @@ StateMachine::Impl::GetLeader(absl::string_view name) const {
 // ---------------------------------------------------------------- events
 
 void StateMachine::Impl::Emit(uint64_t session_id, v1::Event event) {
-  Session &session = sessions_.at(session_id);
+  Session& session = sessions_.at(session_id);
   event.set_sequence(session.next_event_sequence++);
   event.set_time_ms(now_ms_);
   session.events.push_back(std::move(event));
@@ -1296,7 +1258,7 @@ void StateMachine::Impl::Emit(uint64_t session_id, v1::Event event) {
   sessions_with_events_.insert(session_id);
 }
 
-void StateMachine::Impl::EmitToWatchers(const Node &node, v1::Event::Type type,
+void StateMachine::Impl::EmitToWatchers(const Node& node, v1::Event::Type type,
                                         absl::string_view path) {
   for (uint64_t session_id : node.watchers) {
     Emit(session_id, MakeEvent(type, path));
@@ -1305,12 +1267,12 @@ void StateMachine::Impl::EmitToWatchers(const Node &node, v1::Event::Type type,
 
 // ---------------------------------------------------------------- reads
 
-absl::StatusOr<v1::GetNodeResponse>
-StateMachine::Impl::GetNode(absl::string_view path) const {
+absl::StatusOr<v1::GetNodeResponse> StateMachine::Impl::GetNode(
+    absl::string_view path) const {
   if (absl::Status status = ValidatePathImpl(path, limits_); !status.ok()) {
     return status;
   }
-  const Node *node = FindNode(path);
+  const Node* node = FindNode(path);
   if (node == nullptr) {
     return absl::NotFoundError(
         absl::StrCat("node ", Quote(path), " does not exist"));
@@ -1321,42 +1283,40 @@ StateMachine::Impl::GetNode(absl::string_view path) const {
   return response;
 }
 
-absl::StatusOr<v1::StatNodeResponse>
-StateMachine::Impl::StatNode(absl::string_view path) const {
+absl::StatusOr<v1::StatNodeResponse> StateMachine::Impl::StatNode(
+    absl::string_view path) const {
   absl::StatusOr<v1::GetNodeResponse> node = GetNode(path);
-  if (!node.ok())
-    return node.status();
+  if (!node.ok()) return node.status();
   v1::StatNodeResponse response;
   *response.mutable_meta() = node->meta();
   return response;
 }
 
-absl::StatusOr<v1::ListChildrenResponse>
-StateMachine::Impl::ListChildren(absl::string_view path) const {
+absl::StatusOr<v1::ListChildrenResponse> StateMachine::Impl::ListChildren(
+    absl::string_view path) const {
   if (absl::Status status = ValidatePathImpl(path, limits_); !status.ok()) {
     return status;
   }
-  const Node *node = FindNode(path);
+  const Node* node = FindNode(path);
   if (node == nullptr) {
     return absl::NotFoundError(
         absl::StrCat("node ", Quote(path), " does not exist"));
   }
   v1::ListChildrenResponse response;
-  for (const std::string &name : node->children)
-    response.add_names(name);
+  for (const std::string& name : node->children) response.add_names(name);
   return response;
 }
 
 v1::ListSessionsResponse StateMachine::Impl::ListSessions() const {
   v1::ListSessionsResponse response;
   ListBudget budget(limits_);
-  for (const auto &[id, session] : sessions_) {
+  for (const auto& [id, session] : sessions_) {
     v1::SessionInfo info;
     info.set_session_id(id);
     info.set_client_name(session.client_name);
     info.set_ttl_ms(session.ttl_ms);
     info.set_lease_remaining_ms(session.expires_at_ms - now_ms_);
-    for (const std::string &path : session.held_locks) {
+    for (const std::string& path : session.held_locks) {
       if (static_cast<size_t>(info.locks_size()) >=
           limits_.max_listed_locks_per_session) {
         break;
@@ -1374,10 +1334,9 @@ v1::ListSessionsResponse StateMachine::Impl::ListSessions() const {
   return response;
 }
 
-absl::StatusOr<v1::ListLocksResponse>
-StateMachine::Impl::ListLocks(absl::string_view prefix) const {
-  if (prefix.empty())
-    prefix = "/";
+absl::StatusOr<v1::ListLocksResponse> StateMachine::Impl::ListLocks(
+    absl::string_view prefix) const {
+  if (prefix.empty()) prefix = "/";
   if (absl::Status status = ValidatePathImpl(prefix, limits_); !status.ok()) {
     return status;
   }
@@ -1386,32 +1345,28 @@ StateMachine::Impl::ListLocks(absl::string_view prefix) const {
   // namespace.
   std::set<absl::string_view> paths;
   auto consider = [&](absl::string_view path) {
-    if (Covers(prefix, path))
-      paths.insert(path);
+    if (Covers(prefix, path)) paths.insert(path);
   };
-  for (const auto &[id, session] : sessions_) {
-    for (const std::string &path : session.held_locks)
-      consider(path);
-    for (const auto &[request_id, path] : session.parked)
-      consider(path);
+  for (const auto& [id, session] : sessions_) {
+    for (const std::string& path : session.held_locks) consider(path);
+    for (const auto& [request_id, path] : session.parked) consider(path);
   }
-  for (const auto &[until_ms, path] : lock_delay_ends_)
-    consider(path);
+  for (const auto& [until_ms, path] : lock_delay_ends_) consider(path);
 
   v1::ListLocksResponse response;
   ListBudget budget(limits_);
   for (absl::string_view path : paths) {
-    const Node &node = *FindNode(path);
+    const Node& node = *FindNode(path);
     v1::LockInfo info;
     info.set_path(std::string(path));
     info.set_lock_generation(node.meta.lock_generation());
-    for (const auto &[session_id, holder] : node.holders) {
-      v1::LockHolder *listed = info.add_holders();
+    for (const auto& [session_id, holder] : node.holders) {
+      v1::LockHolder* listed = info.add_holders();
       listed->set_session_id(session_id);
       listed->set_mode(holder.mode);
     }
-    for (const Waiter &waiter : node.waiters) {
-      v1::LockWaiter *listed = info.add_waiters();
+    for (const Waiter& waiter : node.waiters) {
+      v1::LockWaiter* listed = info.add_waiters();
       listed->set_session_id(waiter.session_id);
       listed->set_mode(waiter.mode);
       listed->set_wait_remaining_ms(waiter.deadline_ms - now_ms_);
@@ -1429,8 +1384,8 @@ StateMachine::Impl::ListLocks(absl::string_view prefix) const {
   return response;
 }
 
-absl::StatusOr<int64_t>
-StateMachine::Impl::SessionExpiresAt(uint64_t session_id) const {
+absl::StatusOr<int64_t> StateMachine::Impl::SessionExpiresAt(
+    uint64_t session_id) const {
   auto it = sessions_.find(session_id);
   if (it == sessions_.end()) {
     return absl::NotFoundError(absl::StrCat(
@@ -1439,9 +1394,8 @@ StateMachine::Impl::SessionExpiresAt(uint64_t session_id) const {
   return it->second.expires_at_ms;
 }
 
-absl::Status
-StateMachine::Impl::CheckSecret(uint64_t session_id,
-                                absl::string_view secret_digest) const {
+absl::Status StateMachine::Impl::CheckSecret(
+    uint64_t session_id, absl::string_view secret_digest) const {
   auto it = sessions_.find(session_id);
   if (it == sessions_.end()) {
     return absl::NotFoundError(absl::StrCat(
@@ -1456,21 +1410,17 @@ StateMachine::Impl::CheckSecret(uint64_t session_id,
 std::vector<uint64_t> StateMachine::Impl::SessionIds() const {
   std::vector<uint64_t> ids;
   ids.reserve(sessions_.size());
-  for (const auto &[id, session] : sessions_)
-    ids.push_back(id);
+  for (const auto& [id, session] : sessions_) ids.push_back(id);
   return ids;
 }
 
-std::vector<v1::Event>
-StateMachine::Impl::PendingEvents(uint64_t session_id,
-                                  uint64_t after_sequence) const {
+std::vector<v1::Event> StateMachine::Impl::PendingEvents(
+    uint64_t session_id, uint64_t after_sequence) const {
   std::vector<v1::Event> events;
   auto it = sessions_.find(session_id);
-  if (it == sessions_.end())
-    return events;
-  for (const v1::Event &event : it->second.events) {
-    if (event.sequence() > after_sequence)
-      events.push_back(event);
+  if (it == sessions_.end()) return events;
+  for (const v1::Event& event : it->second.events) {
+    if (event.sequence() > after_sequence) events.push_back(event);
   }
   return events;
 }
@@ -1482,37 +1432,37 @@ uint64_t StateMachine::Impl::EventsLost(uint64_t session_id) const {
 
 // ---------------------------------------------------------------- StateMachine
 
-StateMachine::StateMachine(const Limits &limits)
+StateMachine::StateMachine(const Limits& limits)
     : impl_(std::make_unique<Impl>(limits)) {}
 
 StateMachine::~StateMachine() = default;
 
-ApplyResult StateMachine::Apply(const statepb::Command &command) {
+ApplyResult StateMachine::Apply(const statepb::Command& command) {
   return impl_->Apply(command);
 }
 
-absl::StatusOr<v1::GetNodeResponse>
-StateMachine::GetNode(std::string_view path) const {
+absl::StatusOr<v1::GetNodeResponse> StateMachine::GetNode(
+    std::string_view path) const {
   return impl_->GetNode(ToAbsl(path));
 }
 
-absl::StatusOr<v1::StatNodeResponse>
-StateMachine::StatNode(std::string_view path) const {
+absl::StatusOr<v1::StatNodeResponse> StateMachine::StatNode(
+    std::string_view path) const {
   return impl_->StatNode(ToAbsl(path));
 }
 
-absl::StatusOr<v1::ListChildrenResponse>
-StateMachine::ListChildren(std::string_view path) const {
+absl::StatusOr<v1::ListChildrenResponse> StateMachine::ListChildren(
+    std::string_view path) const {
   return impl_->ListChildren(ToAbsl(path));
 }
 
-v1::CheckSequencerResponse
-StateMachine::CheckSequencer(const v1::Sequencer &sequencer) const {
+v1::CheckSequencerResponse StateMachine::CheckSequencer(
+    const v1::Sequencer& sequencer) const {
   return impl_->CheckSequencer(sequencer);
 }
 
-absl::StatusOr<v1::GetLeaderResponse>
-StateMachine::GetLeader(std::string_view name) const {
+absl::StatusOr<v1::GetLeaderResponse> StateMachine::GetLeader(
+    std::string_view name) const {
   return impl_->GetLeader(ToAbsl(name));
 }
 
@@ -1520,8 +1470,8 @@ v1::ListSessionsResponse StateMachine::ListSessions() const {
   return impl_->ListSessions();
 }
 
-absl::StatusOr<v1::ListLocksResponse>
-StateMachine::ListLocks(std::string_view prefix) const {
+absl::StatusOr<v1::ListLocksResponse> StateMachine::ListLocks(
+    std::string_view prefix) const {
   return impl_->ListLocks(ToAbsl(prefix));
 }
 
@@ -1533,8 +1483,8 @@ std::optional<int64_t> StateMachine::NextDeadline() const {
   return impl_->NextDeadline();
 }
 
-absl::StatusOr<int64_t>
-StateMachine::SessionExpiresAt(uint64_t session_id) const {
+absl::StatusOr<int64_t> StateMachine::SessionExpiresAt(
+    uint64_t session_id) const {
   return impl_->SessionExpiresAt(session_id);
 }
 
@@ -1549,9 +1499,8 @@ std::vector<uint64_t> StateMachine::SessionIds() const {
 
 size_t StateMachine::session_count() const { return impl_->session_count(); }
 
-std::vector<v1::Event>
-StateMachine::PendingEvents(uint64_t session_id,
-                            uint64_t after_sequence) const {
+std::vector<v1::Event> StateMachine::PendingEvents(
+    uint64_t session_id, uint64_t after_sequence) const {
   return impl_->PendingEvents(session_id, after_sequence);
 }
 
@@ -1559,90 +1508,89 @@ uint64_t StateMachine::EventsLost(uint64_t session_id) const {
   return impl_->EventsLost(session_id);
 }
 
-const v1::RequestHeader *HeaderOf(const statepb::Command &command) {
-  const v1::RequestHeader *header = nullptr;
+const v1::RequestHeader* HeaderOf(const statepb::Command& command) {
+  const v1::RequestHeader* header = nullptr;
   switch (command.op_case()) {
-  case statepb::Command::kCreateSession:
-  case statepb::Command::kCloseSession:
-    header = &command.close_session().header();
-    break;
-  case statepb::Command::kCreateNode:
-    header = &command.create_node().header();
-    break;
-  case statepb::Command::kSetNode:
-    header = &command.set_node().header();
-    break;
-  case statepb::Command::kDeleteNode:
-    header = &command.delete_node().header();
-    break;
-  case statepb::Command::kWatch:
-    header = &command.watch().header();
-    break;
-  case statepb::Command::kAcquire:
-    header = &command.acquire().header();
-    break;
-  case statepb::Command::kRelease:
-    header = &command.release().header();
-    break;
-  case statepb::Command::kCampaign:
-    header = &command.campaign().header();
-    break;
-  case statepb::Command::kProclaim:
-    header = &command.proclaim().header();
-    break;
-  case statepb::Command::kResign:
-    header = &command.resign().header();
-    break;
-  case statepb::Command::kStartEpoch:
-  case statepb::Command::kRenewSessions:
-  case statepb::Command::kTick:
-  case statepb::Command::OP_NOT_SET:
-    break;
+    case statepb::Command::kCreateSession:
+    case statepb::Command::kCloseSession:
+      header = &command.close_session().header();
+      break;
+    case statepb::Command::kCreateNode:
+      header = &command.create_node().header();
+      break;
+    case statepb::Command::kSetNode:
+      header = &command.set_node().header();
+      break;
+    case statepb::Command::kDeleteNode:
+      header = &command.delete_node().header();
+      break;
+    case statepb::Command::kWatch:
+      header = &command.watch().header();
+      break;
+    case statepb::Command::kAcquire:
+      header = &command.acquire().header();
+      break;
+    case statepb::Command::kRelease:
+      header = &command.release().header();
+      break;
+    case statepb::Command::kCampaign:
+      header = &command.campaign().header();
+      break;
+    case statepb::Command::kProclaim:
+      header = &command.proclaim().header();
+      break;
+    case statepb::Command::kResign:
+      header = &command.resign().header();
+      break;
+    case statepb::Command::kStartEpoch:
+    case statepb::Command::kRenewSessions:
+    case statepb::Command::kTick:
+    case statepb::Command::OP_NOT_SET:
+      break;
   }
   return header;
 }
 
-v1::RequestHeader *MutableHeaderOf(statepb::Command &command) {
+v1::RequestHeader* MutableHeaderOf(statepb::Command& command) {
   // Not HeaderOf() cast: the const accessors of an unset header return the
   // shared default instance.
   switch (command.op_case()) {
-  case statepb::Command::kCloseSession:
-    return command.mutable_close_session()->mutable_header();
-  case statepb::Command::kCreateNode:
-    return command.mutable_create_node()->mutable_header();
-  case statepb::Command::kSetNode:
-    return command.mutable_set_node()->mutable_header();
-  case statepb::Command::kDeleteNode:
-    return command.mutable_delete_node()->mutable_header();
-  case statepb::Command::kWatch:
-    return command.mutable_watch()->mutable_header();
-  case statepb::Command::kAcquire:
-    return command.mutable_acquire()->mutable_header();
-  case statepb::Command::kRelease:
-    return command.mutable_release()->mutable_header();
-  case statepb::Command::kCampaign:
-    return command.mutable_campaign()->mutable_header();
-  case statepb::Command::kProclaim:
-    return command.mutable_proclaim()->mutable_header();
-  case statepb::Command::kResign:
-    return command.mutable_resign()->mutable_header();
-  case statepb::Command::kCreateSession:
-  case statepb::Command::kStartEpoch:
-  case statepb::Command::kRenewSessions:
-  case statepb::Command::kTick:
-  case statepb::Command::OP_NOT_SET:
-    break;
+    case statepb::Command::kCloseSession:
+      return command.mutable_close_session()->mutable_header();
+    case statepb::Command::kCreateNode:
+      return command.mutable_create_node()->mutable_header();
+    case statepb::Command::kSetNode:
+      return command.mutable_set_node()->mutable_header();
+    case statepb::Command::kDeleteNode:
+      return command.mutable_delete_node()->mutable_header();
+    case statepb::Command::kWatch:
+      return command.mutable_watch()->mutable_header();
+    case statepb::Command::kAcquire:
+      return command.mutable_acquire()->mutable_header();
+    case statepb::Command::kRelease:
+      return command.mutable_release()->mutable_header();
+    case statepb::Command::kCampaign:
+      return command.mutable_campaign()->mutable_header();
+    case statepb::Command::kProclaim:
+      return command.mutable_proclaim()->mutable_header();
+    case statepb::Command::kResign:
+      return command.mutable_resign()->mutable_header();
+    case statepb::Command::kCreateSession:
+    case statepb::Command::kStartEpoch:
+    case statepb::Command::kRenewSessions:
+    case statepb::Command::kTick:
+    case statepb::Command::OP_NOT_SET:
+      break;
   }
   return nullptr;
 }
 
-RequestKey RequestKeyOf(const statepb::Command &command) {
+RequestKey RequestKeyOf(const statepb::Command& command) {
   if (command.has_create_session()) {
     return {0, command.create_session().nonce()};
   }
-  const v1::RequestHeader *header = HeaderOf(command);
-  if (header == nullptr)
-    return {};
+  const v1::RequestHeader* header = HeaderOf(command);
+  if (header == nullptr) return {};
   return {header->session_id(), header->request_id()};
 }
 
@@ -1652,4 +1600,4 @@ absl::Status WrongSecret(uint64_t session_id) {
       ": a request must carry the session_secret its CreateSession returned"));
 }
 
-} // namespace lockd::sessions
+}  // namespace lockd::sessions

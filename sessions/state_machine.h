@@ -21,10 +21,11 @@ struct RequestKey {
   uint64_t session_id = 0;
   uint64_t request_id = 0;
 
-  bool operator==(const RequestKey &other) const {
+  bool operator==(const RequestKey& other) const {
     return session_id == other.session_id && request_id == other.request_id;
   }
-  template <typename H> friend H AbslHashValue(H h, const RequestKey &key) {
+  template <typename H>
+  friend H AbslHashValue(H h, const RequestKey& key) {
     return H::combine(std::move(h), key.session_id, key.request_id);
   }
 };
@@ -83,16 +84,16 @@ struct ApplyResult {
 //   its parked requests with FAILED_PRECONDITION, and it is never granted a
 //   lock.
 class StateMachine {
-public:
-  explicit StateMachine(const Limits &limits = Limits());
+ public:
+  explicit StateMachine(const Limits& limits = Limits());
   ~StateMachine();
 
-  StateMachine(const StateMachine &) = delete;
-  StateMachine &operator=(const StateMachine &) = delete;
+  StateMachine(const StateMachine&) = delete;
+  StateMachine& operator=(const StateMachine&) = delete;
 
   // Applies one command chosen in the log. Never fails: a bad request is
   // answered with an error Result and changes nothing.
-  ApplyResult Apply(const statepb::Command &command);
+  ApplyResult Apply(const statepb::Command& command);
 
   // Deterministic serialization of the whole state.
   std::string Snapshot() const;
@@ -103,10 +104,10 @@ public:
   // --- Reads (served by the leader under its lease). Errors as in the API.
   absl::StatusOr<v1::GetNodeResponse> GetNode(std::string_view path) const;
   absl::StatusOr<v1::StatNodeResponse> StatNode(std::string_view path) const;
-  absl::StatusOr<v1::ListChildrenResponse>
-  ListChildren(std::string_view path) const;
-  v1::CheckSequencerResponse
-  CheckSequencer(const v1::Sequencer &sequencer) const;
+  absl::StatusOr<v1::ListChildrenResponse> ListChildren(
+      std::string_view path) const;
+  v1::CheckSequencerResponse CheckSequencer(
+      const v1::Sequencer& sequencer) const;
   absl::StatusOr<v1::GetLeaderResponse> GetLeader(std::string_view name) const;
 
   // --- Listings for operators (reads as above). Remaining times are
@@ -124,8 +125,8 @@ public:
   // session id, waiters in queue order. INVALID_ARGUMENT if `prefix` is not
   // a valid path. Costs time in proportion to the locks in use, not to the
   // namespace.
-  absl::StatusOr<v1::ListLocksResponse>
-  ListLocks(std::string_view prefix) const;
+  absl::StatusOr<v1::ListLocksResponse> ListLocks(
+      std::string_view prefix) const;
 
   // --- For the leader's front end.
   // Cell time: max time_ms applied so far.
@@ -151,7 +152,7 @@ public:
                                        uint64_t after_sequence) const;
   uint64_t EventsLost(uint64_t session_id) const;
 
-private:
+ private:
   class Impl;
   std::unique_ptr<Impl> impl_;
 };
@@ -159,12 +160,12 @@ private:
 // The request a command answers: the session and request number of its
 // header, {0, nonce} for CreateSession, and {0, 0} for the leader's own
 // commands (StartEpoch, RenewSessions, Tick), which answer nobody.
-RequestKey RequestKeyOf(const statepb::Command &command);
+RequestKey RequestKeyOf(const statepb::Command& command);
 
 // The RequestHeader of a client command; nullptr for CreateSession and the
 // leader's own commands.
-const v1::RequestHeader *HeaderOf(const statepb::Command &command);
-v1::RequestHeader *MutableHeaderOf(statepb::Command &command);
+const v1::RequestHeader* HeaderOf(const statepb::Command& command);
+v1::RequestHeader* MutableHeaderOf(statepb::Command& command);
 
 // The PERMISSION_DENIED answer to a request that does not present the
 // secret of its session.
@@ -172,8 +173,8 @@ absl::Status WrongSecret(uint64_t session_id);
 
 // Checks that `path` is an absolute, normalized path within `limits`.
 // INVALID_ARGUMENT with a message naming the problem otherwise.
-absl::Status ValidatePath(std::string_view path, const Limits &limits);
+absl::Status ValidatePath(std::string_view path, const Limits& limits);
 
-} // namespace lockd::sessions
+}  // namespace lockd::sessions
 
-#endif // LOCKD_SESSIONS_STATE_MACHINE_H_
+#endif  // LOCKD_SESSIONS_STATE_MACHINE_H_

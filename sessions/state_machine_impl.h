@@ -93,29 +93,29 @@ struct Session {
 // them (rebuilt on restore, never serialized), and per-Apply scratch.
 // Methods that take a Session& or Node& require it to be live in the maps.
 class StateMachine::Impl {
-public:
-  explicit Impl(const Limits &limits);
+ public:
+  explicit Impl(const Limits& limits);
 
-  ApplyResult Apply(const statepb::Command &command);
+  ApplyResult Apply(const statepb::Command& command);
 
   statepb::StateSnapshot ToSnapshot() const;
   // DATA_LOSS if `snapshot` is inconsistent, INVALID_ARGUMENT if it is of
   // another format.
-  static absl::StatusOr<std::unique_ptr<Impl>>
-  FromSnapshot(const Limits &limits, const statepb::StateSnapshot &snapshot);
+  static absl::StatusOr<std::unique_ptr<Impl>> FromSnapshot(
+      const Limits& limits, const statepb::StateSnapshot& snapshot);
 
   absl::StatusOr<v1::GetNodeResponse> GetNode(absl::string_view path) const;
   absl::StatusOr<v1::StatNodeResponse> StatNode(absl::string_view path) const;
-  absl::StatusOr<v1::ListChildrenResponse>
-  ListChildren(absl::string_view path) const;
-  v1::CheckSequencerResponse
-  CheckSequencer(const v1::Sequencer &sequencer) const;
+  absl::StatusOr<v1::ListChildrenResponse> ListChildren(
+      absl::string_view path) const;
+  v1::CheckSequencerResponse CheckSequencer(
+      const v1::Sequencer& sequencer) const;
   absl::StatusOr<v1::GetLeaderResponse> GetLeader(absl::string_view name) const;
   v1::ListSessionsResponse ListSessions() const;
-  absl::StatusOr<v1::ListLocksResponse>
-  ListLocks(absl::string_view prefix) const;
+  absl::StatusOr<v1::ListLocksResponse> ListLocks(
+      absl::string_view prefix) const;
 
-  const Limits &limits() const { return limits_; }
+  const Limits& limits() const { return limits_; }
   int64_t now_ms() const { return now_ms_; }
   uint64_t epoch() const { return epoch_; }
   std::optional<int64_t> NextDeadline() const;
@@ -128,60 +128,59 @@ public:
                                        uint64_t after_sequence) const;
   uint64_t EventsLost(uint64_t session_id) const;
 
-private:
+ private:
   using NodeMap = std::map<std::string, Node, std::less<>>;
   // Outcome of a lock request that passed validation.
   enum class LockPlan { kAlreadyHeld, kGrant, kPark };
 
   // --- Commands.
-  void Execute(const statepb::Command &command);
-  void RefuseStale(const statepb::Command &command);
+  void Execute(const statepb::Command& command);
+  void RefuseStale(const statepb::Command& command);
   void StartEpoch(uint64_t epoch);
-  void RenewSessions(const statepb::RenewSessions &renew);
-  statepb::Result CreateSession(const v1::CreateSessionRequest &request,
+  void RenewSessions(const statepb::RenewSessions& renew);
+  statepb::Result CreateSession(const v1::CreateSessionRequest& request,
                                 absl::string_view secret_digest);
-  void CloseSession(const v1::CloseSessionRequest &request,
+  void CloseSession(const v1::CloseSessionRequest& request,
                     absl::string_view secret_digest);
-  absl::StatusOr<v1::CreateNodeResponse>
-  CreateNode(Session &session, const v1::CreateNodeRequest &request);
-  absl::StatusOr<v1::SetNodeResponse>
-  SetNode(const v1::SetNodeRequest &request);
-  absl::StatusOr<v1::DeleteNodeResponse>
-  DeleteNode(const v1::DeleteNodeRequest &request);
-  absl::StatusOr<v1::WatchResponse> Watch(Session &session,
-                                          const v1::WatchRequest &request);
-  absl::StatusOr<std::optional<v1::AcquireResponse>>
-  Acquire(Session &session, uint64_t request_id,
-          const v1::AcquireRequest &request);
-  absl::StatusOr<v1::ReleaseResponse>
-  Release(Session &session, const v1::ReleaseRequest &request);
-  absl::StatusOr<std::optional<v1::CampaignResponse>>
-  Campaign(Session &session, uint64_t request_id,
-           const v1::CampaignRequest &request);
-  absl::StatusOr<v1::ProclaimResponse>
-  Proclaim(Session &session, const v1::ProclaimRequest &request);
-  absl::StatusOr<v1::ResignResponse> Resign(Session &session,
-                                            const v1::ResignRequest &request);
+  absl::StatusOr<v1::CreateNodeResponse> CreateNode(
+      Session& session, const v1::CreateNodeRequest& request);
+  absl::StatusOr<v1::SetNodeResponse> SetNode(
+      const v1::SetNodeRequest& request);
+  absl::StatusOr<v1::DeleteNodeResponse> DeleteNode(
+      const v1::DeleteNodeRequest& request);
+  absl::StatusOr<v1::WatchResponse> Watch(Session& session,
+                                          const v1::WatchRequest& request);
+  absl::StatusOr<std::optional<v1::AcquireResponse>> Acquire(
+      Session& session, uint64_t request_id, const v1::AcquireRequest& request);
+  absl::StatusOr<v1::ReleaseResponse> Release(
+      Session& session, const v1::ReleaseRequest& request);
+  absl::StatusOr<std::optional<v1::CampaignResponse>> Campaign(
+      Session& session, uint64_t request_id,
+      const v1::CampaignRequest& request);
+  absl::StatusOr<v1::ProclaimResponse> Proclaim(
+      Session& session, const v1::ProclaimRequest& request);
+  absl::StatusOr<v1::ResignResponse> Resign(Session& session,
+                                            const v1::ResignRequest& request);
 
   // --- Exactly-once.
   // Runs `execute` for the request under `header` unless the exactly-once
   // rules answer it first. `execute` returns the result to record, or
   // nothing if the request parked.
   void ApplyRequest(
-      const v1::RequestHeader &header, absl::string_view secret_digest,
-      const std::function<std::optional<statepb::Result>(Session &)> &execute);
+      const v1::RequestHeader& header, absl::string_view secret_digest,
+      const std::function<std::optional<statepb::Result>(Session&)>& execute);
   // Returns the session if the request under `header` presents the
   // session's secret digest and is new and may run; otherwise answers it
   // (error or recorded result) or leaves it parked and returns nullptr. A
   // wrong secret changes nothing.
-  Session *Admit(const v1::RequestHeader &header,
+  Session* Admit(const v1::RequestHeader& header,
                  absl::string_view secret_digest);
   // Records the result of a request of a live session and completes it.
-  void Record(Session &session, uint64_t request_id, statepb::Result result);
+  void Record(Session& session, uint64_t request_id, statepb::Result result);
   void Complete(RequestKey key, statepb::Result result);
 
   // --- Time.
-  void SetExpiry(Session &session, int64_t expires_at_ms);
+  void SetExpiry(Session& session, int64_t expires_at_ms);
   void RunDueExpirations();
   void TimeOutWaiter();
   void EndLockDelay();
@@ -191,50 +190,49 @@ private:
   void EndSession(uint64_t session_id, bool expired);
 
   // --- Nodes.
-  const Node *FindNode(absl::string_view path) const;
-  Node *FindNode(absl::string_view path);
-  Node &NodeAt(absl::string_view path);
-  v1::NodeMeta MetaOf(const Node &node) const;
+  const Node* FindNode(absl::string_view path) const;
+  Node* FindNode(absl::string_view path);
+  Node& NodeAt(absl::string_view path);
+  v1::NodeMeta MetaOf(const Node& node) const;
   absl::Status CheckContentSize(absl::string_view content) const;
   // OK iff a node at the valid path `path` may be created now, with
   // `extra_nodes` more nodes about to be created first.
-  absl::Status CheckCreate(absl::string_view path, const Session *owner,
+  absl::Status CheckCreate(absl::string_view path, const Session* owner,
                            size_t extra_nodes) const;
   // Creates a node that passed CheckCreate (owner 0: permanent).
-  Node &AddNode(const std::string &path, std::string content, uint64_t owner);
-  void SetContent(const std::string &path, Node &node, std::string content);
+  Node& AddNode(const std::string& path, std::string content, uint64_t owner);
+  void SetContent(const std::string& path, Node& node, std::string content);
   // Deletes a node with no children, holders or waiters.
   void EraseNode(std::string path);
   // Deletes an ephemeral node whose owner ended, whatever its lock state.
   void ForceDeleteNode(std::string path);
 
   // --- Locks.
-  static bool IsFree(const Node &node, v1::LockMode mode);
-  absl::StatusOr<LockPlan> PlanLock(const Session &session,
-                                    absl::string_view path, const Node *node,
+  static bool IsFree(const Node& node, v1::LockMode mode);
+  absl::StatusOr<LockPlan> PlanLock(const Session& session,
+                                    absl::string_view path, const Node* node,
                                     v1::LockMode mode,
                                     int64_t wait_timeout_ms) const;
   absl::Status CheckWaitTimeout(int64_t wait_timeout_ms) const;
   absl::Status CheckLockDelay(int64_t lock_delay_ms) const;
-  v1::Sequencer MakeSequencer(absl::string_view path, const Node &node,
+  v1::Sequencer MakeSequencer(absl::string_view path, const Node& node,
                               uint64_t session_id, v1::LockMode mode) const;
-  v1::Sequencer Grant(const std::string &path, Node &node, Session &session,
+  v1::Sequencer Grant(const std::string& path, Node& node, Session& session,
                       v1::LockMode mode, int64_t lock_delay_ms);
-  void Park(const std::string &path, Node &node, Waiter waiter);
+  void Park(const std::string& path, Node& node, Waiter waiter);
   // Removes a parked request from its lock's queue and the indexes.
-  void RemoveWaiter(Node &node, uint64_t session_id, uint64_t request_id);
-  void ReleaseLock(std::string path, Session &session, bool expired);
+  void RemoveWaiter(Node& node, uint64_t session_id, uint64_t request_id);
+  void ReleaseLock(std::string path, Session& session, bool expired);
   // Grants waiters from the head of the queue while the lock allows.
-  void GrantWaiters(const std::string &path);
+  void GrantWaiters(const std::string& path);
 
   // --- Events and elections.
   void Emit(uint64_t session_id, v1::Event event);
-  void EmitToWatchers(const Node &node, v1::Event::Type type,
+  void EmitToWatchers(const Node& node, v1::Event::Type type,
                       absl::string_view path);
   std::optional<v1::LeaderInfo> LeaderOf(absl::string_view name) const;
-  v1::CampaignResponse
-  CampaignResponseFor(absl::string_view name,
-                      const v1::Sequencer &sequencer) const;
+  v1::CampaignResponse CampaignResponseFor(
+      absl::string_view name, const v1::Sequencer& sequencer) const;
   // Remembers the leader of the election at `path` (if it is one) as it was
   // before this Apply changed it.
   void NoteElection(absl::string_view path);
@@ -265,6 +263,6 @@ private:
       elections_before_;
 };
 
-} // namespace lockd::sessions
+}  // namespace lockd::sessions
 
-#endif // LOCKD_SESSIONS_STATE_MACHINE_IMPL_H_
+#endif  // LOCKD_SESSIONS_STATE_MACHINE_IMPL_H_

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <iterator>
 #include <set>
 #include <utility>
 
@@ -84,10 +85,50 @@ absl::StatusOr<int> PickFreePort() {
 }
 
 std::shared_ptr<grpc::Channel> NewChannel(const std::string& address) {
+  return NewChannel(address, "");
+}
+
+namespace {
+
+std::string ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
+                                          const std::string& ca_file,
+                                          const std::string& cert_file,
+                                          const std::string& key_file) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      grpc::InsecureChannelCredentials();
+  if (!ca_file.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ReadWholeFile(ca_file);
+    if (!cert_file.empty()) {
+      ssl.pem_cert_chain = ReadWholeFile(cert_file);
+      ssl.pem_private_key = ReadWholeFile(key_file);
+    }
+    credentials = grpc::SslCredentials(ssl);
+  }
+  return grpc::CreateCustomChannel(address, credentials, args);
+}
+
+absl::Status MakeCertificates(const std::string& dir,
+                              const std::vector<int>& replicas,
+                              const std::vector<std::string>& clients) {
+  const std::string command =
+      absl::StrCat("CERT_REPLICAS='", absl::StrJoin(replicas, " "),
+                   "' CERT_CLIENTS='", absl::StrJoin(clients, " "), "' '",
+                   LOCKD_SOURCE_DIR, "/dev' certs '", dir, "'");
+  if (std::system(command.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("failed: ", command));
+  }
+  return absl::OkStatus();
 }
 
 bool ChannelIsBroken(grpc::Channel& channel, const grpc::Status& status) {
@@ -151,7 +192,7 @@ absl::StatusOr<std::unique_ptr<Cell>> Cell::Start(CellOptions options) {
   {
     absl::MutexLock lock(&cell->channels_mu_);
     for (int id = 1; id <= cell->size(); ++id) {
-      cell->channels_.push_back(NewChannel(cell->address(id)));
+      cell->channels_.push_back(NewChannel(cell->address(id), cell->CaFile()));
     }
   }
   for (int id = 1; id <= cell->size(); ++id) {
@@ -216,7 +257,9 @@ std::shared_ptr<grpc::Channel> Cell::channel(int id) const {
 void Cell::ReplaceBrokenChannel(
     int id, const std::shared_ptr<grpc::Channel>& broken) const {
   absl::MutexLock lock(&channels_mu_);
-  if (channels_[id - 1] == broken) channels_[id - 1] = NewChannel(address(id));
+  if (channels_[id - 1] == broken) {
+    channels_[id - 1] = NewChannel(address(id), CaFile());
+  }
 }
 
 std::string Cell::address(int id) const {
@@ -287,6 +330,13 @@ absl::Status Cell::StartReplica(int id) {
   add_flag("snapshot_interval", options_.snapshot_interval);
   add_flag("checkpoint_interval_ms", options_.checkpoint_interval_ms);
   for (const std::string& flag : options_.extra_flags) args.push_back(flag);
+  if (!options_.tls_dir.empty()) {
+    const std::string certs = absl::StrCat(options_.tls_dir, "/replica-", id);
+    args.push_back(absl::StrCat("--tls_ca=", CaFile()));
+    args.push_back(absl::StrCat("--tls_cert=", certs, ".pem"));
+    args.push_back(absl::StrCat("--tls_key=", certs, ".key"));
+    args.push_back(absl::StrCat("--client_ca=", CaFile()));
+  }
 
   ++r.starts;
   AppendToLog(r, absl::StrCat("=== cell: start #", r.starts, " of replica ", id,

@@ -32,6 +32,11 @@ struct CellOptions {
   int checkpoint_interval_ms = 0;
   // More flags for every replica, e.g. "--foo=1".
   std::vector<std::string> extra_flags;
+  // A directory of certificates made by `dev certs` (ca.pem,
+  // replica-ID.pem/.key): the replicas then run TLS, mutual TLS between
+  // them and accept client certificates of the same CA, and the harness's
+  // own channels verify them. Empty: plaintext.
+  std::string tls_dir;
   // Where data directories and logs go. Empty: a fresh directory under
   // $TEST_TMPDIR, $TMPDIR or /tmp, removed by the destructor unless
   // KeepDirectory() was called.
@@ -77,6 +82,10 @@ class Cell {
   std::string peer_address(int id) const;
   // Every replica's address, in id order.
   std::vector<std::string> addresses() const;
+  // The CA file of a TLS cell ("" for plaintext).
+  std::string CaFile() const {
+    return options_.tls_dir.empty() ? "" : options_.tls_dir + "/ca.pem";
+  }
   // "127.0.0.1:P1,127.0.0.1:P2,..." for --endpoints flags.
   std::string endpoints() const;
   // The value of lockd's --members flag.
@@ -175,6 +184,17 @@ absl::StatusOr<int> PickFreePort();
 // A channel to `address` with a connection of its own (not shared with
 // other channels to the same address, as separate processes would not).
 std::shared_ptr<grpc::Channel> NewChannel(const std::string& address);
+// A TLS channel verifying the server against `ca_file` (and presenting
+// `cert_file`/`key_file` if given); plaintext if `ca_file` is empty.
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
+                                          const std::string& ca_file,
+                                          const std::string& cert_file = "",
+                                          const std::string& key_file = "");
+// Makes a CA and certificates in `dir` with `dev certs` (see its usage):
+// replica-N for each of `replicas`, client-NAME for each of `clients`.
+absl::Status MakeCertificates(const std::string& dir,
+                              const std::vector<int>& replicas,
+                              const std::vector<std::string>& clients);
 
 // True if a call failed with `status` because `channel` cannot connect.
 // gRPC then retries the connection only after a backoff that grows to

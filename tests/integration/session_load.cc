@@ -26,34 +26,33 @@ namespace {
 
 constexpr char kLeaderAddressKey[] = "lockd-leader-address";
 
-std::string LeaderFromTrailers(const grpc::ClientContext &context) {
-  const auto &trailers = context.GetServerTrailingMetadata();
+std::string LeaderFromTrailers(const grpc::ClientContext& context) {
+  const auto& trailers = context.GetServerTrailingMetadata();
   auto it = trailers.find(kLeaderAddressKey);
-  if (it == trailers.end())
-    return "";
+  if (it == trailers.end()) return "";
   return std::string(it->second.data(), it->second.size());
 }
 
 std::string CodeName(grpc::StatusCode code) {
   switch (code) {
-  case grpc::StatusCode::UNAVAILABLE:
-    return "UNAVAILABLE";
-  case grpc::StatusCode::DEADLINE_EXCEEDED:
-    return "DEADLINE_EXCEEDED";
-  case grpc::StatusCode::RESOURCE_EXHAUSTED:
-    return "RESOURCE_EXHAUSTED";
-  case grpc::StatusCode::CANCELLED:
-    return "CANCELLED";
-  case grpc::StatusCode::INTERNAL:
-    return "INTERNAL";
-  default:
-    return absl::StrCat("code ", static_cast<int>(code));
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    default:
+      return absl::StrCat("code ", static_cast<int>(code));
   }
 }
 
 // Runs closures at their due time on one thread (to within a few ms).
 class Timer {
-public:
+ public:
   Timer() : thread_([this] { Run(); }) {}
   ~Timer() {
     {
@@ -69,7 +68,7 @@ public:
                    std::move(task));
   }
 
-private:
+ private:
   void Run() {
     while (true) {
       std::function<void()> task;
@@ -79,8 +78,7 @@ private:
                (tasks_.empty() || tasks_.begin()->first.first > absl::Now())) {
           mu_.AwaitWithTimeout(absl::Condition(&stop_), absl::Milliseconds(5));
         }
-        if (stop_)
-          return;
+        if (stop_) return;
         task = std::move(tasks_.begin()->second);
         tasks_.erase(tasks_.begin());
       }
@@ -90,14 +88,14 @@ private:
 
   absl::Mutex mu_;
   // By (due time, order of arrival).
-  std::map<std::pair<absl::Time, uint64_t>, std::function<void()>>
-      tasks_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<absl::Time, uint64_t>, std::function<void()>> tasks_
+      ABSL_GUARDED_BY(mu_);
   uint64_t next_order_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 
-} // namespace
+}  // namespace
 
 absl::StatusOr<ProcessSample> SampleProcess(pid_t pid) {
   std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
@@ -110,10 +108,8 @@ absl::StatusOr<ProcessSample> SampleProcess(pid_t pid) {
   std::string field;
   unsigned long long utime = 0, stime = 0;
   for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14)
-      utime = std::stoull(field);
-    if (i == 15)
-      stime = std::stoull(field);
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
   }
   ProcessSample sample;
   sample.cpu_seconds = static_cast<double>(utime + stime) /
@@ -128,14 +124,14 @@ absl::StatusOr<ProcessSample> SampleProcess(pid_t pid) {
 }
 
 class SessionLoad::Impl {
-public:
+ public:
   explicit Impl(SessionLoadOptions options)
       : options_(std::move(options)),
         sessions_(static_cast<size_t>(std::max(0, options_.sessions))) {
     const int per_connection = std::max(1, options_.sessions_per_connection);
     connections_.resize((sessions_.size() + per_connection - 1) /
                         per_connection);
-    for (auto &connection : connections_) {
+    for (auto& connection : connections_) {
       connection = std::make_unique<Connection>();
     }
     absl::BitGen random;
@@ -148,7 +144,7 @@ public:
           absl::StrCat(options_.client_name, " #", i));
       sessions_[i].request.set_nonce(sessions_[i].nonce);
     }
-    for (const std::string &endpoint : options_.endpoints) {
+    for (const std::string& endpoint : options_.endpoints) {
       monitor_stubs_.push_back(v1::Cluster::NewStub(NewChannel(endpoint)));
     }
   }
@@ -178,8 +174,7 @@ public:
     const absl::Time start = absl::Now();
     const int concurrency =
         std::min<int>(options_.open_concurrency, sessions_.size());
-    for (int i = 0; i < concurrency; ++i)
-      StartNextOpen();
+    for (int i = 0; i < concurrency; ++i) StartNextOpen();
     {
       absl::MutexLock lock(&mu_);
       auto all_done = [this] {
@@ -195,9 +190,8 @@ public:
   void Hold(absl::Duration duration) {
     absl::SleepFor(duration);
     const int64_t now_ns = absl::GetCurrentTimeNanos();
-    for (Session &session : sessions_) {
-      if (session.id == 0 || session.lost.load())
-        continue;
+    for (Session& session : sessions_) {
+      if (session.id == 0 || session.lost.load()) continue;
       NoteGap(now_ns - session.last_answer_ns.load());
     }
   }
@@ -205,14 +199,12 @@ public:
   // The other sessions stay alive while some close (closing 100,000 takes
   // a while).
   int Close() {
-    for (Session &session : sessions_) {
-      if (session.id != 0 && !session.lost.load())
-        closing_.push_back(&session);
+    for (Session& session : sessions_) {
+      if (session.id != 0 && !session.lost.load()) closing_.push_back(&session);
     }
     const int concurrency =
         std::min<int>(options_.open_concurrency, closing_.size());
-    for (int i = 0; i < concurrency; ++i)
-      StartNextClose();
+    for (int i = 0; i < concurrency; ++i) StartNextClose();
     {
       absl::MutexLock lock(&mu_);
       auto all_done = [this] {
@@ -235,13 +227,12 @@ public:
     report.stream_restarts = stream_restarts_.load();
     report.max_answer_gap = absl::Nanoseconds(max_gap_ns_.load());
     int lost = 0;
-    for (const Session &session : sessions_)
-      lost += session.lost.load();
+    for (const Session& session : sessions_) lost += session.lost.load();
     report.sessions_lost = lost;
     return report;
   }
 
-private:
+ private:
   class Stream;
 
   // What one client process would hold: a channel per address it has
@@ -252,20 +243,20 @@ private:
   struct Connection {
     absl::Mutex mu;
     std::string target ABSL_GUARDED_BY(mu);
-    std::map<std::string, std::unique_ptr<v1::Sessions::Stub>>
-        stubs ABSL_GUARDED_BY(mu);
+    std::map<std::string, std::unique_ptr<v1::Sessions::Stub>> stubs
+        ABSL_GUARDED_BY(mu);
     // With batch_streams: the connection's open sessions, kept alive
     // together on one stream in the batch form.
     absl::Mutex batch_mu;
-    std::map<uint64_t, Session *> open ABSL_GUARDED_BY(batch_mu);
-    Stream *stream ABSL_GUARDED_BY(batch_mu) = nullptr;
+    std::map<uint64_t, Session*> open ABSL_GUARDED_BY(batch_mu);
+    Stream* stream ABSL_GUARDED_BY(batch_mu) = nullptr;
     bool pinging ABSL_GUARDED_BY(batch_mu) = false;
   };
 
   struct Session {
     int index = 0;
     uint64_t nonce = 0;
-    Connection *connection = nullptr;
+    Connection* connection = nullptr;
     // Written once by the open callback, before the stream starts.
     uint64_t id = 0;
     absl::Time open_started;
@@ -281,7 +272,7 @@ private:
     std::atomic<bool> closed{false};
     std::atomic<int64_t> last_answer_ns{0};
     absl::Mutex mu;
-    Stream *stream ABSL_GUARDED_BY(mu) = nullptr;
+    Stream* stream ABSL_GUARDED_BY(mu) = nullptr;
   };
 
   // One KeepAlive stream: of one session (single form), or of all the
@@ -289,10 +280,10 @@ private:
   // until its read side ends, so Ping() never writes to a finished call.
   class Stream : public grpc::ClientBidiReactor<v1::KeepAliveRequest,
                                                 v1::KeepAliveResponse> {
-  public:
+   public:
     // Exactly one of `session` (single form) and `connection` (batch form).
-    Stream(Impl *load, Session *session, Connection *connection,
-           v1::Sessions::Stub *stub)
+    Stream(Impl* load, Session* session, Connection* connection,
+           v1::Sessions::Stub* stub)
         : load_(load), session_(session), connection_(connection) {
       stub->async()->KeepAlive(&context_, this);
       AddHold();
@@ -302,10 +293,9 @@ private:
 
     // Renews the stream's session, or `batch` in the batch form, unless a
     // write is in flight or the stream ended.
-    void Ping(const std::vector<const Session *> &batch = {}) {
+    void Ping(const std::vector<const Session*>& batch = {}) {
       absl::MutexLock lock(&mu_);
-      if (ended_ || writing_ || (session_ == nullptr && batch.empty()))
-        return;
+      if (ended_ || writing_ || (session_ == nullptr && batch.empty())) return;
       writing_ = true;
       request_.Clear();
       if (session_ != nullptr) {
@@ -313,8 +303,8 @@ private:
         request_.set_session_secret(session_->response.session_secret());
         load_->keep_alives_sent_.fetch_add(1);
       } else {
-        for (const Session *session : batch) {
-          v1::KeepAliveRequest *entry = request_.add_sessions();
+        for (const Session* session : batch) {
+          v1::KeepAliveRequest* entry = request_.add_sessions();
           entry->set_session_id(session->id);
           entry->set_session_secret(session->response.session_secret());
         }
@@ -347,7 +337,7 @@ private:
       RemoveHold();
     }
 
-    void OnDone(const grpc::Status &status) override {
+    void OnDone(const grpc::Status& status) override {
       if (session_ != nullptr) {
         load_->StreamDone(*session_, status, LeaderFromTrailers(context_));
       } else {
@@ -356,10 +346,10 @@ private:
       delete this;
     }
 
-  private:
-    Impl *const load_;
-    Session *const session_;
-    Connection *const connection_;
+   private:
+    Impl* const load_;
+    Session* const session_;
+    Connection* const connection_;
     grpc::ClientContext context_;
     v1::KeepAliveRequest request_;
     v1::KeepAliveResponse response_;
@@ -369,10 +359,10 @@ private:
   };
 
   // The ids of the connection's sessions to renew.
-  static std::vector<const Session *> OpenSessions(Connection &connection)
+  static std::vector<const Session*> OpenSessions(Connection& connection)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(connection.batch_mu) {
-    std::vector<const Session *> open;
-    for (const auto &[id, session] : connection.open) {
+    std::vector<const Session*> open;
+    for (const auto& [id, session] : connection.open) {
       if (!session->lost.load() && !session->closed.load()) {
         open.push_back(session);
       }
@@ -382,14 +372,13 @@ private:
 
   // A session opened on a batch connection: the stream and its pings start
   // with the first.
-  void JoinBatch(Session &session) {
-    Connection &connection = *session.connection;
+  void JoinBatch(Session& session) {
+    Connection& connection = *session.connection;
     bool start_pinging = false;
     {
       absl::MutexLock lock(&connection.batch_mu);
       connection.open[session.id] = &session;
-      if (!connection.pinging)
-        connection.pinging = start_pinging = true;
+      if (!connection.pinging) connection.pinging = start_pinging = true;
     }
     if (start_pinging) {
       StartBatchStream(connection);
@@ -397,11 +386,10 @@ private:
     }
   }
 
-  void StartBatchStream(Connection &connection) {
-    v1::Sessions::Stub *stub = StubFor(connection);
+  void StartBatchStream(Connection& connection) {
+    v1::Sessions::Stub* stub = StubFor(connection);
     absl::MutexLock lock(&connection.batch_mu);
-    if (stopping_.load() || connection.stream != nullptr)
-      return;
+    if (stopping_.load() || connection.stream != nullptr) return;
     {
       absl::MutexLock count_lock(&mu_);
       ++live_streams_;
@@ -410,10 +398,9 @@ private:
     connection.stream->Ping(OpenSessions(connection));
   }
 
-  void ScheduleBatchPing(Connection &connection) {
+  void ScheduleBatchPing(Connection& connection) {
     timer_.After(options_.ttl / 3, [this, &connection] {
-      if (stopping_.load())
-        return;
+      if (stopping_.load()) return;
       {
         absl::MutexLock lock(&connection.batch_mu);
         if (connection.stream != nullptr) {
@@ -424,18 +411,16 @@ private:
     });
   }
 
-  void BatchAnswered(Connection &connection,
-                     const v1::KeepAliveResponse &response) {
-    for (const v1::KeepAliveResponse &entry : response.sessions()) {
-      Session *session = nullptr;
+  void BatchAnswered(Connection& connection,
+                     const v1::KeepAliveResponse& response) {
+    for (const v1::KeepAliveResponse& entry : response.sessions()) {
+      Session* session = nullptr;
       {
         absl::MutexLock lock(&connection.batch_mu);
         auto it = connection.open.find(entry.session_id());
-        if (it != connection.open.end())
-          session = it->second;
+        if (it != connection.open.end()) session = it->second;
       }
-      if (session == nullptr || session->closed.load())
-        continue;
+      if (session == nullptr || session->closed.load()) continue;
       if (entry.code() != 0) {
         session->lost.store(true);
         continue;
@@ -444,8 +429,8 @@ private:
     }
   }
 
-  void BatchStreamDone(Connection &connection,
-                       const std::string &leader_address) {
+  void BatchStreamDone(Connection& connection,
+                       const std::string& leader_address) {
     {
       absl::MutexLock lock(&connection.batch_mu);
       connection.stream = nullptr;
@@ -464,19 +449,17 @@ private:
     absl::MutexLock lock(&leader_mu_);
     return leader_;
   }
-  void SetLeader(const std::string &address) {
-    if (address.empty())
-      return;
+  void SetLeader(const std::string& address) {
+    if (address.empty()) return;
     absl::MutexLock lock(&leader_mu_);
     leader_ = address;
   }
 
   // The stub for the connection's current target.
-  v1::Sessions::Stub *StubFor(Connection &connection) {
+  v1::Sessions::Stub* StubFor(Connection& connection) {
     absl::MutexLock lock(&connection.mu);
-    if (connection.target.empty())
-      connection.target = leader();
-    std::unique_ptr<v1::Sessions::Stub> &stub =
+    if (connection.target.empty()) connection.target = leader();
+    std::unique_ptr<v1::Sessions::Stub>& stub =
         connection.stubs[connection.target];
     if (stub == nullptr) {
       stub = v1::Sessions::NewStub(NewChannel(connection.target));
@@ -486,7 +469,7 @@ private:
 
   // After a failed call: follow the leader named in the trailers, or else
   // the leader the monitor knows of (as the client library does).
-  void Redirect(Connection &connection, const std::string &hint) {
+  void Redirect(Connection& connection, const std::string& hint) {
     const std::string next = hint.empty() ? leader() : hint;
     absl::MutexLock lock(&connection.mu);
     connection.target = next;
@@ -494,13 +477,12 @@ private:
 
   void StartNextOpen() {
     const int i = next_open_.fetch_add(1);
-    if (i >= static_cast<int>(sessions_.size()))
-      return;
+    if (i >= static_cast<int>(sessions_.size())) return;
     sessions_[i].open_started = absl::Now();
     AttemptOpen(sessions_[i]);
   }
 
-  void AttemptOpen(Session &session) {
+  void AttemptOpen(Session& session) {
     if (stopping_.load()) {
       FinishOpen(false);
       return;
@@ -517,7 +499,7 @@ private:
                         });
   }
 
-  void OpenDone(Session &session, const grpc::Status &status) {
+  void OpenDone(Session& session, const grpc::Status& status) {
     if (status.ok()) {
       session.id = session.response.session_id();
       session.last_answer_ns.store(absl::GetCurrentTimeNanos());
@@ -561,13 +543,12 @@ private:
 
   void StartNextClose() {
     const size_t i = next_close_.fetch_add(1);
-    if (i >= closing_.size())
-      return;
+    if (i >= closing_.size()) return;
     closing_[i]->closed.store(true);
     RetryClose(*closing_[i]);
   }
 
-  void RetryClose(Session &session) {
+  void RetryClose(Session& session) {
     session.open_context = std::make_unique<grpc::ClientContext>();
     session.open_context->set_deadline(
         absl::ToChronoTime(absl::Now() + options_.call_timeout));
@@ -586,7 +567,7 @@ private:
 
   // A close redirected by a follower or overtaken by a leader change is
   // retried (the same request number: the cell closes the session once).
-  void CloseDone(Session &session, const grpc::Status &status) {
+  void CloseDone(Session& session, const grpc::Status& status) {
     if (status.error_code() == grpc::StatusCode::UNAVAILABLE &&
         ++session.close_attempts < 5) {
       Redirect(*session.connection, LeaderFromTrailers(*session.open_context));
@@ -605,10 +586,9 @@ private:
 
   // Under the session's mutex, so that Shutdown() either sees the stream or
   // this sees stopping_.
-  void StartStream(Session &session) {
+  void StartStream(Session& session) {
     absl::MutexLock lock(&session.mu);
-    if (stopping_.load() || session.closed.load())
-      return;
+    if (stopping_.load() || session.closed.load()) return;
     {
       absl::MutexLock count_lock(&mu_);
       ++live_streams_;
@@ -619,26 +599,24 @@ private:
   }
 
   // Every TTL/3 from the session's open on, as the client library does.
-  void SchedulePing(Session &session) {
+  void SchedulePing(Session& session) {
     timer_.After(options_.ttl / 3, [this, &session] {
       if (stopping_.load() || session.lost.load() || session.closed.load()) {
         return;
       }
       {
         absl::MutexLock lock(&session.mu);
-        if (session.stream != nullptr)
-          session.stream->Ping();
+        if (session.stream != nullptr) session.stream->Ping();
       }
       SchedulePing(session);
     });
   }
 
-  void Answered(Session &session, const v1::KeepAliveResponse &response) {
+  void Answered(Session& session, const v1::KeepAliveResponse& response) {
     keep_alive_answers_.fetch_add(1);
     const int64_t now_ns = absl::GetCurrentTimeNanos();
     NoteGap(now_ns - session.last_answer_ns.exchange(now_ns));
-    if (response.lease_remaining_ms() <= 0)
-      session.lost.store(true);
+    if (response.lease_remaining_ms() <= 0) session.lost.store(true);
   }
 
   void NoteGap(int64_t gap_ns) {
@@ -647,8 +625,8 @@ private:
     }
   }
 
-  void StreamDone(Session &session, const grpc::Status &status,
-                  const std::string &leader_address) {
+  void StreamDone(Session& session, const grpc::Status& status,
+                  const std::string& leader_address) {
     {
       absl::MutexLock lock(&session.mu);
       session.stream = nullptr;
@@ -713,19 +691,16 @@ private:
   }
 
   void Shutdown() {
-    if (shut_down_)
-      return;
+    if (shut_down_) return;
     shut_down_ = true;
     stopping_.store(true);
-    for (Session &session : sessions_) {
+    for (Session& session : sessions_) {
       absl::MutexLock lock(&session.mu);
-      if (session.stream != nullptr)
-        session.stream->Cancel();
+      if (session.stream != nullptr) session.stream->Cancel();
     }
-    for (auto &connection : connections_) {
+    for (auto& connection : connections_) {
       absl::MutexLock lock(&connection->batch_mu);
-      if (connection->stream != nullptr)
-        connection->stream->Cancel();
+      if (connection->stream != nullptr) connection->stream->Cancel();
     }
     {
       absl::MutexLock lock(&mu_);
@@ -736,8 +711,7 @@ private:
       mu_.Await(absl::Condition(&none));
     }
     monitor_stop_.store(true);
-    if (monitor_.joinable())
-      monitor_.join();
+    if (monitor_.joinable()) monitor_.join();
   }
 
   const SessionLoadOptions options_;
@@ -751,7 +725,7 @@ private:
   std::string leader_ ABSL_GUARDED_BY(leader_mu_);
 
   std::atomic<int> next_open_{0};
-  std::vector<Session *> closing_;
+  std::vector<Session*> closing_;
   std::atomic<size_t> next_close_{0};
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> keep_alives_sent_{0};
@@ -783,4 +757,4 @@ void SessionLoad::Hold(absl::Duration duration) { impl_->Hold(duration); }
 int SessionLoad::Close() { return impl_->Close(); }
 SessionLoadReport SessionLoad::report() const { return impl_->report(); }
 
-} // namespace lockd::integration
+}  // namespace lockd::integration

@@ -11,26 +11,26 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "tests/integration/cell_fixture.h"
 #include "gtest/gtest.h"
+#include "tests/integration/cell_fixture.h"
 
 namespace lockd::integration {
 namespace {
 
 using v1::EXCLUSIVE;
 
-constexpr int64_t kShortTtlMs = 1000; // The smallest TTL the cell accepts.
+constexpr int64_t kShortTtlMs = 1000;  // The smallest TTL the cell accepts.
 
 class SessionTest : public CellTest {
-protected:
-  TestClient *NewShortLivedClient() {
+ protected:
+  TestClient* NewShortLivedClient() {
     ClientOptions options = DefaultClientOptions();
     options.ttl_ms = kShortTtlMs;
     return NewClient(options);
   }
 
   // Polls until `path` does not exist.
-  bool WaitUntilGone(TestClient *c, const std::string &path,
+  bool WaitUntilGone(TestClient* c, const std::string& path,
                      absl::Duration timeout) {
     return PollUntil(
         [&] { return CodeOf(c->Stat(path)) == absl::StatusCode::kNotFound; },
@@ -40,7 +40,7 @@ protected:
 
 TEST_F(SessionTest, KeepAlivesHoldAShortLease) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
-  TestClient *a = NewShortLivedClient();
+  TestClient* a = NewShortLivedClient();
   ASSERT_NE(a, nullptr);
   LOCKD_ASSERT_OK(a->Create("/alive", "", /*ephemeral=*/true));
   // Several TTLs' worth of keep-alives (one every third of the TTL).
@@ -56,8 +56,8 @@ TEST_F(SessionTest, KeepAlivesHoldAShortLease) {
 
 TEST_F(SessionTest, ExpiredSessionReleasesLocksAndDeletesEphemeralNodes) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
-  TestClient *a = NewShortLivedClient();
-  TestClient *b = NewClient();
+  TestClient* a = NewShortLivedClient();
+  TestClient* b = NewClient();
   ASSERT_TRUE(a != nullptr && b != nullptr);
   LOCKD_ASSERT_OK(b->Create("/dir"));
   absl::StatusOr<v1::CreateNodeResponse> ephemeral =
@@ -94,14 +94,13 @@ TEST_F(SessionTest, ExpiredSessionReleasesLocksAndDeletesEphemeralNodes) {
       << late;
   absl::StatusOr<v1::ListChildrenResponse> children = b->List("/dir");
   LOCKD_ASSERT_OK(children);
-  for (const std::string &name : children->names())
-    EXPECT_NE(name, "eph");
+  for (const std::string& name : children->names()) EXPECT_NE(name, "eph");
 }
 
 TEST_F(SessionTest, LockDelayKeepsAnExpiredHoldersLockUngrantable) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
-  TestClient *a = NewShortLivedClient();
-  TestClient *b = NewClient();
+  TestClient* a = NewShortLivedClient();
+  TestClient* b = NewClient();
   ASSERT_TRUE(a != nullptr && b != nullptr);
   constexpr absl::Duration kLockDelay = absl::Seconds(3);
   LOCKD_ASSERT_OK(a->Create("/marker", "", /*ephemeral=*/true));
@@ -127,8 +126,8 @@ TEST_F(SessionTest, LockDelayKeepsAnExpiredHoldersLockUngrantable) {
 
 TEST_F(SessionTest, CloseSessionReleasesLocksAndEphemeralNodesAtOnce) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
-  TestClient *a = NewClient();
-  TestClient *b = NewClient();
+  TestClient* a = NewClient();
+  TestClient* b = NewClient();
   ASSERT_TRUE(a != nullptr && b != nullptr);
   LOCKD_ASSERT_OK(a->Create("/gone", "", /*ephemeral=*/true));
   LOCKD_ASSERT_OK(
@@ -146,9 +145,9 @@ TEST_F(SessionTest, CloseSessionReleasesLocksAndEphemeralNodesAtOnce) {
 TEST_F(SessionTest, RetriedRequestNumbersAreAnsweredFromTheRecord) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
   ClientOptions options = DefaultClientOptions();
-  options.report_answered = false; // We replay old numbers below.
-  TestClient *c = NewClient(options);
-  TestClient *other = NewClient();
+  options.report_answered = false;  // We replay old numbers below.
+  TestClient* c = NewClient(options);
+  TestClient* other = NewClient();
   ASSERT_TRUE(c != nullptr && other != nullptr);
   LOCKD_ASSERT_OK(c->Create("/once", "v0"));
 
@@ -193,9 +192,8 @@ TEST_F(SessionTest, RetriedRequestNumbersAreAnsweredFromTheRecord) {
   absl::StatusOr<v1::ListChildrenResponse> children = other->List("/once");
   LOCKD_ASSERT_OK(children);
   int items = 0;
-  for (const std::string &name : children->names()) {
-    if (absl::StartsWith(name, "item-"))
-      ++items;
+  for (const std::string& name : children->names()) {
+    if (absl::StartsWith(name, "item-")) ++items;
   }
   EXPECT_EQ(items, 1);
   absl::StatusOr<v1::GetNodeResponse> node = other->Get("/once");
@@ -213,17 +211,16 @@ TEST_F(SessionTest, RetriedRequestNumbersAreAnsweredFromTheRecord) {
 
 TEST_F(SessionTest, StatusCountsLiveSessionsOnEveryReplica) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
-  TestClient *a = NewClient();
-  TestClient *b = NewClient();
+  TestClient* a = NewClient();
+  TestClient* b = NewClient();
   ASSERT_TRUE(a != nullptr && b != nullptr);
-  LOCKD_ASSERT_OK(b->Create("/sync")); // Something to apply everywhere.
+  LOCKD_ASSERT_OK(b->Create("/sync"));  // Something to apply everywhere.
   for (int id = 1; id <= cell_->size(); ++id) {
     std::string last;
     EXPECT_TRUE(PollUntil(
         [&] {
           absl::StatusOr<v1::StatusResponse> status = cell_->Status(id);
-          if (!status.ok())
-            return false;
+          if (!status.ok()) return false;
           last = status->DebugString();
           return status->sessions() == 2;
         },
@@ -236,15 +233,15 @@ TEST_F(SessionTest, StatusCountsLiveSessionsOnEveryReplica) {
   EXPECT_EQ(status->sessions(), 1u);
 }
 
-} // namespace
-} // namespace lockd::integration
+}  // namespace
+}  // namespace lockd::integration
 
 namespace lockd::integration {
 namespace {
 
 // Raw calls at the leader for the batch-form test.
 class BatchKeepAliveTest : public CellTest {
-protected:
+ protected:
   void SetUp() override {
     ASSERT_NO_FATAL_FAILURE(StartCell());
     leader_ = cell_->address(Leader());
@@ -273,16 +270,16 @@ protected:
 
   // A header of `session` with its secret (if it was opened here).
   template <typename Request>
-  void WithHeader(Request &request, uint64_t session, uint64_t number) {
+  void WithHeader(Request& request, uint64_t session, uint64_t number) {
     request.mutable_header()->set_session_id(session);
     request.mutable_header()->set_session_secret(secrets_[session]);
     request.mutable_header()->set_request_id(number);
   }
 
-  v1::KeepAliveRequest Batch(const std::vector<uint64_t> &ids) {
+  v1::KeepAliveRequest Batch(const std::vector<uint64_t>& ids) {
     v1::KeepAliveRequest request;
     for (uint64_t id : ids) {
-      v1::KeepAliveRequest *entry = request.add_sessions();
+      v1::KeepAliveRequest* entry = request.add_sessions();
       entry->set_session_id(id);
       entry->set_session_secret(secrets_[id]);
     }
@@ -292,15 +289,14 @@ protected:
   // Reads until an entry for `session` satisfying `match` arrives.
   template <typename Match>
   bool ReadUntil(grpc::ClientReaderWriter<v1::KeepAliveRequest,
-                                          v1::KeepAliveResponse> &stream,
+                                          v1::KeepAliveResponse>& stream,
                  uint64_t session, Match match) {
     v1::KeepAliveResponse response;
     while (stream.Read(&response)) {
       EXPECT_EQ(response.session_id(), 0u);
       EXPECT_GT(response.epoch(), 0u);
-      for (const v1::KeepAliveResponse &entry : response.sessions()) {
-        if (entry.session_id() == session && match(entry))
-          return true;
+      for (const v1::KeepAliveResponse& entry : response.sessions()) {
+        if (entry.session_id() == session && match(entry)) return true;
       }
     }
     return false;
@@ -352,7 +348,7 @@ TEST_F(BatchKeepAliveTest, OneStreamKeepsManySessionsAlive) {
   set.set_content("new");
   v1::SetNodeResponse was_set;
   ASSERT_TRUE(nodes_->Set(Context().get(), set, &was_set).ok());
-  EXPECT_TRUE(ReadUntil(*stream, b, [](const v1::KeepAliveResponse &entry) {
+  EXPECT_TRUE(ReadUntil(*stream, b, [](const v1::KeepAliveResponse& entry) {
     return entry.events_size() == 1 &&
            entry.events(0).type() == v1::Event::CONTENT_CHANGED &&
            entry.events(0).path() == "/watched";
@@ -363,11 +359,11 @@ TEST_F(BatchKeepAliveTest, OneStreamKeepsManySessionsAlive) {
   WithHeader(close, c, 1);
   v1::CloseSessionResponse closed;
   ASSERT_TRUE(sessions_->CloseSession(Context().get(), close, &closed).ok());
-  EXPECT_TRUE(ReadUntil(*stream, c, [](const v1::KeepAliveResponse &entry) {
+  EXPECT_TRUE(ReadUntil(*stream, c, [](const v1::KeepAliveResponse& entry) {
     return entry.code() == static_cast<int>(grpc::StatusCode::NOT_FOUND);
   }));
   ASSERT_TRUE(stream->Write(Batch({a, b})));
-  EXPECT_TRUE(ReadUntil(*stream, a, [](const v1::KeepAliveResponse &entry) {
+  EXPECT_TRUE(ReadUntil(*stream, a, [](const v1::KeepAliveResponse& entry) {
     return entry.code() == 0 && entry.lease_remaining_ms() > 0;
   }));
 
@@ -402,7 +398,7 @@ TEST_F(SessionSecretTest, RequestsWithoutTheSecretAreDeniedAndChangeNothing) {
   v1::AcquireResponse acquired;
   ASSERT_TRUE(locks->Acquire(Context().get(), acquire, &acquired).ok());
 
-  auto expect_denied = [&](const grpc::Status &status) {
+  auto expect_denied = [&](const grpc::Status& status) {
     EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED)
         << status.error_message();
     EXPECT_TRUE(absl::StrContains(
@@ -410,7 +406,7 @@ TEST_F(SessionSecretTest, RequestsWithoutTheSecretAreDeniedAndChangeNothing) {
         absl::StrCat("wrong or missing secret for session ", victim)))
         << status.error_message();
   };
-  for (const std::string &forged :
+  for (const std::string& forged :
        {std::string(), std::string("guess"), secrets_[OpenSession(12)]}) {
     v1::ReleaseRequest release;
     release.mutable_header()->set_session_id(victim);
@@ -453,19 +449,19 @@ TEST_F(SessionSecretTest, KeepAliveWithoutTheSecretIsDenied) {
   batch.mutable_sessions(0)->set_session_secret("forged");
   ASSERT_TRUE(stream->Write(batch));
   EXPECT_TRUE(
-      ReadUntil(*stream, victim, [](const v1::KeepAliveResponse &entry) {
+      ReadUntil(*stream, victim, [](const v1::KeepAliveResponse& entry) {
         return entry.code() ==
                static_cast<int>(grpc::StatusCode::PERMISSION_DENIED);
       }));
   ASSERT_TRUE(stream->Write(Batch({victim})));
   EXPECT_TRUE(
-      ReadUntil(*stream, victim, [](const v1::KeepAliveResponse &entry) {
+      ReadUntil(*stream, victim, [](const v1::KeepAliveResponse& entry) {
         return entry.code() == 0 && entry.lease_remaining_ms() > 0;
       }));
   // A right secret once does not let a wrong one through later.
   ASSERT_TRUE(stream->Write(batch));
   EXPECT_TRUE(
-      ReadUntil(*stream, victim, [](const v1::KeepAliveResponse &entry) {
+      ReadUntil(*stream, victim, [](const v1::KeepAliveResponse& entry) {
         return entry.code() ==
                static_cast<int>(grpc::StatusCode::PERMISSION_DENIED);
       }));
@@ -565,5 +561,5 @@ TEST(KeepAliveLimitTest, StreamsBeyondTheLimitAreRefused) {
       absl::Seconds(10), absl::Milliseconds(100)));
 }
 
-} // namespace
-} // namespace lockd::integration
+}  // namespace
+}  // namespace lockd::integration

@@ -12,14 +12,14 @@ namespace {
 constexpr absl::Duration kFirstBackoff = absl::Milliseconds(10);
 constexpr absl::Duration kMaxBackoff = absl::Milliseconds(200);
 
-} // namespace
+}  // namespace
 
 TestClient::TestClient(ClientOptions options,
                        std::unique_ptr<lockd::Client> client)
     : options_(std::move(options)), client_(std::move(client)) {}
 
-absl::StatusOr<std::unique_ptr<TestClient>>
-TestClient::Connect(ClientOptions options) {
+absl::StatusOr<std::unique_ptr<TestClient>> TestClient::Connect(
+    ClientOptions options) {
   lockd::ClientOptions library_options;
   library_options.endpoints = options.endpoints;
   library_options.call_timeout = options.retry_timeout;
@@ -28,23 +28,21 @@ TestClient::Connect(ClientOptions options) {
   library_options.max_backoff = kMaxBackoff;
   absl::StatusOr<std::unique_ptr<lockd::Client>> client =
       lockd::Client::Create(std::move(library_options));
-  if (!client.ok())
-    return client.status();
+  if (!client.ok()) return client.status();
   std::unique_ptr<TestClient> test_client(
       new TestClient(std::move(options), *std::move(client)));
 
   lockd::SessionOptions session_options;
   session_options.ttl = absl::Milliseconds(test_client->options_.ttl_ms);
   session_options.client_name = test_client->options_.client_name;
-  TestClient *raw = test_client.get();
-  session_options.on_event = [raw](const v1::Event &event) {
+  TestClient* raw = test_client.get();
+  session_options.on_event = [raw](const v1::Event& event) {
     raw->OnEvent(event);
   };
   absl::StatusOr<std::unique_ptr<lockd::Session>> session =
       lockd::Session::Create(test_client->client_.get(),
                              std::move(session_options));
-  if (!session.ok())
-    return session.status();
+  if (!session.ok()) return session.status();
   test_client->session_id_ = (*session)->id();
   test_client->session_secret_ = (*session)->secret();
   absl::MutexLock lock(&test_client->session_mu_);
@@ -55,28 +53,24 @@ TestClient::Connect(ClientOptions options) {
 TestClient::~TestClient() { StopKeepAlive(); }
 
 template <typename Stub, typename Request, typename Response>
-absl::StatusOr<Response>
-TestClient::Call(const char *method,
-                 std::unique_ptr<Stub> lockd::Client::Endpoint::*stub,
-                 grpc::Status (Stub::*rpc)(grpc::ClientContext *,
-                                           const Request &, Response *),
-                 const Request &request, absl::Duration server_wait) {
+absl::StatusOr<Response> TestClient::Call(
+    const char* method, std::unique_ptr<Stub> lockd::Client::Endpoint::*stub,
+    grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
+    const Request& request, absl::Duration server_wait) {
   Response response;
   std::string answered_by;
   absl::Status status = client_->Invoke(
       method,
-      [&](lockd::Client::Endpoint &e, grpc::ClientContext *context) {
+      [&](lockd::Client::Endpoint& e, grpc::ClientContext* context) {
         response.Clear();
-        Stub &replica = *(e.*stub);
+        Stub& replica = *(e.*stub);
         grpc::Status answer = (replica.*rpc)(context, request, &response);
-        if (answer.ok())
-          answered_by = e.address;
+        if (answer.ok()) answered_by = e.address;
         return answer;
       },
       server_wait);
   Answered(request.header().request_id());
-  if (!status.ok())
-    return status;
+  if (!status.ok()) return status;
   absl::MutexLock lock(&mu_);
   last_answered_by_ = answered_by;
   return response;
@@ -105,40 +99,40 @@ std::string TestClient::last_answered_by() const {
   return last_answered_by_;
 }
 
-absl::StatusOr<v1::CreateNodeResponse>
-TestClient::Send(const v1::CreateNodeRequest &request) {
+absl::StatusOr<v1::CreateNodeResponse> TestClient::Send(
+    const v1::CreateNodeRequest& request) {
   return Call("Nodes.Create", &lockd::Client::Endpoint::nodes,
               &v1::Nodes::Stub::Create, request);
 }
 
-absl::StatusOr<v1::SetNodeResponse>
-TestClient::Send(const v1::SetNodeRequest &request) {
+absl::StatusOr<v1::SetNodeResponse> TestClient::Send(
+    const v1::SetNodeRequest& request) {
   return Call("Nodes.Set", &lockd::Client::Endpoint::nodes,
               &v1::Nodes::Stub::Set, request);
 }
 
-absl::StatusOr<v1::AcquireResponse>
-TestClient::Send(const v1::AcquireRequest &request) {
+absl::StatusOr<v1::AcquireResponse> TestClient::Send(
+    const v1::AcquireRequest& request) {
   return Call("Locks.Acquire", &lockd::Client::Endpoint::locks,
               &v1::Locks::Stub::Acquire, request,
               absl::Milliseconds(request.wait_timeout_ms()));
 }
 
-absl::StatusOr<v1::ReleaseResponse>
-TestClient::Send(const v1::ReleaseRequest &request) {
+absl::StatusOr<v1::ReleaseResponse> TestClient::Send(
+    const v1::ReleaseRequest& request) {
   return Call("Locks.Release", &lockd::Client::Endpoint::locks,
               &v1::Locks::Stub::Release, request);
 }
 
-absl::StatusOr<v1::WatchResponse>
-TestClient::Send(const v1::WatchRequest &request) {
+absl::StatusOr<v1::WatchResponse> TestClient::Send(
+    const v1::WatchRequest& request) {
   return Call("Nodes.Watch", &lockd::Client::Endpoint::nodes,
               &v1::Nodes::Stub::Watch, request);
 }
 
-absl::StatusOr<v1::CreateNodeResponse>
-TestClient::Create(const std::string &path, const std::string &content,
-                   bool ephemeral, bool sequential) {
+absl::StatusOr<v1::CreateNodeResponse> TestClient::Create(
+    const std::string& path, const std::string& content, bool ephemeral,
+    bool sequential) {
   v1::CreateNodeRequest request;
   *request.mutable_header() = NewHeader();
   request.set_path(path);
@@ -148,9 +142,9 @@ TestClient::Create(const std::string &path, const std::string &content,
   return Send(request);
 }
 
-absl::StatusOr<v1::SetNodeResponse>
-TestClient::Set(const std::string &path, const std::string &content,
-                uint64_t expected_content_generation) {
+absl::StatusOr<v1::SetNodeResponse> TestClient::Set(
+    const std::string& path, const std::string& content,
+    uint64_t expected_content_generation) {
   v1::SetNodeRequest request;
   *request.mutable_header() = NewHeader();
   request.set_path(path);
@@ -159,7 +153,7 @@ TestClient::Set(const std::string &path, const std::string &content,
   return Send(request);
 }
 
-absl::Status TestClient::Delete(const std::string &path,
+absl::Status TestClient::Delete(const std::string& path,
                                 uint64_t expected_content_generation) {
   v1::DeleteNodeRequest request;
   *request.mutable_header() = NewHeader();
@@ -170,9 +164,9 @@ absl::Status TestClient::Delete(const std::string &path,
       .status();
 }
 
-absl::StatusOr<v1::AcquireResponse>
-TestClient::Acquire(const std::string &path, v1::LockMode mode,
-                    absl::Duration wait, absl::Duration lock_delay) {
+absl::StatusOr<v1::AcquireResponse> TestClient::Acquire(
+    const std::string& path, v1::LockMode mode, absl::Duration wait,
+    absl::Duration lock_delay) {
   v1::AcquireRequest request;
   *request.mutable_header() = NewHeader();
   request.set_path(path);
@@ -182,7 +176,7 @@ TestClient::Acquire(const std::string &path, v1::LockMode mode,
   return Send(request);
 }
 
-absl::Status TestClient::Release(const std::string &path) {
+absl::Status TestClient::Release(const std::string& path) {
   v1::ReleaseRequest request;
   *request.mutable_header() = NewHeader();
   request.set_path(path);
@@ -196,36 +190,33 @@ absl::Status TestClient::CloseSession() {
       Call("Sessions.CloseSession", &lockd::Client::Endpoint::sessions,
            &v1::Sessions::Stub::CloseSession, request)
           .status();
-  if (status.ok())
-    StopKeepAlive();
+  if (status.ok()) StopKeepAlive();
   return status;
 }
 
-absl::StatusOr<v1::GetNodeResponse> TestClient::Get(const std::string &path) {
+absl::StatusOr<v1::GetNodeResponse> TestClient::Get(const std::string& path) {
   return client_->Get(path);
 }
 
-absl::StatusOr<v1::StatNodeResponse> TestClient::Stat(const std::string &path) {
+absl::StatusOr<v1::StatNodeResponse> TestClient::Stat(const std::string& path) {
   return client_->Stat(path);
 }
 
-absl::StatusOr<v1::ListChildrenResponse>
-TestClient::List(const std::string &path) {
+absl::StatusOr<v1::ListChildrenResponse> TestClient::List(
+    const std::string& path) {
   absl::StatusOr<std::vector<std::string>> names = client_->List(path);
-  if (!names.ok())
-    return names.status();
+  if (!names.ok()) return names.status();
   v1::ListChildrenResponse response;
-  for (std::string &name : *names)
-    response.add_names(std::move(name));
+  for (std::string& name : *names) response.add_names(std::move(name));
   return response;
 }
 
-absl::StatusOr<v1::CheckSequencerResponse>
-TestClient::CheckSequencer(const v1::Sequencer &sequencer) {
+absl::StatusOr<v1::CheckSequencerResponse> TestClient::CheckSequencer(
+    const v1::Sequencer& sequencer) {
   return client_->CheckSequencer(sequencer);
 }
 
-void TestClient::OnEvent(const v1::Event &event) {
+void TestClient::OnEvent(const v1::Event& event) {
   // The library's own reports, not events of the cell.
   if (event.type() == v1::Event::SESSION_EXPIRING ||
       event.type() == v1::Event::LEADER_CHANGED) {
@@ -237,14 +228,13 @@ void TestClient::OnEvent(const v1::Event &event) {
 
 void TestClient::StopKeepAlive() {
   absl::MutexLock lock(&session_mu_);
-  if (session_ == nullptr)
-    return;
+  if (session_ == nullptr) return;
   stopped_figures_ = FiguresOf(*session_);
-  session_.reset(); // Joins its keep-alive and dispatcher threads.
+  session_.reset();  // Joins its keep-alive and dispatcher threads.
 }
 
-TestClient::KeepAliveFigures
-TestClient::FiguresOf(const lockd::Session &session) {
+TestClient::KeepAliveFigures TestClient::FiguresOf(
+    const lockd::Session& session) {
   KeepAliveFigures figures;
   figures.answers = session.keep_alive_answers();
   // The session's epoch starts at its creation's; report only answers'.
@@ -270,17 +260,16 @@ std::vector<v1::Event> TestClient::events() const {
 }
 
 bool TestClient::WaitForEvent(
-    const std::function<bool(const v1::Event &)> &match,
+    const std::function<bool(const v1::Event&)>& match,
     absl::Duration timeout) const {
   return PollUntil(
       [&] {
-        for (const v1::Event &event : events()) {
-          if (match(event))
-            return true;
+        for (const v1::Event& event : events()) {
+          if (match(event)) return true;
         }
         return false;
       },
       timeout);
 }
 
-} // namespace lockd::integration
+}  // namespace lockd::integration

@@ -54,56 +54,56 @@ struct ClientOptions {
 //
 // Thread-safe: calls may come from several threads at once.
 class TestClient {
-public:
+ public:
   // Creates the session (retried with the same nonce, at the leader) and
   // starts its keep-alive.
-  static absl::StatusOr<std::unique_ptr<TestClient>>
-  Connect(ClientOptions options);
+  static absl::StatusOr<std::unique_ptr<TestClient>> Connect(
+      ClientOptions options);
 
   // Stops the keep-alive; does not close the session.
   ~TestClient();
-  TestClient(const TestClient &) = delete;
-  TestClient &operator=(const TestClient &) = delete;
+  TestClient(const TestClient&) = delete;
+  TestClient& operator=(const TestClient&) = delete;
 
   uint64_t session_id() const { return session_id_; }
-  const std::string &session_secret() const { return session_secret_; }
-  const ClientOptions &options() const { return options_; }
+  const std::string& session_secret() const { return session_secret_; }
+  const ClientOptions& options() const { return options_; }
 
   // --- State-changing calls with a fresh request number each.
-  absl::StatusOr<v1::CreateNodeResponse> Create(const std::string &path,
-                                                const std::string &content = "",
+  absl::StatusOr<v1::CreateNodeResponse> Create(const std::string& path,
+                                                const std::string& content = "",
                                                 bool ephemeral = false,
                                                 bool sequential = false);
-  absl::StatusOr<v1::SetNodeResponse>
-  Set(const std::string &path, const std::string &content,
+  absl::StatusOr<v1::SetNodeResponse> Set(
+      const std::string& path, const std::string& content,
       uint64_t expected_content_generation = 0);
-  absl::Status Delete(const std::string &path,
+  absl::Status Delete(const std::string& path,
                       uint64_t expected_content_generation = 0);
   // wait == 0 tries once.
-  absl::StatusOr<v1::AcquireResponse>
-  Acquire(const std::string &path, v1::LockMode mode,
-          absl::Duration wait = absl::ZeroDuration(),
-          absl::Duration lock_delay = absl::ZeroDuration());
-  absl::Status Release(const std::string &path);
+  absl::StatusOr<v1::AcquireResponse> Acquire(
+      const std::string& path, v1::LockMode mode,
+      absl::Duration wait = absl::ZeroDuration(),
+      absl::Duration lock_delay = absl::ZeroDuration());
+  absl::Status Release(const std::string& path);
   // Closes the session and, if that succeeded, stops the keep-alive.
   absl::Status CloseSession();
 
   // --- Reads (the client library's).
-  absl::StatusOr<v1::GetNodeResponse> Get(const std::string &path);
-  absl::StatusOr<v1::StatNodeResponse> Stat(const std::string &path);
-  absl::StatusOr<v1::ListChildrenResponse> List(const std::string &path);
-  absl::StatusOr<v1::CheckSequencerResponse>
-  CheckSequencer(const v1::Sequencer &sequencer);
+  absl::StatusOr<v1::GetNodeResponse> Get(const std::string& path);
+  absl::StatusOr<v1::StatNodeResponse> Stat(const std::string& path);
+  absl::StatusOr<v1::ListChildrenResponse> List(const std::string& path);
+  absl::StatusOr<v1::CheckSequencerResponse> CheckSequencer(
+      const v1::Sequencer& sequencer);
 
   // --- Requests with a header the caller made (NewHeader), sent and
   // retried as given: to replay a request number in exactly-once tests.
   v1::RequestHeader NewHeader();
-  absl::StatusOr<v1::CreateNodeResponse>
-  Send(const v1::CreateNodeRequest &request);
-  absl::StatusOr<v1::SetNodeResponse> Send(const v1::SetNodeRequest &request);
-  absl::StatusOr<v1::AcquireResponse> Send(const v1::AcquireRequest &request);
-  absl::StatusOr<v1::ReleaseResponse> Send(const v1::ReleaseRequest &request);
-  absl::StatusOr<v1::WatchResponse> Send(const v1::WatchRequest &request);
+  absl::StatusOr<v1::CreateNodeResponse> Send(
+      const v1::CreateNodeRequest& request);
+  absl::StatusOr<v1::SetNodeResponse> Send(const v1::SetNodeRequest& request);
+  absl::StatusOr<v1::AcquireResponse> Send(const v1::AcquireRequest& request);
+  absl::StatusOr<v1::ReleaseResponse> Send(const v1::ReleaseRequest& request);
+  absl::StatusOr<v1::WatchResponse> Send(const v1::WatchRequest& request);
 
   // --- Keep-alive (the lockd::Session's). After StopKeepAlive() the
   // figures below stay as they were.
@@ -121,7 +121,7 @@ public:
   // library's own SESSION_EXPIRING and LEADER_CHANGED).
   std::vector<v1::Event> events() const;
   // Polls events() until one satisfies `match`.
-  bool WaitForEvent(const std::function<bool(const v1::Event &)> &match,
+  bool WaitForEvent(const std::function<bool(const v1::Event&)>& match,
                     absl::Duration timeout) const;
 
   // The address calls currently go to.
@@ -132,7 +132,7 @@ public:
   // Attempts that were retried (any call), for reports.
   uint64_t retries() const { return client_->retries(); }
 
-private:
+ private:
   struct KeepAliveFigures {
     uint64_t answers = 0;
     uint64_t epoch = 0;
@@ -143,18 +143,18 @@ private:
   // Sends `request` (its header numbered already) with `rpc` of the stub
   // `stub` of the replica calls go to, through client_->Invoke.
   template <typename Stub, typename Request, typename Response>
-  absl::StatusOr<Response>
-  Call(const char *method, std::unique_ptr<Stub> lockd::Client::Endpoint::*stub,
-       grpc::Status (Stub::*rpc)(grpc::ClientContext *, const Request &,
-                                 Response *),
-       const Request &request,
-       absl::Duration server_wait = absl::ZeroDuration());
+  absl::StatusOr<Response> Call(
+      const char* method, std::unique_ptr<Stub> lockd::Client::Endpoint::*stub,
+      grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&,
+                                Response*),
+      const Request& request,
+      absl::Duration server_wait = absl::ZeroDuration());
   // The request will never be sent again.
   void Answered(uint64_t request_id);
   // Records an event of the session (on the session's dispatcher thread).
-  void OnEvent(const v1::Event &event);
+  void OnEvent(const v1::Event& event);
   KeepAliveFigures Figures() const;
-  static KeepAliveFigures FiguresOf(const lockd::Session &session);
+  static KeepAliveFigures FiguresOf(const lockd::Session& session);
 
   const ClientOptions options_;
   const std::unique_ptr<lockd::Client> client_;
@@ -175,6 +175,6 @@ private:
   KeepAliveFigures stopped_figures_ ABSL_GUARDED_BY(session_mu_);
 };
 
-} // namespace lockd::integration
+}  // namespace lockd::integration
 
-#endif // LOCKD_TESTS_INTEGRATION_TEST_CLIENT_H_
+#endif  // LOCKD_TESTS_INTEGRATION_TEST_CLIENT_H_

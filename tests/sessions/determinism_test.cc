@@ -11,11 +11,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
 #include "protos/state.pb.h"
 #include "sessions/state_machine.h"
 #include "tests/sessions/test_util.h"
-#include "gmock/gmock.h"
-#include "gtest/gtest.h"
 
 namespace lockd::sessions {
 namespace {
@@ -43,7 +43,7 @@ Limits SmallLimits() {
 // clients retry, time jumps, leaders change. It applies what it generates to
 // its own state machine to address mostly live sessions.
 class LogGenerator {
-public:
+ public:
   explicit LogGenerator(uint64_t seed)
       : rng_(seed), reference_(SmallLimits()) {}
 
@@ -52,16 +52,16 @@ public:
     now_ += Pick(60);
     command.set_time_ms(now_);
     command.set_epoch(epoch_);
-    if (epoch_ > 1 && Pick(30) == 0)
-      command.set_epoch(epoch_ - 1);
+    if (epoch_ > 1 && Pick(30) == 0) command.set_epoch(epoch_ - 1);
     reference_.Apply(command);
     return command;
   }
 
-private:
+ private:
   uint64_t Pick(uint64_t n) { return rng_() % n; }
 
-  template <typename T> const T &PickOf(const std::vector<T> &options) {
+  template <typename T>
+  const T& PickOf(const std::vector<T>& options) {
     return options[Pick(options.size())];
   }
 
@@ -80,14 +80,14 @@ private:
     }
     if (roll < 14) {
       for (uint64_t i = Pick(3); i > 0; --i) {
-        auto *renewal = command.mutable_renew_sessions()->add_renewals();
+        auto* renewal = command.mutable_renew_sessions()->add_renewals();
         renewal->set_session_id(SessionId());
         renewal->set_acked_event_sequence(Pick(8));
       }
       return command;
     }
     if (roll < 18) {
-      v1::CreateSessionRequest *request = command.mutable_create_session();
+      v1::CreateSessionRequest* request = command.mutable_create_session();
       request->set_ttl_ms(PickOf<int64_t>({0, 1000, 2500, 6000, 999}));
       request->set_nonce(Pick(5));
       request->set_client_name("client");
@@ -100,47 +100,47 @@ private:
     const std::string path = PickOf(paths);
     const std::string content(Pick(3), static_cast<char>('a' + Pick(3)));
     switch (Pick(11)) {
-    case 0:
-      command = CreateNodeCommand(path, content, Pick(3) == 0, Pick(4) == 0);
-      break;
-    case 1:
-      command = SetNodeCommand(path, content, Pick(3));
-      break;
-    case 2:
-      command = DeleteNodeCommand(path, Pick(2));
-      break;
-    case 3:
-      command = WatchCommand(path, Pick(4) == 0);
-      break;
-    case 4:
-    case 5:
-      command = AcquireCommand(
-          path,
-          PickOf<v1::LockMode>({v1::EXCLUSIVE, v1::SHARED, v1::SHARED,
-                                v1::LOCK_MODE_UNSPECIFIED}),
-          PickOf<int64_t>({0, 0, 500, 3000}), PickOf<int64_t>({0, 0, 1500}));
-      break;
-    case 6:
-      command = ReleaseCommand(path);
-      break;
-    case 7:
-      command = CampaignCommand(PickOf<std::string>({"e1", "e2", ".."}),
-                                content, PickOf<int64_t>({0, 2000}));
-      break;
-    case 8:
-      command = ProclaimCommand(PickOf<std::string>({"e1", "e2"}), content);
-      break;
-    case 9:
-      command = ResignCommand(PickOf<std::string>({"e1", "e2"}));
-      break;
-    default:
-      command = Pick(3) == 0 ? CloseSessionCommand()
-                             : CreateNodeCommand(path, content);
-      break;
+      case 0:
+        command = CreateNodeCommand(path, content, Pick(3) == 0, Pick(4) == 0);
+        break;
+      case 1:
+        command = SetNodeCommand(path, content, Pick(3));
+        break;
+      case 2:
+        command = DeleteNodeCommand(path, Pick(2));
+        break;
+      case 3:
+        command = WatchCommand(path, Pick(4) == 0);
+        break;
+      case 4:
+      case 5:
+        command = AcquireCommand(
+            path,
+            PickOf<v1::LockMode>({v1::EXCLUSIVE, v1::SHARED, v1::SHARED,
+                                  v1::LOCK_MODE_UNSPECIFIED}),
+            PickOf<int64_t>({0, 0, 500, 3000}), PickOf<int64_t>({0, 0, 1500}));
+        break;
+      case 6:
+        command = ReleaseCommand(path);
+        break;
+      case 7:
+        command = CampaignCommand(PickOf<std::string>({"e1", "e2", ".."}),
+                                  content, PickOf<int64_t>({0, 2000}));
+        break;
+      case 8:
+        command = ProclaimCommand(PickOf<std::string>({"e1", "e2"}), content);
+        break;
+      case 9:
+        command = ResignCommand(PickOf<std::string>({"e1", "e2"}));
+        break;
+      default:
+        command = Pick(3) == 0 ? CloseSessionCommand()
+                               : CreateNodeCommand(path, content);
+        break;
     }
     const uint64_t session_id = SessionId();
-    uint64_t &next = next_request_[session_id];
-    v1::RequestHeader *header = MutableHeader(command);
+    uint64_t& next = next_request_[session_id];
+    v1::RequestHeader* header = MutableHeader(command);
     header->set_session_id(session_id);
     // Mostly new requests, sometimes a retry of an earlier number.
     header->set_request_id(next > 0 && Pick(8) == 0 ? 1 + Pick(next) : ++next);
@@ -155,8 +155,7 @@ private:
   // Mostly a live session.
   uint64_t SessionId() {
     const std::vector<uint64_t> live = reference_.SessionIds();
-    if (live.empty() || Pick(10) == 0)
-      return 1 + Pick(8);
+    if (live.empty() || Pick(10) == 0) return 1 + Pick(8);
     return PickOf(live);
   }
 
@@ -170,15 +169,14 @@ private:
 std::vector<statepb::Command> RandomLog(uint64_t seed, int length) {
   LogGenerator generator(seed);
   std::vector<statepb::Command> log;
-  for (int i = 0; i < length; ++i)
-    log.push_back(generator.Next());
+  for (int i = 0; i < length; ++i) log.push_back(generator.Next());
   return log;
 }
 
 // Everything an ApplyResult says, as one comparable string.
-std::string Describe(const ApplyResult &result) {
+std::string Describe(const ApplyResult& result) {
   std::string out;
-  for (const Completion &completion : result.completions) {
+  for (const Completion& completion : result.completions) {
     absl::StrAppend(&out, "C", completion.key.session_id, "/",
                     completion.key.request_id, ":",
                     completion.result.ShortDebugString(), ";");
@@ -186,9 +184,8 @@ std::string Describe(const ApplyResult &result) {
   for (uint64_t id : result.sessions_with_events) {
     absl::StrAppend(&out, "E", id, ";");
   }
-  for (uint64_t id : result.ended_sessions)
-    absl::StrAppend(&out, "X", id, ";");
-  for (const std::string &name : result.changed_elections) {
+  for (uint64_t id : result.ended_sessions) absl::StrAppend(&out, "X", id, ";");
+  for (const std::string& name : result.changed_elections) {
     absl::StrAppend(&out, "L", name, ";");
   }
   return out;
@@ -197,11 +194,11 @@ std::string Describe(const ApplyResult &result) {
 // The lock listing computed the slow way, from a snapshot: every node
 // whose lock is held, waited for or delayed, at or below `prefix` by whole
 // names.
-v1::ListLocksResponse LocksFromSnapshot(const statepb::StateSnapshot &snapshot,
-                                        const std::string &prefix) {
+v1::ListLocksResponse LocksFromSnapshot(const statepb::StateSnapshot& snapshot,
+                                        const std::string& prefix) {
   v1::ListLocksResponse response;
-  for (const statepb::NodeState &node : snapshot.nodes()) {
-    const std::string &path = node.path();
+  for (const statepb::NodeState& node : snapshot.nodes()) {
+    const std::string& path = node.path();
     const bool covered =
         prefix == "/" || path == prefix ||
         (path.size() > prefix.size() &&
@@ -210,16 +207,16 @@ v1::ListLocksResponse LocksFromSnapshot(const statepb::StateSnapshot &snapshot,
                      node.lock_delay_until_ms() == 0)) {
       continue;
     }
-    v1::LockInfo *lock = response.add_locks();
+    v1::LockInfo* lock = response.add_locks();
     lock->set_path(path);
     lock->set_lock_generation(node.meta().lock_generation());
-    for (const statepb::LockHolderState &holder : node.holders()) {
-      v1::LockHolder *listed = lock->add_holders();
+    for (const statepb::LockHolderState& holder : node.holders()) {
+      v1::LockHolder* listed = lock->add_holders();
       listed->set_session_id(holder.session_id());
       listed->set_mode(holder.mode());
     }
-    for (const statepb::LockWaiterState &waiter : node.waiters()) {
-      v1::LockWaiter *listed = lock->add_waiters();
+    for (const statepb::LockWaiterState& waiter : node.waiters()) {
+      v1::LockWaiter* listed = lock->add_waiters();
       listed->set_session_id(waiter.session_id());
       listed->set_mode(waiter.mode());
       listed->set_wait_remaining_ms(waiter.deadline_ms() - snapshot.now_ms());
@@ -234,12 +231,12 @@ v1::ListLocksResponse LocksFromSnapshot(const statepb::StateSnapshot &snapshot,
 }
 
 // The session listing computed from a snapshot (default list limits).
-v1::ListSessionsResponse
-SessionsFromSnapshot(const statepb::StateSnapshot &snapshot) {
+v1::ListSessionsResponse SessionsFromSnapshot(
+    const statepb::StateSnapshot& snapshot) {
   std::map<uint64_t, std::vector<std::string>> held;
   std::map<uint64_t, uint64_t> ephemeral;
-  for (const statepb::NodeState &node : snapshot.nodes()) {
-    for (const statepb::LockHolderState &holder : node.holders()) {
+  for (const statepb::NodeState& node : snapshot.nodes()) {
+    for (const statepb::LockHolderState& holder : node.holders()) {
       held[holder.session_id()].push_back(node.path());
     }
     if (node.meta().ephemeral_owner() != 0) {
@@ -247,13 +244,13 @@ SessionsFromSnapshot(const statepb::StateSnapshot &snapshot) {
     }
   }
   v1::ListSessionsResponse response;
-  for (const statepb::SessionState &session : snapshot.sessions()) {
-    v1::SessionInfo *info = response.add_sessions();
+  for (const statepb::SessionState& session : snapshot.sessions()) {
+    v1::SessionInfo* info = response.add_sessions();
     info->set_session_id(session.session_id());
     info->set_client_name(session.client_name());
     info->set_ttl_ms(session.ttl_ms());
     info->set_lease_remaining_ms(session.expires_at_ms() - snapshot.now_ms());
-    for (const std::string &path : held[session.session_id()]) {
+    for (const std::string& path : held[session.session_id()]) {
       info->add_locks(path);
     }
     info->set_num_locks(held[session.session_id()].size());
@@ -264,13 +261,13 @@ SessionsFromSnapshot(const statepb::StateSnapshot &snapshot) {
 
 // The listings agree with `snapshot` of `sm` (the indexes they use are
 // right).
-void CheckListings(const StateMachine &sm,
-                   const statepb::StateSnapshot &snapshot,
-                   const std::string &where) {
+void CheckListings(const StateMachine& sm,
+                   const statepb::StateSnapshot& snapshot,
+                   const std::string& where) {
   EXPECT_EQ(sm.ListSessions().DebugString(),
             SessionsFromSnapshot(snapshot).DebugString())
       << where;
-  for (const char *prefix :
+  for (const char* prefix :
        {"/", "/a", "/a/x", "/b", "/q", "/election", "/election/e1"}) {
     absl::StatusOr<v1::ListLocksResponse> locks = sm.ListLocks(prefix);
     ASSERT_TRUE(locks.ok()) << where << " " << locks.status();
@@ -281,23 +278,23 @@ void CheckListings(const StateMachine &sm,
 }
 
 // Checks the state invariants visible in a snapshot.
-void CheckInvariants(const StateMachine &sm, const std::string &where) {
+void CheckInvariants(const StateMachine& sm, const std::string& where) {
   statepb::StateSnapshot snapshot;
   ASSERT_TRUE(snapshot.ParseFromString(sm.Snapshot())) << where;
   CheckListings(sm, snapshot, where);
   const int64_t now = snapshot.now_ms();
-  for (const statepb::SessionState &session : snapshot.sessions()) {
+  for (const statepb::SessionState& session : snapshot.sessions()) {
     // Due expirations ran before the command.
     EXPECT_GT(session.expires_at_ms(), now) << where;
     uint64_t previous = 0;
-    for (const v1::Event &event : session.events()) {
+    for (const v1::Event& event : session.events()) {
       EXPECT_GT(event.sequence(), previous) << where;
       previous = event.sequence();
     }
   }
-  for (const statepb::NodeState &node : snapshot.nodes()) {
+  for (const statepb::NodeState& node : snapshot.nodes()) {
     bool exclusive = false;
-    for (const statepb::LockHolderState &holder : node.holders()) {
+    for (const statepb::LockHolderState& holder : node.holders()) {
       exclusive |= holder.mode() == v1::EXCLUSIVE;
     }
     if (exclusive) {
@@ -307,13 +304,13 @@ void CheckInvariants(const StateMachine &sm, const std::string &where) {
       EXPECT_GT(node.lock_delay_until_ms(), now) << where;
       EXPECT_EQ(node.holders_size(), 0) << where;
     }
-    for (const statepb::LockWaiterState &waiter : node.waiters()) {
+    for (const statepb::LockWaiterState& waiter : node.waiters()) {
       EXPECT_GT(waiter.deadline_ms(), now) << where;
     }
     if (node.waiters_size() > 0) {
       // The head waits only if the lock is not free for it (no barging
       // means the others wait behind it).
-      const statepb::LockWaiterState &head = node.waiters(0);
+      const statepb::LockWaiterState& head = node.waiters(0);
       const bool free = node.lock_delay_until_ms() == 0 &&
                         (node.holders_size() == 0 ||
                          (head.mode() == v1::SHARED && !exclusive));
@@ -346,9 +343,8 @@ TEST(DeterminismTest, RandomLogsKeepInvariantsAndExerciseTheRules) {
     for (size_t i = 0; i < log.size(); ++i) {
       const ApplyResult result = sm.Apply(log[i]);
       expirations += static_cast<int>(result.ended_sessions.size());
-      for (const Completion &completion : result.completions) {
-        if (completion.result.code() == kDeadlineExceeded)
-          ++timeouts;
+      for (const Completion& completion : result.completions) {
+        if (completion.result.code() == kDeadlineExceeded) ++timeouts;
         if (completion.result.has_acquire() && !log[i].has_acquire()) {
           ++grants_after_wait;
         }
@@ -358,11 +354,10 @@ TEST(DeterminismTest, RandomLogsKeepInvariantsAndExerciseTheRules) {
           result.completions[0].result.code() == kOk &&
           result.completions[0].result.set_node().meta().modified_ms() <
               log[i].time_ms()) {
-        ++retries_answered; // an old answer repeated
+        ++retries_answered;  // an old answer repeated
       }
       CheckInvariants(sm, absl::StrCat("seed ", seed, " command ", i));
-      if (::testing::Test::HasFailure())
-        return;
+      if (::testing::Test::HasFailure()) return;
     }
   }
   // The logs are only useful if they reach the interesting cases.
@@ -376,8 +371,7 @@ TEST(DeterminismTest, RestoredSnapshotContinuesIdentically) {
   for (uint64_t seed = 200; seed < 210; ++seed) {
     const std::vector<statepb::Command> log = RandomLog(seed, 1200);
     StateMachine original(SmallLimits());
-    for (size_t i = 0; i < 600; ++i)
-      original.Apply(log[i]);
+    for (size_t i = 0; i < 600; ++i) original.Apply(log[i]);
     const std::string snapshot = original.Snapshot();
     StateMachine restored(SmallLimits());
     ASSERT_TRUE(restored.Restore(snapshot).ok());
@@ -415,7 +409,7 @@ TEST(DeterminismTest, SnapshotRoundTripsAtEveryStep) {
 }
 
 class RestoreTest : public ::testing::Test {
-protected:
+ protected:
   void SetUp() override {
     const uint64_t s = cell_.NewSession();
     ASSERT_EQ(cell_.Run(s, CreateNodeCommand("/a", "x"))->code(), kOk);
@@ -427,7 +421,7 @@ protected:
 
   // Restores `snapshot` into target_cell_ and checks that a failure left it
   // unchanged.
-  absl::Status RestoreDamaged(const std::string &data) {
+  absl::Status RestoreDamaged(const std::string& data) {
     const std::string before = target_cell_.sm().Snapshot();
     absl::Status status = target_cell_.sm().Restore(data);
     EXPECT_FALSE(status.ok());
@@ -485,5 +479,5 @@ TEST_F(RestoreTest, RefusesMissingRoot) {
             absl::StatusCode::kDataLoss);
 }
 
-} // namespace
-} // namespace lockd::sessions
+}  // namespace
+}  // namespace lockd::sessions

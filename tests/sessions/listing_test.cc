@@ -8,10 +8,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "sessions/state_machine.h"
-#include "tests/sessions/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sessions/state_machine.h"
+#include "tests/sessions/test_util.h"
 
 namespace lockd::sessions {
 namespace {
@@ -20,26 +20,26 @@ using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 
 // The paths of a lock listing, in the order listed.
-std::vector<std::string> Paths(const v1::ListLocksResponse &response) {
+std::vector<std::string> Paths(const v1::ListLocksResponse& response) {
   std::vector<std::string> paths;
-  for (const v1::LockInfo &lock : response.locks())
+  for (const v1::LockInfo& lock : response.locks())
     paths.push_back(lock.path());
   return paths;
 }
 
-std::vector<uint64_t> Ids(const v1::ListSessionsResponse &response) {
+std::vector<uint64_t> Ids(const v1::ListSessionsResponse& response) {
   std::vector<uint64_t> ids;
-  for (const v1::SessionInfo &session : response.sessions()) {
+  for (const v1::SessionInfo& session : response.sessions()) {
     ids.push_back(session.session_id());
   }
   return ids;
 }
 
 class ListingTest : public ::testing::Test {
-protected:
-  explicit ListingTest(const Limits &limits = Limits()) : cell_(limits) {}
+ protected:
+  explicit ListingTest(const Limits& limits = Limits()) : cell_(limits) {}
 
-  uint64_t NewSession(const std::string &name, int64_t ttl_ms = 10000) {
+  uint64_t NewSession(const std::string& name, int64_t ttl_ms = 10000) {
     const statepb::Result result = cell_.CreateSession(ttl_ms, 0, name);
     EXPECT_EQ(result.code(), kOk) << result.message();
     return result.create_session().session_id();
@@ -51,7 +51,7 @@ protected:
     ASSERT_TRUE(result.has_value()) << "parked";
     EXPECT_EQ(result->code(), kOk) << result->message();
   }
-  void Lock(uint64_t session, const std::string &path,
+  void Lock(uint64_t session, const std::string& path,
             v1::LockMode mode = v1::EXCLUSIVE, int64_t lock_delay_ms = 0) {
     Ok(session, AcquireCommand(path, mode, 0, lock_delay_ms));
   }
@@ -59,7 +59,7 @@ protected:
   void Park(uint64_t session, statepb::Command command) {
     EXPECT_FALSE(cell_.Run(session, std::move(command)).has_value());
   }
-  v1::ListLocksResponse Locks(const std::string &prefix = "/") {
+  v1::ListLocksResponse Locks(const std::string& prefix = "/") {
     absl::StatusOr<v1::ListLocksResponse> locks = cell_.sm().ListLocks(prefix);
     EXPECT_TRUE(locks.ok()) << locks.status();
     return locks.value_or(v1::ListLocksResponse());
@@ -94,20 +94,20 @@ TEST_F(ListingTest, SessionsByIdWithLeaseLocksAndEphemeralNodes) {
   const v1::ListSessionsResponse listed = cell_.sm().ListSessions();
   EXPECT_FALSE(listed.truncated());
   ASSERT_THAT(Ids(listed), ElementsAre(a, b, c));
-  const v1::SessionInfo &first = listed.sessions(0);
+  const v1::SessionInfo& first = listed.sessions(0);
   EXPECT_EQ(first.client_name(), "host-a/app");
   EXPECT_EQ(first.ttl_ms(), 5000);
   EXPECT_EQ(first.lease_remaining_ms(), 5000 - 1200);
   EXPECT_THAT(first.locks(), ElementsAre("/b", "/dir/a", "/dir/z"));
   EXPECT_EQ(first.num_locks(), 3u);
   EXPECT_EQ(first.ephemeral_nodes(), 2u);
-  const v1::SessionInfo &second = listed.sessions(1);
+  const v1::SessionInfo& second = listed.sessions(1);
   EXPECT_EQ(second.client_name(), "host-b");
   EXPECT_EQ(second.lease_remaining_ms(), 20000 - 1200);
   EXPECT_THAT(second.locks(), ElementsAre("/b"));
   EXPECT_EQ(second.num_locks(), 1u);
   EXPECT_EQ(second.ephemeral_nodes(), 0u);
-  const v1::SessionInfo &third = listed.sessions(2);
+  const v1::SessionInfo& third = listed.sessions(2);
   EXPECT_EQ(third.client_name(), "");
   EXPECT_EQ(third.ttl_ms(), 10000);
   EXPECT_THAT(third.locks(), IsEmpty());
@@ -149,8 +149,8 @@ TEST_F(ListingTest, HoldersAndFifoWaitersWithRemainingWait) {
 
   v1::ListLocksResponse listed = Locks();
   ASSERT_THAT(Paths(listed), ElementsAre("/l"));
-  const v1::LockInfo &lock = listed.locks(0);
-  EXPECT_EQ(lock.lock_generation(), 0u); // No exclusive grant yet.
+  const v1::LockInfo& lock = listed.locks(0);
+  EXPECT_EQ(lock.lock_generation(), 0u);  // No exclusive grant yet.
   ASSERT_EQ(lock.holders_size(), 2);
   EXPECT_EQ(lock.holders(0).session_id(), a);
   EXPECT_EQ(lock.holders(0).mode(), v1::SHARED);
@@ -208,7 +208,7 @@ TEST_F(ListingTest, LockDelayRemainingAfterTheHolderExpires) {
   Lock(holder, "/d", v1::EXCLUSIVE, /*lock_delay_ms=*/5000);
   cell_.Advance(1000);
   cell_.Renew(waiter);
-  cell_.Advance(1000); // The holder's session expires now.
+  cell_.Advance(1000);  // The holder's session expires now.
   ASSERT_THAT(Ids(cell_.sm().ListSessions()), ElementsAre(waiter));
   v1::ListLocksResponse listed = Locks();
   ASSERT_THAT(Paths(listed), ElementsAre("/d"));
@@ -250,7 +250,7 @@ TEST_F(ListingTest, DelayedLockWithoutWaitersIsListedUntilTheDelayEnds) {
 TEST_F(ListingTest, PrefixCoversWholeNamesOnly) {
   const uint64_t a = NewSession("a");
   const uint64_t b = NewSession("b");
-  for (const char *path : {"/a", "/a/b", "/ab", "/a-b", "/b", "/a/b/c"}) {
+  for (const char* path : {"/a", "/a/b", "/ab", "/a-b", "/b", "/a/b/c"}) {
     Lock(a, path);
   }
   Park(b, AcquireCommand("/ab", v1::EXCLUSIVE, 1000));
@@ -277,7 +277,7 @@ TEST_F(ListingTest, PrefixCoversWholeNamesOnly) {
 }
 
 TEST_F(ListingTest, BadPrefixIsInvalidArgument) {
-  for (const std::string &prefix :
+  for (const std::string& prefix :
        {std::string("a"), std::string("/a/"), std::string("//"),
         std::string("/a/../b"), std::string("/a\0b", 4)}) {
     EXPECT_EQ(cell_.sm().ListLocks(prefix).status().code(),
@@ -306,7 +306,7 @@ Limits ListLimits(size_t max_entries, size_t max_bytes, size_t max_locks) {
 TEST(ListingBoundsTest, SessionListsTheFirstLockPathsAndTheirNumber) {
   Cell cell(ListLimits(10000, 2 << 20, 2));
   const uint64_t a = cell.NewSession();
-  for (const char *path : {"/c", "/a", "/b"}) {
+  for (const char* path : {"/c", "/a", "/b"}) {
     ASSERT_EQ(cell.Run(a, AcquireCommand(path, v1::EXCLUSIVE))->code(), kOk);
   }
   const v1::ListSessionsResponse listed = cell.sm().ListSessions();
@@ -343,12 +343,12 @@ TEST(ListingBoundsTest, EntryLimitTruncatesBothListings) {
 // The byte bound counts exactly the serialized entries: an answer fits
 // max_list_bytes precisely when its serialization (without the flag) does.
 TEST(ListingBoundsTest, ByteLimitCountsTheSerializedEntries) {
-  auto fill = [](Cell &cell) {
+  auto fill = [](Cell& cell) {
     const uint64_t a = cell.NewSession(10000);
     const uint64_t b = cell.NewSession(10000);
     const std::string long_name(200, 'n');
     ASSERT_EQ(cell.Run(a, CreateNodeCommand("/" + long_name))->code(), kOk);
-    for (const std::string &path :
+    for (const std::string& path :
          {"/" + long_name + "/l1", "/" + long_name + "/l2",
           std::string("/s")}) {
       ASSERT_EQ(cell.Run(a, AcquireCommand(path, v1::SHARED))->code(), kOk);
@@ -412,16 +412,16 @@ TEST(ListingBoundsTest, DefaultLimitsFitTheLargestEntries) {
   const Limits limits;
   constexpr uint64_t kWidest = UINT64_MAX;
   v1::ListLocksResponse locks;
-  v1::LockInfo *lock = locks.add_locks();
+  v1::LockInfo* lock = locks.add_locks();
   lock->set_path(std::string(limits.max_path_bytes, 'p'));
   lock->set_lock_generation(kWidest);
   for (size_t i = 0; i < limits.max_sessions; ++i) {
-    v1::LockHolder *holder = lock->add_holders();
+    v1::LockHolder* holder = lock->add_holders();
     holder->set_session_id(kWidest);
     holder->set_mode(v1::SHARED);
   }
   for (size_t i = 0; i < limits.max_waiters_per_lock; ++i) {
-    v1::LockWaiter *waiter = lock->add_waiters();
+    v1::LockWaiter* waiter = lock->add_waiters();
     waiter->set_session_id(kWidest);
     waiter->set_mode(v1::EXCLUSIVE);
     waiter->set_wait_remaining_ms(limits.max_wait_timeout_ms);
@@ -431,7 +431,7 @@ TEST(ListingBoundsTest, DefaultLimitsFitTheLargestEntries) {
   EXPECT_LE(locks.ByteSizeLong(), limits.max_list_bytes);
 
   v1::ListSessionsResponse sessions;
-  v1::SessionInfo *session = sessions.add_sessions();
+  v1::SessionInfo* session = sessions.add_sessions();
   session->set_session_id(kWidest);
   session->set_client_name(std::string(limits.max_client_name_bytes, 'n'));
   session->set_ttl_ms(limits.max_ttl_ms);
@@ -446,5 +446,5 @@ TEST(ListingBoundsTest, DefaultLimitsFitTheLargestEntries) {
   EXPECT_LT(limits.max_list_bytes + 16, size_t{4} << 20);
 }
 
-} // namespace
-} // namespace lockd::sessions
+}  // namespace
+}  // namespace lockd::sessions

@@ -8,10 +8,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "sessions/state_machine.h"
-#include "tests/sessions/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sessions/state_machine.h"
+#include "tests/sessions/test_util.h"
 
 namespace lockd::sessions {
 namespace {
@@ -23,9 +23,9 @@ using ::testing::IsEmpty;
 constexpr int64_t kLongWaitMs = 100000;
 
 class LocksTest : public ::testing::Test {
-protected:
+ protected:
   // Sends an acquire that must be answered now; returns its result.
-  statepb::Result Acquire(uint64_t session, const std::string &path,
+  statepb::Result Acquire(uint64_t session, const std::string& path,
                           v1::LockMode mode, int64_t wait_timeout_ms = 0,
                           int64_t lock_delay_ms = 0) {
     std::optional<statepb::Result> result = cell_.Run(
@@ -34,7 +34,7 @@ protected:
     return result.value_or(statepb::Result());
   }
   // Sends an acquire that must park; returns its request id.
-  uint64_t Park(uint64_t session, const std::string &path, v1::LockMode mode,
+  uint64_t Park(uint64_t session, const std::string& path, v1::LockMode mode,
                 int64_t wait_timeout_ms = kLongWaitMs) {
     uint64_t request_id = 0;
     EXPECT_FALSE(cell_
@@ -44,16 +44,16 @@ protected:
     return request_id;
   }
   // Releases and returns the sessions whose parked requests were granted.
-  std::vector<uint64_t> Release(uint64_t session, const std::string &path) {
+  std::vector<uint64_t> Release(uint64_t session, const std::string& path) {
     ApplyResult applied;
     const std::optional<statepb::Result> result =
         cell_.Run(session, ReleaseCommand(path), nullptr, &applied);
     EXPECT_EQ(result.value_or(statepb::Result()).code(), kOk);
     return Granted(applied);
   }
-  static std::vector<uint64_t> Granted(const ApplyResult &applied) {
+  static std::vector<uint64_t> Granted(const ApplyResult& applied) {
     std::vector<uint64_t> granted;
-    for (const Completion &completion : applied.completions) {
+    for (const Completion& completion : applied.completions) {
       if (completion.result.code() == kOk &&
           (completion.result.has_acquire() ||
            completion.result.has_campaign())) {
@@ -77,7 +77,7 @@ TEST_F(LocksTest, AcquireCreatesMissingNodeUnderExistingParent) {
   ASSERT_TRUE(node.ok());
   EXPECT_EQ(node->content(), "");
   EXPECT_EQ(node->meta().ephemeral_owner(), 0u);
-  const v1::Sequencer &sequencer = result.acquire().sequencer();
+  const v1::Sequencer& sequencer = result.acquire().sequencer();
   EXPECT_EQ(sequencer.path(), "/l");
   EXPECT_EQ(sequencer.mode(), v1::EXCLUSIVE);
   EXPECT_EQ(sequencer.lock_generation(), 1u);
@@ -576,7 +576,7 @@ TEST_F(LocksTest, GetLeaderAndResignWithoutLeader) {
 }
 
 TEST_F(LocksTest, ElectionNamesMustBeOneValidName) {
-  for (const char *name : {"", ".", "..", "a/b", "/a"}) {
+  for (const char* name : {"", ".", "..", "a/b", "/a"}) {
     EXPECT_EQ(cell_.Run(a_, CampaignCommand(name, "v"))->code(),
               kInvalidArgument)
         << name;
@@ -623,5 +623,5 @@ TEST_F(LocksTest, SetOnElectionNodeChangesLeaderValue) {
   EXPECT_EQ(cell_.sm().GetLeader("db")->leader().value(), "x");
 }
 
-} // namespace
-} // namespace lockd::sessions
+}  // namespace
+}  // namespace lockd::sessions

@@ -8,10 +8,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "sessions/state_machine.h"
-#include "tests/sessions/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sessions/state_machine.h"
+#include "tests/sessions/test_util.h"
 
 namespace lockd::sessions {
 namespace {
@@ -103,7 +103,7 @@ TEST(SecretTest, WrongDigestIsDeniedAndChangesNothing) {
   ASSERT_EQ(cell.RunAs(s, 1, AcquireCommand("/a", v1::EXCLUSIVE))->code(), kOk);
   const std::string before = cell.sm().Snapshot();
   // (A missing secret reaches the state machine as the digest of "".)
-  for (const std::string &forged :
+  for (const std::string& forged :
        {std::string("forged"), cell.digest(other)}) {
     statepb::Command release = ReleaseCommand("/a");
     release.set_secret_digest(forged);
@@ -267,7 +267,7 @@ TEST(EpochTest, FreshTtlNeverShortensALease) {
   const uint64_t s = cell.NewSession(10000);
   const int64_t created = cell.now();
   cell.Advance(9000);
-  cell.Renew(s); // last_renewed = created + 9000, expires created + 19000
+  cell.Renew(s);  // last_renewed = created + 9000, expires created + 19000
   cell.Advance(100);
   cell.NewEpoch();
   EXPECT_EQ(*cell.sm().SessionExpiresAt(s), created + 19100);
@@ -283,7 +283,7 @@ TEST(EpochTest, StartEpochNotAboveCurrentIsIgnored) {
   cell.Advance(9000);
   statepb::Command same;
   same.mutable_start_epoch();
-  cell.Apply(same); // the current epoch again: no fresh TTL
+  cell.Apply(same);  // the current epoch again: no fresh TTL
   EXPECT_EQ(*cell.sm().SessionExpiresAt(s), created + 10000);
   statepb::Command older;
   older.mutable_start_epoch();
@@ -302,7 +302,7 @@ TEST(EpochTest, StaleEpochCommandIsAbortedAndNotRecorded) {
   MutableHeader(stale)->set_session_id(s);
   MutableHeader(stale)->set_request_id(1);
   stale.set_epoch(cell.epoch() - 1);
-  stale.set_time_ms(cell.now() + 50000); // would expire the session
+  stale.set_time_ms(cell.now() + 50000);  // would expire the session
   const ApplyResult aborted = cell.sm().Apply(stale);
   const std::optional<statepb::Result> result = FindCompletion(aborted, {s, 1});
   ASSERT_TRUE(result.has_value());
@@ -448,5 +448,5 @@ TEST(CloseTest, CloseEndsSessionAndItsRequestsAfterwardAreNotFound) {
   EXPECT_EQ(cell.Run(s, CloseSessionCommand())->code(), kNotFound);
 }
 
-} // namespace
-} // namespace lockd::sessions
+}  // namespace
+}  // namespace lockd::sessions

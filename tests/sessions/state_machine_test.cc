@@ -10,10 +10,10 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "sessions/checksum.h"
-#include "tests/sessions/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sessions/checksum.h"
+#include "tests/sessions/test_util.h"
 
 namespace lockd::sessions {
 namespace {
@@ -57,14 +57,14 @@ INSTANTIATE_TEST_SUITE_P(
         BadPath{"/" + std::string(40, 'a'), "max_path_bytes"}));
 
 TEST(ValidatePathTest, AcceptsNormalizedAbsolutePaths) {
-  for (const char *path : {"/", "/a", "/a/b", "/svc/db/primary", "/.a", "/a..",
+  for (const char* path : {"/", "/a", "/a/b", "/svc/db/primary", "/.a", "/a..",
                            "/\xc3\xa9t\xc3\xa9", "/with space"}) {
     EXPECT_TRUE(ValidatePath(path, Limits()).ok()) << path;
   }
 }
 
 class NodesTest : public ::testing::Test {
-protected:
+ protected:
   statepb::Result Run(statepb::Command command) {
     std::optional<statepb::Result> result = cell_.Run(s_, std::move(command));
     EXPECT_TRUE(result.has_value());
@@ -91,7 +91,7 @@ TEST_F(NodesTest, RootAlwaysExistsAsInstanceOne) {
 TEST_F(NodesTest, CreateSetsMetadata) {
   const statepb::Result a = Run(CreateNodeCommand("/a", "hello"));
   ASSERT_EQ(a.code(), kOk) << a.message();
-  const v1::NodeMeta &meta = a.create_node().meta();
+  const v1::NodeMeta& meta = a.create_node().meta();
   EXPECT_EQ(meta.instance(), 2u);
   EXPECT_EQ(meta.content_generation(), 1u);
   EXPECT_EQ(meta.lock_generation(), 0u);
@@ -201,7 +201,7 @@ TEST_F(NodesTest, DeleteRefusesNodeWithWaitersOrInLockDelay) {
       kOk);
   EXPECT_FALSE(cell_.Run(waiter, AcquireCommand("/l", v1::EXCLUSIVE, 60000))
                    .has_value());
-  cell_.Advance(1000); // the holder expires: lock-delay until now + 5000
+  cell_.Advance(1000);  // the holder expires: lock-delay until now + 5000
   ASSERT_EQ(cell_.sm().session_count(), 2u);
   const statepb::Result waiting = Run(DeleteNodeCommand("/l"));
   EXPECT_EQ(waiting.code(), kFailedPrecondition);
@@ -212,7 +212,7 @@ TEST_F(NodesTest, DeleteRefusesNodeWithWaitersOrInLockDelay) {
       cell_.Run(second_holder, AcquireCommand("/m", v1::EXCLUSIVE, 0, 5000))
           ->code(),
       kOk);
-  cell_.Advance(1000); // the new holder expires too
+  cell_.Advance(1000);  // the new holder expires too
   const statepb::Result delayed = Run(DeleteNodeCommand("/m"));
   EXPECT_EQ(delayed.code(), kFailedPrecondition);
   EXPECT_THAT(delayed.message(), HasSubstr("lock-delay"));
@@ -274,7 +274,7 @@ TEST_F(NodesTest, SequentialNameMustFitTheNameLimit) {
 }
 
 TEST_F(NodesTest, ListChildrenInByteOrder) {
-  for (const char *name : {"/b", "/a", "/B", "/a0", "/\xc3\xa9"}) {
+  for (const char* name : {"/b", "/a", "/B", "/a0", "/\xc3\xa9"}) {
     ASSERT_EQ(Run(CreateNodeCommand(name)).code(), kOk);
   }
   auto children = cell_.sm().ListChildren("/");
@@ -356,7 +356,7 @@ TEST_F(NodesTest, WatchRemoveStopsEvents) {
   const uint64_t w = cell_.NewSession();
   ASSERT_EQ(Run(CreateNodeCommand("/a")).code(), kOk);
   ASSERT_EQ(cell_.Run(w, WatchCommand("/a"))->code(), kOk);
-  ASSERT_EQ(cell_.Run(w, WatchCommand("/a"))->code(), kOk); // idempotent
+  ASSERT_EQ(cell_.Run(w, WatchCommand("/a"))->code(), kOk);  // idempotent
   ASSERT_EQ(Run(SetNodeCommand("/a", "1")).code(), kOk);
   EXPECT_EQ(cell_.sm().PendingEvents(w, 0).size(), 1u);
   ASSERT_EQ(cell_.Run(w, WatchCommand("/a", /*remove=*/true))->code(), kOk);
@@ -401,7 +401,7 @@ TEST(EventLimitTest, OverflowDropsOldestAndCountsLost) {
 
 TEST(NamespaceLimitTest, MaxNodes) {
   Limits limits;
-  limits.max_nodes = 3; // the root and two more
+  limits.max_nodes = 3;  // the root and two more
   Cell cell(limits);
   const uint64_t s = cell.NewSession();
   ASSERT_EQ(cell.Run(s, CreateNodeCommand("/a"))->code(), kOk);
@@ -457,5 +457,5 @@ TEST(NamespaceLimitTest, MaxWatchesPerSession) {
   EXPECT_EQ(cell.Run(s, WatchCommand("/"))->code(), kOk);
 }
 
-} // namespace
-} // namespace lockd::sessions
+}  // namespace
+}  // namespace lockd::sessions

@@ -1,7 +1,5 @@
 #include "tests/sessions/test_util.h"
 
-#include "absl/strings/str_cat.h"
-
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -9,11 +7,11 @@
 
 namespace lockd::sessions {
 
-statepb::Command CreateNodeCommand(const std::string &path,
-                                   const std::string &content, bool ephemeral,
+statepb::Command CreateNodeCommand(const std::string& path,
+                                   const std::string& content, bool ephemeral,
                                    bool sequential) {
   statepb::Command command;
-  v1::CreateNodeRequest *request = command.mutable_create_node();
+  v1::CreateNodeRequest* request = command.mutable_create_node();
   request->set_path(path);
   request->set_content(content);
   request->set_ephemeral(ephemeral);
@@ -21,38 +19,38 @@ statepb::Command CreateNodeCommand(const std::string &path,
   return command;
 }
 
-statepb::Command SetNodeCommand(const std::string &path,
-                                const std::string &content,
+statepb::Command SetNodeCommand(const std::string& path,
+                                const std::string& content,
                                 uint64_t expected_generation) {
   statepb::Command command;
-  v1::SetNodeRequest *request = command.mutable_set_node();
+  v1::SetNodeRequest* request = command.mutable_set_node();
   request->set_path(path);
   request->set_content(content);
   request->set_expected_content_generation(expected_generation);
   return command;
 }
 
-statepb::Command DeleteNodeCommand(const std::string &path,
+statepb::Command DeleteNodeCommand(const std::string& path,
                                    uint64_t expected_generation) {
   statepb::Command command;
-  v1::DeleteNodeRequest *request = command.mutable_delete_node();
+  v1::DeleteNodeRequest* request = command.mutable_delete_node();
   request->set_path(path);
   request->set_expected_content_generation(expected_generation);
   return command;
 }
 
-statepb::Command WatchCommand(const std::string &path, bool remove) {
+statepb::Command WatchCommand(const std::string& path, bool remove) {
   statepb::Command command;
   command.mutable_watch()->set_path(path);
   command.mutable_watch()->set_remove(remove);
   return command;
 }
 
-statepb::Command AcquireCommand(const std::string &path, v1::LockMode mode,
+statepb::Command AcquireCommand(const std::string& path, v1::LockMode mode,
                                 int64_t wait_timeout_ms,
                                 int64_t lock_delay_ms) {
   statepb::Command command;
-  v1::AcquireRequest *request = command.mutable_acquire();
+  v1::AcquireRequest* request = command.mutable_acquire();
   request->set_path(path);
   request->set_mode(mode);
   request->set_wait_timeout_ms(wait_timeout_ms);
@@ -60,18 +58,18 @@ statepb::Command AcquireCommand(const std::string &path, v1::LockMode mode,
   return command;
 }
 
-statepb::Command ReleaseCommand(const std::string &path) {
+statepb::Command ReleaseCommand(const std::string& path) {
   statepb::Command command;
   command.mutable_release()->set_path(path);
   return command;
 }
 
-statepb::Command CampaignCommand(const std::string &name,
-                                 const std::string &value,
+statepb::Command CampaignCommand(const std::string& name,
+                                 const std::string& value,
                                  int64_t wait_timeout_ms,
                                  int64_t lock_delay_ms) {
   statepb::Command command;
-  v1::CampaignRequest *request = command.mutable_campaign();
+  v1::CampaignRequest* request = command.mutable_campaign();
   request->set_name(name);
   request->set_value(value);
   request->set_wait_timeout_ms(wait_timeout_ms);
@@ -79,15 +77,15 @@ statepb::Command CampaignCommand(const std::string &name,
   return command;
 }
 
-statepb::Command ProclaimCommand(const std::string &name,
-                                 const std::string &value) {
+statepb::Command ProclaimCommand(const std::string& name,
+                                 const std::string& value) {
   statepb::Command command;
   command.mutable_proclaim()->set_name(name);
   command.mutable_proclaim()->set_value(value);
   return command;
 }
 
-statepb::Command ResignCommand(const std::string &name) {
+statepb::Command ResignCommand(const std::string& name) {
   statepb::Command command;
   command.mutable_resign()->set_name(name);
   return command;
@@ -99,30 +97,28 @@ statepb::Command CloseSessionCommand() {
   return command;
 }
 
-v1::RequestHeader *MutableHeader(statepb::Command &command) {
-  v1::RequestHeader *header = MutableHeaderOf(command);
+v1::RequestHeader* MutableHeader(statepb::Command& command) {
+  v1::RequestHeader* header = MutableHeaderOf(command);
   CHECK(header != nullptr) << "not a client command: "
                            << command.ShortDebugString();
   return header;
 }
 
-std::vector<v1::Event::Type> EventTypes(const std::vector<v1::Event> &events) {
+std::vector<v1::Event::Type> EventTypes(const std::vector<v1::Event>& events) {
   std::vector<v1::Event::Type> types;
-  for (const v1::Event &event : events)
-    types.push_back(event.type());
+  for (const v1::Event& event : events) types.push_back(event.type());
   return types;
 }
 
-std::optional<statepb::Result> FindCompletion(const ApplyResult &result,
+std::optional<statepb::Result> FindCompletion(const ApplyResult& result,
                                               RequestKey key) {
-  for (const Completion &completion : result.completions) {
-    if (completion.key == key)
-      return completion.result;
+  for (const Completion& completion : result.completions) {
+    if (completion.key == key) return completion.result;
   }
   return std::nullopt;
 }
 
-Cell::Cell(const Limits &limits) : sm_(limits) {
+Cell::Cell(const Limits& limits) : sm_(limits) {
   statepb::Command command;
   command.mutable_start_epoch();
   Apply(std::move(command));
@@ -150,16 +146,16 @@ ApplyResult Cell::NewEpoch() {
 
 ApplyResult Cell::Renew(uint64_t session_id, uint64_t acked_event_sequence) {
   statepb::Command command;
-  auto *renewal = command.mutable_renew_sessions()->add_renewals();
+  auto* renewal = command.mutable_renew_sessions()->add_renewals();
   renewal->set_session_id(session_id);
   renewal->set_acked_event_sequence(acked_event_sequence);
   return Apply(std::move(command));
 }
 
 statepb::Result Cell::CreateSession(int64_t ttl_ms, uint64_t nonce,
-                                    const std::string &client_name) {
+                                    const std::string& client_name) {
   statepb::Command command;
-  v1::CreateSessionRequest *request = command.mutable_create_session();
+  v1::CreateSessionRequest* request = command.mutable_create_session();
   request->set_ttl_ms(ttl_ms);
   request->set_nonce(nonce);
   request->set_client_name(client_name);
@@ -183,18 +179,19 @@ uint64_t Cell::NewSession(int64_t ttl_ms, uint64_t nonce) {
 
 std::optional<statepb::Result> Cell::Run(uint64_t session_id,
                                          statepb::Command command,
-                                         uint64_t *request_id,
-                                         ApplyResult *apply_result) {
+                                         uint64_t* request_id,
+                                         ApplyResult* apply_result) {
   const uint64_t id = ++next_request_[session_id];
-  if (request_id != nullptr)
-    *request_id = id;
+  if (request_id != nullptr) *request_id = id;
   return RunAs(session_id, id, std::move(command), 0, apply_result);
 }
 
-std::optional<statepb::Result>
-Cell::RunAs(uint64_t session_id, uint64_t request_id, statepb::Command command,
-            uint64_t first_unanswered, ApplyResult *apply_result) {
-  v1::RequestHeader *header = MutableHeader(command);
+std::optional<statepb::Result> Cell::RunAs(uint64_t session_id,
+                                           uint64_t request_id,
+                                           statepb::Command command,
+                                           uint64_t first_unanswered,
+                                           ApplyResult* apply_result) {
+  v1::RequestHeader* header = MutableHeader(command);
   header->set_session_id(session_id);
   header->set_request_id(request_id);
   header->set_first_unanswered_request_id(first_unanswered);
@@ -204,9 +201,8 @@ Cell::RunAs(uint64_t session_id, uint64_t request_id, statepb::Command command,
   ApplyResult result = Apply(std::move(command));
   std::optional<statepb::Result> completion =
       FindCompletion(result, {session_id, request_id});
-  if (apply_result != nullptr)
-    *apply_result = std::move(result);
+  if (apply_result != nullptr) *apply_result = std::move(result);
   return completion;
 }
 
-} // namespace lockd::sessions
+}  // namespace lockd::sessions

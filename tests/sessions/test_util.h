@@ -33,42 +33,42 @@ constexpr int kPermissionDenied =
     static_cast<int>(absl::StatusCode::kPermissionDenied);
 
 // Command builders (the request header is filled by Cell::Run).
-statepb::Command CreateNodeCommand(const std::string &path,
-                                   const std::string &content = "",
+statepb::Command CreateNodeCommand(const std::string& path,
+                                   const std::string& content = "",
                                    bool ephemeral = false,
                                    bool sequential = false);
-statepb::Command SetNodeCommand(const std::string &path,
-                                const std::string &content,
+statepb::Command SetNodeCommand(const std::string& path,
+                                const std::string& content,
                                 uint64_t expected_generation = 0);
-statepb::Command DeleteNodeCommand(const std::string &path,
+statepb::Command DeleteNodeCommand(const std::string& path,
                                    uint64_t expected_generation = 0);
-statepb::Command WatchCommand(const std::string &path, bool remove = false);
-statepb::Command AcquireCommand(const std::string &path, v1::LockMode mode,
+statepb::Command WatchCommand(const std::string& path, bool remove = false);
+statepb::Command AcquireCommand(const std::string& path, v1::LockMode mode,
                                 int64_t wait_timeout_ms = 0,
                                 int64_t lock_delay_ms = 0);
-statepb::Command ReleaseCommand(const std::string &path);
-statepb::Command CampaignCommand(const std::string &name,
-                                 const std::string &value,
+statepb::Command ReleaseCommand(const std::string& path);
+statepb::Command CampaignCommand(const std::string& name,
+                                 const std::string& value,
                                  int64_t wait_timeout_ms = 0,
                                  int64_t lock_delay_ms = 0);
-statepb::Command ProclaimCommand(const std::string &name,
-                                 const std::string &value);
-statepb::Command ResignCommand(const std::string &name);
+statepb::Command ProclaimCommand(const std::string& name,
+                                 const std::string& value);
+statepb::Command ResignCommand(const std::string& name);
 statepb::Command CloseSessionCommand();
 
 // The request header of a client command (CHECK-fails for others).
-v1::RequestHeader *MutableHeader(statepb::Command &command);
+v1::RequestHeader* MutableHeader(statepb::Command& command);
 
 // A state machine with a clock and per-session request numbering.
 class Cell {
-public:
-  explicit Cell(const Limits &limits = Limits());
+ public:
+  explicit Cell(const Limits& limits = Limits());
 
-  StateMachine &sm() { return sm_; }
+  StateMachine& sm() { return sm_; }
   int64_t now() const { return now_; }
   uint64_t epoch() const { return epoch_; }
   // The secret digest of a session created here ("" if none).
-  const std::string &digest(uint64_t session_id) {
+  const std::string& digest(uint64_t session_id) {
     return digests_[session_id];
   }
 
@@ -86,22 +86,22 @@ public:
   // Applies CreateSession, with a new secret digest, and returns its
   // completion's result.
   statepb::Result CreateSession(int64_t ttl_ms, uint64_t nonce,
-                                const std::string &client_name = "test");
+                                const std::string& client_name = "test");
 
   // Sends `command` as the session's next request; returns the request id
   // through `request_id` if not null.
   std::optional<statepb::Result> Run(uint64_t session_id,
                                      statepb::Command command,
-                                     uint64_t *request_id = nullptr,
-                                     ApplyResult *apply_result = nullptr);
+                                     uint64_t* request_id = nullptr,
+                                     ApplyResult* apply_result = nullptr);
   // Sends `command` with an explicit request id and first_unanswered,
   // presenting the session's secret digest unless `command` names one.
   std::optional<statepb::Result> RunAs(uint64_t session_id, uint64_t request_id,
                                        statepb::Command command,
                                        uint64_t first_unanswered = 0,
-                                       ApplyResult *apply_result = nullptr);
+                                       ApplyResult* apply_result = nullptr);
 
-private:
+ private:
   StateMachine sm_;
   int64_t now_ = 1'000'000;
   uint64_t epoch_ = 1;
@@ -112,12 +112,12 @@ private:
 };
 
 // The types of `events`, in order.
-std::vector<v1::Event::Type> EventTypes(const std::vector<v1::Event> &events);
+std::vector<v1::Event::Type> EventTypes(const std::vector<v1::Event>& events);
 
 // The completion for `key` in `result`, if any.
-std::optional<statepb::Result> FindCompletion(const ApplyResult &result,
+std::optional<statepb::Result> FindCompletion(const ApplyResult& result,
                                               RequestKey key);
 
-} // namespace lockd::sessions
+}  // namespace lockd::sessions
 
-#endif // LOCKD_TESTS_SESSIONS_TEST_UTIL_H_
+#endif  // LOCKD_TESTS_SESSIONS_TEST_UTIL_H_

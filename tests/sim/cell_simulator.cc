@@ -30,7 +30,7 @@ namespace {
 
 struct BugInfo {
   Bug bug;
-  const char *name;
+  const char* name;
 };
 
 constexpr BugInfo kBugs[] = {
@@ -40,13 +40,12 @@ constexpr BugInfo kBugs[] = {
     {Bug::kViewGenerationRollback, "view_generation_rollback"},
 };
 
-} // namespace
+}  // namespace
 
-absl::StatusOr<Bug> ParseBug(const std::string &name) {
+absl::StatusOr<Bug> ParseBug(const std::string& name) {
   std::vector<std::string> names;
-  for (const BugInfo &info : kBugs) {
-    if (info.name == name)
-      return info.bug;
+  for (const BugInfo& info : kBugs) {
+    if (info.name == name) return info.bug;
     names.push_back(info.name);
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown bug '", name,
@@ -55,9 +54,8 @@ absl::StatusOr<Bug> ParseBug(const std::string &name) {
 }
 
 std::string BugName(Bug bug) {
-  for (const BugInfo &info : kBugs) {
-    if (info.bug == bug)
-      return info.name;
+  for (const BugInfo& info : kBugs) {
+    if (info.bug == bug) return info.name;
   }
   return "none";
 }
@@ -114,7 +112,7 @@ constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
 
 std::string LockPath(int index) { return absl::StrCat("/lock", index); }
 
-uint64_t Fingerprint(const std::string &bytes) {
+uint64_t Fingerprint(const std::string& bytes) {
   uint64_t h = 0xcbf29ce484222325ULL;
   for (unsigned char c : bytes) {
     h ^= c;
@@ -168,9 +166,11 @@ class World;
 // lost message breaks the stream (as a TCP connection would).
 class SimListener : public SessionListener,
                     public std::enable_shared_from_this<SimListener> {
-public:
-  SimListener(World *world, int client, int replica, uint64_t session_id)
-      : world_(world), client_(client), replica_(replica),
+ public:
+  SimListener(World* world, int client, int replica, uint64_t session_id)
+      : world_(world),
+        client_(client),
+        replica_(replica),
         session_id_(session_id) {}
 
   void Send(v1::KeepAliveResponse response) override;
@@ -187,8 +187,8 @@ public:
   // Delivery time of the last message (FIFO).
   int64_t last_delivery_us = 0;
 
-private:
-  World *const world_;
+ private:
+  World* const world_;
   const int client_;
   const int replica_;
   const uint64_t session_id_;
@@ -245,9 +245,8 @@ struct Event {
 
 // Heap order: earliest first, ties in scheduling order.
 struct EventLater {
-  bool operator()(const Event &a, const Event &b) const {
-    if (a.time_us != b.time_us)
-      return a.time_us > b.time_us;
+  bool operator()(const Event& a, const Event& b) const {
+    if (a.time_us != b.time_us) return a.time_us > b.time_us;
     return a.sequence > b.sequence;
   }
 };
@@ -389,30 +388,31 @@ struct NonceOwner {
 };
 
 class SimStorage : public paxos::Storage {
-public:
-  SimStorage(World *world, int index) : world_(world), index_(index) {}
+ public:
+  SimStorage(World* world, int index) : world_(world), index_(index) {}
   absl::StatusOr<paxos::DurableState> Load() override;
-  absl::Status Save(const paxos::PersistBatch &batch) override;
+  absl::Status Save(const paxos::PersistBatch& batch) override;
 
-private:
-  World *const world_;
+ private:
+  World* const world_;
   const int index_;
 };
 
 class SimSender : public PeerSender {
-public:
-  SimSender(World *world, int index) : world_(world), index_(index) {}
+ public:
+  SimSender(World* world, int index) : world_(world), index_(index) {}
   void Send(paxospb::Message message) override;
 
-private:
-  World *const world_;
+ private:
+  World* const world_;
   const int index_;
 };
 
 class World {
-public:
-  explicit World(const Options &options)
-      : options_(options), random_(options.seed * 0x9e3779b97f4a7c15ULL + 11),
+ public:
+  explicit World(const Options& options)
+      : options_(options),
+        random_(options.seed * 0x9e3779b97f4a7c15ULL + 11),
         replicas_(options.replicas) {
     DrawFaultMix();
     snapshot_interval_ = static_cast<uint64_t>(random_.Range(20, 400));
@@ -422,10 +422,10 @@ public:
     }
     machines_.resize(replicas_);
     for (int i = 0; i < replicas_; ++i) {
-      Machine &m = machines_[i];
+      Machine& m = machines_[i];
       m.id = members[i];
       m.skew_ms = random_.Range(-kMaxSkewMs, kMaxSkewMs);
-      ReplicaNodeOptions &o = m.options;
+      ReplicaNodeOptions& o = m.options;
       o.paxos.id = m.id;
       o.paxos.members = members;
       // lockd's defaults (docs/server.md).
@@ -447,7 +447,7 @@ public:
     }
     clients_.resize(options_.clients);
     for (int c = 0; c < options_.clients; ++c) {
-      Client &client = clients_[c];
+      Client& client = clients_[c];
       client.index = c;
       client.batch_keepalive = c % 2 == 1;
       client.clock_offset_us = random_.Range(-1000000000LL, 1000000000LL);
@@ -462,8 +462,7 @@ public:
 
   Result Run() {
     while (result_.steps < static_cast<uint64_t>(options_.steps)) {
-      if (!StepOnce())
-        break;
+      if (!StepOnce()) break;
     }
     Heal();
     while (now_us_ - heal_start_us_ <= kHealBoundUs) {
@@ -471,8 +470,7 @@ public:
         result_.heal_ms = (now_us_ - heal_start_us_) / 1000;
         break;
       }
-      if (!StepOnce())
-        break;
+      if (!StepOnce()) break;
     }
     if (result_.heal_ms == 0) {
       Violation(absl::StrCat("progress: ", kHealBoundUs / 1000000,
@@ -489,10 +487,9 @@ public:
     return machines_[index].disk.Load();
   }
 
-  absl::Status Save(int index, const paxos::PersistBatch &batch) {
-    Machine &m = machines_[index];
-    if (m.crashing || batch.empty())
-      return absl::OkStatus();
+  absl::Status Save(int index, const paxos::PersistBatch& batch) {
+    Machine& m = machines_[index];
+    if (m.crashing || batch.empty()) return absl::OkStatus();
     if (batch.snapshot.has_value() && m.node != nullptr &&
         batch.snapshot->index() > m.node->applied_index()) {
       ++result_.snapshots_installed;
@@ -513,11 +510,9 @@ public:
   }
 
   void SendPeer(int from, paxospb::Message message) {
-    if (machines_[from].crashing)
-      return;
+    if (machines_[from].crashing) return;
     const int to = static_cast<int>(message.to()) - 1;
-    if (to < 0 || to >= replicas_)
-      return;
+    if (to < 0 || to >= replicas_) return;
     const int copies = Copies(from, to);
     for (int copy = 0; copy < copies; ++copy) {
       Event event;
@@ -530,24 +525,22 @@ public:
 
   // The per-session answers in a KeepAlive response: the response itself in
   // the single form, its successful entries in the batch form.
-  static std::vector<const v1::KeepAliveResponse *>
-  Answers(const v1::KeepAliveResponse &response) {
-    std::vector<const v1::KeepAliveResponse *> answers;
+  static std::vector<const v1::KeepAliveResponse*> Answers(
+      const v1::KeepAliveResponse& response) {
+    std::vector<const v1::KeepAliveResponse*> answers;
     if (response.sessions_size() == 0) {
       answers.push_back(&response);
       return answers;
     }
-    for (const v1::KeepAliveResponse &entry : response.sessions()) {
-      if (entry.code() == 0)
-        answers.push_back(&entry);
+    for (const v1::KeepAliveResponse& entry : response.sessions()) {
+      if (entry.code() == 0) answers.push_back(&entry);
     }
     return answers;
   }
 
-  void OnListenerSend(SimListener *listener, v1::KeepAliveResponse response) {
-    Machine &m = machines_[listener->replica()];
-    if (m.crashing)
-      return;
+  void OnListenerSend(SimListener* listener, v1::KeepAliveResponse response) {
+    Machine& m = machines_[listener->replica()];
+    if (m.crashing) return;
     auto reply = std::make_unique<ClientReply>();
     reply->kind = ClientReply::Kind::kStream;
     reply->response = std::move(response);
@@ -559,14 +552,13 @@ public:
       reply->sent_local_us = keepalive_in_progress_->sent_local_us;
       reply->incarnation = keepalive_in_progress_->incarnation;
       ++result_.keepalives_answered;
-      for (const v1::KeepAliveResponse *answer : Answers(reply->response)) {
+      for (const v1::KeepAliveResponse* answer : Answers(reply->response)) {
         const uint64_t session_id = answer->session_id();
         const absl::StatusOr<int64_t> expires_at =
             m.node->state().SessionExpiresAt(session_id);
-        if (!expires_at.ok())
-          continue;
+        if (!expires_at.ok()) continue;
         // The answer's cell time is expires_at - lease_remaining.
-        SessionInfo &info = sessions_[session_id];
+        SessionInfo& info = sessions_[session_id];
         info.base_us = now_us_;
         info.base_leaderless_us = leaderless_us_;
         info.base_cell_ms = std::max(
@@ -577,7 +569,7 @@ public:
     } else {
       reply->incarnation = clients_[listener->client()].incarnation;
       // Pushed events carry a lease too.
-      for (const v1::KeepAliveResponse *answer : Answers(reply->response)) {
+      for (const v1::KeepAliveResponse* answer : Answers(reply->response)) {
         const absl::StatusOr<int64_t> expires_at =
             m.node->state().SessionExpiresAt(answer->session_id());
         if (expires_at.ok()) {
@@ -586,16 +578,14 @@ public:
         }
       }
     }
-    if (listener->broken)
-      return;
+    if (listener->broken) return;
     SendOnStream(listener, std::move(reply));
   }
 
-  void OnListenerEnd(SimListener *listener, absl::Status status) {
+  void OnListenerEnd(SimListener* listener, absl::Status status) {
     listener->ended = true;
-    Machine &m = machines_[listener->replica()];
-    if (m.crashing || listener->broken)
-      return;
+    Machine& m = machines_[listener->replica()];
+    if (m.crashing || listener->broken) return;
     auto reply = std::make_unique<ClientReply>();
     reply->kind = ClientReply::Kind::kStreamEnd;
     reply->status = std::move(status);
@@ -610,7 +600,7 @@ public:
     SendOnStream(listener, std::move(reply));
   }
 
-private:
+ private:
   // ------------------------------------------------------------- set-up
 
   void DrawFaultMix() {
@@ -648,14 +638,12 @@ private:
       std::pop_heap(events_.begin(), events_.end(), EventLater());
       Event event = std::move(events_.back());
       events_.pop_back();
-      if (!leader_serving_)
-        leaderless_us_ += event.time_us - now_us_;
+      if (!leader_serving_) leaderless_us_ += event.time_us - now_us_;
       now_us_ = event.time_us;
-      if (!Handle(event))
-        continue; // A superseded timer: not a step.
+      if (!Handle(event)) continue;  // A superseded timer: not a step.
       ++result_.steps;
       leader_serving_ = false;
-      for (const Machine &m : machines_) {
+      for (const Machine& m : machines_) {
         leader_serving_ = leader_serving_ ||
                           (m.node != nullptr && now_us_ >= m.stalled_until_us &&
                            m.node->Serving());
@@ -667,99 +655,90 @@ private:
   }
 
   // Returns false if the event was void.
-  bool Handle(Event &event) {
+  bool Handle(Event& event) {
     switch (event.kind) {
-    case EventKind::kTurn: {
-      Machine &m = machines_[event.target];
-      if (m.node == nullptr || event.token != m.turn_token)
-        return false;
-      Turn(event.target);
-      return true;
-    }
-    case EventKind::kPeerMessage: {
-      Machine &m = machines_[event.target];
-      if (m.node == nullptr)
-        return true;
-      m.inbox.push_back(std::move(event.message));
-      InputArrived(event.target);
-      return true;
-    }
-    case EventKind::kToReplica: {
-      Machine &m = machines_[event.target];
-      if (m.node == nullptr)
-        return true;
-      m.tasks.push_back(std::move(event.request));
-      InputArrived(event.target);
-      return true;
-    }
-    case EventKind::kToClient: {
-      Client &c = clients_[event.target];
-      if (c.dead || event.reply->incarnation != c.incarnation)
-        return true;
-      if (now_us_ < c.paused_until_us) {
-        // Waits in the socket until the process runs again.
-        Schedule(std::move(event), c.paused_until_us - now_us_);
+      case EventKind::kTurn: {
+        Machine& m = machines_[event.target];
+        if (m.node == nullptr || event.token != m.turn_token) return false;
+        Turn(event.target);
         return true;
       }
-      ClientReceive(c, *event.reply);
-      return true;
-    }
-    case EventKind::kClientTimer: {
-      Client &c = clients_[event.target];
-      if (c.dead || event.token != c.timer_token[event.timer])
-        return false;
-      if (now_us_ < c.paused_until_us) {
-        Schedule(std::move(event), c.paused_until_us - now_us_);
+      case EventKind::kPeerMessage: {
+        Machine& m = machines_[event.target];
+        if (m.node == nullptr) return true;
+        m.inbox.push_back(std::move(event.message));
+        InputArrived(event.target);
         return true;
       }
-      if (event.timer == kKeepAliveTimer) {
-        KeepAliveTimer(c);
-      } else {
-        OperationTimer(c);
+      case EventKind::kToReplica: {
+        Machine& m = machines_[event.target];
+        if (m.node == nullptr) return true;
+        m.tasks.push_back(std::move(event.request));
+        InputArrived(event.target);
+        return true;
       }
-      return true;
-    }
-    case EventKind::kClientReboot: {
-      Client &c = clients_[event.target];
-      if (!c.dead || event.token != c.incarnation)
-        return false;
-      Reboot(c);
-      return true;
-    }
-    case EventKind::kFault:
-      if (healed_)
-        return false;
-      InjectFault();
-      ScheduleFault();
-      return true;
-    case EventKind::kRestart: {
-      Machine &m = machines_[event.target];
-      if (m.node != nullptr || event.token != m.generation)
-        return false;
-      CountFault("restart");
-      StartMachine(event.target);
-      return true;
-    }
+      case EventKind::kToClient: {
+        Client& c = clients_[event.target];
+        if (c.dead || event.reply->incarnation != c.incarnation) return true;
+        if (now_us_ < c.paused_until_us) {
+          // Waits in the socket until the process runs again.
+          Schedule(std::move(event), c.paused_until_us - now_us_);
+          return true;
+        }
+        ClientReceive(c, *event.reply);
+        return true;
+      }
+      case EventKind::kClientTimer: {
+        Client& c = clients_[event.target];
+        if (c.dead || event.token != c.timer_token[event.timer]) return false;
+        if (now_us_ < c.paused_until_us) {
+          Schedule(std::move(event), c.paused_until_us - now_us_);
+          return true;
+        }
+        if (event.timer == kKeepAliveTimer) {
+          KeepAliveTimer(c);
+        } else {
+          OperationTimer(c);
+        }
+        return true;
+      }
+      case EventKind::kClientReboot: {
+        Client& c = clients_[event.target];
+        if (!c.dead || event.token != c.incarnation) return false;
+        Reboot(c);
+        return true;
+      }
+      case EventKind::kFault:
+        if (healed_) return false;
+        InjectFault();
+        ScheduleFault();
+        return true;
+      case EventKind::kRestart: {
+        Machine& m = machines_[event.target];
+        if (m.node != nullptr || event.token != m.generation) return false;
+        CountFault("restart");
+        StartMachine(event.target);
+        return true;
+      }
     }
     return false;
   }
 
   // ------------------------------------------------------------- replicas
 
-  int64_t WallMs(const Machine &m) const {
+  int64_t WallMs(const Machine& m) const {
     return kWallBaseMs + now_us_ / 1000 + m.skew_ms;
   }
 
-  int64_t NextTickUs(const Machine &m) const {
+  int64_t NextTickUs(const Machine& m) const {
     return m.clock_start_us +
            static_cast<int64_t>(std::ceil(
                static_cast<double>(m.ticks_delivered + 1) * m.tick_period_us));
   }
 
   void EnsureTurn(int index, int64_t at_us) {
-    Machine &m = machines_[index];
-    if (m.turn_at_us <= at_us)
-      return;
+    Machine& m = machines_[index];
+    if (m.turn_at_us <= at_us) return;
     m.turn_at_us = at_us;
     Event event;
     event.kind = EventKind::kTurn;
@@ -769,7 +748,7 @@ private:
   }
 
   void InputArrived(int index) {
-    Machine &m = machines_[index];
+    Machine& m = machines_[index];
     const int64_t at =
         std::max(now_us_ + (mix_.group_commit_us > 0
                                 ? random_.Range(0, mix_.group_commit_us)
@@ -782,7 +761,7 @@ private:
   // it: elapsed ticks, peer messages, Ready, client tasks, housekeeping,
   // Ready.
   void Turn(int index) {
-    Machine &m = machines_[index];
+    Machine& m = machines_[index];
     m.turn_at_us = kNever;
     if (now_us_ < m.stalled_until_us) {
       // A stalled process: its monotonic clock runs on, its input waits.
@@ -798,11 +777,10 @@ private:
     m.inbox.clear();
     std::vector<std::unique_ptr<ClientRequest>> tasks = std::move(m.tasks);
     m.tasks.clear();
-    for (const paxospb::Message &message : inbox)
-      m.node->Step(message);
+    for (const paxospb::Message& message : inbox) m.node->Step(message);
     m.node->ProcessReady(wall_ms);
     if (!m.crashing) {
-      for (const std::unique_ptr<ClientRequest> &task : tasks) {
+      for (const std::unique_ptr<ClientRequest>& task : tasks) {
         RunTask(index, *task, wall_ms);
       }
       m.node->Housekeeping(wall_ms);
@@ -825,57 +803,55 @@ private:
     std::string secret;
     for (int i = 0; i < 4; ++i) {
       const uint64_t word = random_.Next();
-      secret.append(reinterpret_cast<const char *>(&word), sizeof(word));
+      secret.append(reinterpret_cast<const char*>(&word), sizeof(word));
     }
     return secret;
   }
 
-  void RunTask(int index, ClientRequest &task, int64_t wall_ms) {
-    Machine &m = machines_[index];
+  void RunTask(int index, ClientRequest& task, int64_t wall_ms) {
+    Machine& m = machines_[index];
     switch (task.kind) {
-    case ClientRequest::Kind::kSubmit: {
-      uint64_t session_id = 0;
-      uint64_t request_id = 0;
-      RequestOf(task.command, &session_id, &request_id);
-      const uint64_t generation = m.generation;
-      const int client = task.client;
-      const uint64_t incarnation = task.incarnation;
-      const uint64_t caller = task.caller;
-      m.node->Submit(
-          task.command, wall_ms, random_.Next() | 1, RandomSecret(), caller,
-          [this, index, generation, client, incarnation, session_id, request_id,
-           caller](absl::StatusOr<statepb::Result> result) {
-            OnResult(index, generation, client, incarnation, session_id,
-                     request_id, caller, std::move(result));
-          });
-      return;
-    }
-    case ClientRequest::Kind::kKeepAlive:
-      keepalive_in_progress_ = &task;
-      m.node->KeepAlive(task.listener, task.keepalive, wall_ms);
-      keepalive_in_progress_ = nullptr;
-      return;
-    case ClientRequest::Kind::kCloseStream:
-      m.node->RemoveSessionListener(task.listener.get());
-      return;
-    case ClientRequest::Kind::kCancel:
-      m.node->Cancel(task.caller);
-      return;
+      case ClientRequest::Kind::kSubmit: {
+        uint64_t session_id = 0;
+        uint64_t request_id = 0;
+        RequestOf(task.command, &session_id, &request_id);
+        const uint64_t generation = m.generation;
+        const int client = task.client;
+        const uint64_t incarnation = task.incarnation;
+        const uint64_t caller = task.caller;
+        m.node->Submit(
+            task.command, wall_ms, random_.Next() | 1, RandomSecret(), caller,
+            [this, index, generation, client, incarnation, session_id,
+             request_id, caller](absl::StatusOr<statepb::Result> result) {
+              OnResult(index, generation, client, incarnation, session_id,
+                       request_id, caller, std::move(result));
+            });
+        return;
+      }
+      case ClientRequest::Kind::kKeepAlive:
+        keepalive_in_progress_ = &task;
+        m.node->KeepAlive(task.listener, task.keepalive, wall_ms);
+        keepalive_in_progress_ = nullptr;
+        return;
+      case ClientRequest::Kind::kCloseStream:
+        m.node->RemoveSessionListener(task.listener.get());
+        return;
+      case ClientRequest::Kind::kCancel:
+        m.node->Cancel(task.caller);
+        return;
     }
   }
 
-  static void RequestOf(const statepb::Command &command, uint64_t *session_id,
-                        uint64_t *request_id) {
-    const v1::RequestHeader *header = nullptr;
+  static void RequestOf(const statepb::Command& command, uint64_t* session_id,
+                        uint64_t* request_id) {
+    const v1::RequestHeader* header = nullptr;
     if (command.has_create_session()) {
       *session_id = 0;
       *request_id = command.create_session().nonce();
       return;
     }
-    if (command.has_acquire())
-      header = &command.acquire().header();
-    if (command.has_release())
-      header = &command.release().header();
+    if (command.has_acquire()) header = &command.acquire().header();
+    if (command.has_release()) header = &command.release().header();
     if (command.has_close_session()) {
       header = &command.close_session().header();
     }
@@ -888,9 +864,8 @@ private:
   void OnResult(int index, uint64_t generation, int client,
                 uint64_t incarnation, uint64_t session_id, uint64_t request_id,
                 uint64_t caller, absl::StatusOr<statepb::Result> result) {
-    Machine &m = machines_[index];
-    if (m.crashing || m.generation != generation)
-      return;
+    Machine& m = machines_[index];
+    if (m.crashing || m.generation != generation) return;
     const int copies = Copies(index, replicas_ + client);
     for (int copy = 0; copy < copies; ++copy) {
       auto reply = std::make_unique<ClientReply>();
@@ -913,7 +888,7 @@ private:
   }
 
   void StartMachine(int index) {
-    Machine &m = machines_[index];
+    Machine& m = machines_[index];
     m.tick_period_us =
         kTickUs *
         (1.0 + (static_cast<double>(random_.Uniform(2001)) / 1000.0 - 1.0) *
@@ -942,7 +917,7 @@ private:
   // Stops the process now: everything not synced is lost, queued input and
   // waiting callers vanish with it.
   void FinishCrash(int index) {
-    Machine &m = machines_[index];
+    Machine& m = machines_[index];
     m.node.reset();
     m.disk.Crash();
     m.crashing = false;
@@ -964,12 +939,11 @@ private:
     return probability > 0 && random_.Bernoulli(probability);
   }
 
-  void CountFault(const std::string &kind) { ++result_.faults[kind]; }
+  void CountFault(const std::string& kind) { ++result_.faults[kind]; }
 
   // Endpoints: replicas are 0..R-1, client c is R + c.
   bool Blocked(int from, int to) const {
-    if (blocked_.count({from, to}) != 0)
-      return true;
+    if (blocked_.count({from, to}) != 0) return true;
     for (int endpoint : {from, to}) {
       if (endpoint >= replicas_ &&
           now_us_ < clients_[endpoint - replicas_].isolated_until_us) {
@@ -1004,7 +978,7 @@ private:
     return 1;
   }
 
-  void SendOnStream(SimListener *listener, std::unique_ptr<ClientReply> reply) {
+  void SendOnStream(SimListener* listener, std::unique_ptr<ClientReply> reply) {
     const int client = listener->client();
     if (Blocked(listener->replica(), replicas_ + client) || Roll(mix_.loss)) {
       CountFault("stream_break");
@@ -1022,7 +996,7 @@ private:
     Schedule(std::move(event), at - now_us_);
   }
 
-  void SendToReplica(Client &c, int replica,
+  void SendToReplica(Client& c, int replica,
                      std::unique_ptr<ClientRequest> request) {
     request->client = c.index;
     request->incarnation = c.incarnation;
@@ -1038,12 +1012,12 @@ private:
 
   // ------------------------------------------------------------- clients
 
-  int64_t LocalNow(const Client &c) const {
+  int64_t LocalNow(const Client& c) const {
     return c.clock_offset_us +
            static_cast<int64_t>(static_cast<double>(now_us_) * (1.0 + c.rate));
   }
 
-  void ScheduleClientTimer(Client &c, TimerKind kind, int64_t local_delay_us) {
+  void ScheduleClientTimer(Client& c, TimerKind kind, int64_t local_delay_us) {
     Event event;
     event.kind = EventKind::kClientTimer;
     event.target = c.index;
@@ -1056,15 +1030,14 @@ private:
   }
 
   // True iff the client's local lease runs.
-  bool LeaseValid(const Client &c) const {
+  bool LeaseValid(const Client& c) const {
     return c.has_session && LocalNow(c) < c.lease_end_local_us;
   }
 
   // True iff the client relies on the locks it was granted: while its lease
   // runs (always, with --bug=client_ignores_lease).
-  bool Relies(const Client &c) const {
-    if (options_.bug == Bug::kClientIgnoresLease)
-      return c.has_session;
+  bool Relies(const Client& c) const {
+    if (options_.bug == Bug::kClientIgnoresLease) return c.has_session;
     return LeaseValid(c);
   }
 
@@ -1072,10 +1045,9 @@ private:
   // `sent_local_us` that granted `remaining_ms` of cell time: conservative
   // for the round trip (dated from the send), the cell clock's rate and the
   // client's own clock rate.
-  void ExtendLease(Client &c, int64_t sent_local_us, int64_t remaining_ms,
+  void ExtendLease(Client& c, int64_t sent_local_us, int64_t remaining_ms,
                    uint64_t epoch) {
-    if (epoch < c.max_epoch)
-      return; // From a deposed leader.
+    if (epoch < c.max_epoch) return;  // From a deposed leader.
     c.max_epoch = epoch;
     const int64_t usable_us =
         static_cast<int64_t>(static_cast<double>(remaining_ms) * 1000.0 *
@@ -1085,7 +1057,7 @@ private:
                  sent_local_us + usable_us - kClientMarginMs * 1000);
   }
 
-  void OperationTimer(Client &c) {
+  void OperationTimer(Client& c) {
     if (!c.op.has_value()) {
       NextOperation(c);
       return;
@@ -1102,13 +1074,13 @@ private:
     SendOperation(c);
   }
 
-  void NextOperation(Client &c) {
+  void NextOperation(Client& c) {
     if (!c.has_session) {
       StartSession(c);
       return;
     }
     const int64_t local = LocalNow(c);
-    for (auto &[path, held] : c.held) {
+    for (auto& [path, held] : c.held) {
       if (held.release_at_local_us <= local) {
         StartRelease(c, path);
         return;
@@ -1118,7 +1090,7 @@ private:
       Operation op;
       op.kind = Operation::Kind::kCloseSession;
       op.request_id = c.next_request_id;
-      v1::RequestHeader *header =
+      v1::RequestHeader* header =
           op.command.mutable_close_session()->mutable_header();
       header->set_session_id(c.session_id);
       header->set_request_id(op.request_id);
@@ -1132,8 +1104,7 @@ private:
     }
     std::vector<int> free_paths;
     for (int p = 0; p < kPaths; ++p) {
-      if (c.held.count(LockPath(p)) == 0)
-        free_paths.push_back(p);
+      if (c.held.count(LockPath(p)) == 0) free_paths.push_back(p);
     }
     // A client waits for a lock only while it holds none (two clients each
     // holding what the other waits for would deadlock until the wait
@@ -1145,19 +1116,19 @@ private:
       return;
     }
     int64_t wake = local + random_.Range(50000, 300000);
-    for (const auto &[path, held] : c.held) {
+    for (const auto& [path, held] : c.held) {
       wake = std::min(wake, held.release_at_local_us);
     }
     ScheduleClientTimer(c, kOperationTimer, wake - local);
   }
 
-  void StartAcquire(Client &c, const std::string &path, bool may_wait) {
+  void StartAcquire(Client& c, const std::string& path, bool may_wait) {
     Operation op;
     op.kind = Operation::Kind::kAcquire;
     op.path = path;
     op.request_id = c.next_request_id;
-    v1::AcquireRequest *acquire = op.command.mutable_acquire();
-    v1::RequestHeader *header = acquire->mutable_header();
+    v1::AcquireRequest* acquire = op.command.mutable_acquire();
+    v1::RequestHeader* header = acquire->mutable_header();
     header->set_session_id(c.session_id);
     header->set_request_id(op.request_id);
     header->set_session_secret(c.session_secret);
@@ -1181,16 +1152,16 @@ private:
     StartOperation(c, std::move(op));
   }
 
-  void StartRelease(Client &c, const std::string &path) {
-    Held &held = c.held.at(path);
+  void StartRelease(Client& c, const std::string& path) {
+    Held& held = c.held.at(path);
     // From here on the client no longer relies on the lock.
     held.releasing = true;
     Operation op;
     op.kind = Operation::Kind::kRelease;
     op.path = path;
     op.request_id = c.next_request_id;
-    v1::ReleaseRequest *release = op.command.mutable_release();
-    v1::RequestHeader *header = release->mutable_header();
+    v1::ReleaseRequest* release = op.command.mutable_release();
+    v1::RequestHeader* header = release->mutable_header();
     header->set_session_id(c.session_id);
     header->set_request_id(op.request_id);
     header->set_session_secret(c.session_secret);
@@ -1200,13 +1171,13 @@ private:
     StartOperation(c, std::move(op));
   }
 
-  void StartSession(Client &c) {
+  void StartSession(Client& c) {
     c.nonce = random_.Next() | 1;
     nonce_owner_[c.nonce] = {c.index, c.incarnation};
     Operation op;
     op.kind = Operation::Kind::kCreateSession;
     op.request_id = c.nonce;
-    v1::CreateSessionRequest *create = op.command.mutable_create_session();
+    v1::CreateSessionRequest* create = op.command.mutable_create_session();
     create->set_ttl_ms(random_.Range(2000, 5000));
     create->set_client_name(absl::StrCat("client-", c.index));
     create->set_nonce(c.nonce);
@@ -1214,16 +1185,15 @@ private:
     StartOperation(c, std::move(op));
   }
 
-  void StartOperation(Client &c, Operation op) {
+  void StartOperation(Client& c, Operation op) {
     op.first_sent_local_us = LocalNow(c);
     c.op = std::move(op);
     SendOperation(c);
   }
 
-  void SendOperation(Client &c) {
-    Operation &op = *c.op;
-    if (++op.attempts > 1)
-      ++result_.retries;
+  void SendOperation(Client& c) {
+    Operation& op = *c.op;
+    if (++op.attempts > 1) ++result_.retries;
     auto request = std::make_unique<ClientRequest>();
     request->kind = ClientRequest::Kind::kSubmit;
     request->command = op.command;
@@ -1236,14 +1206,14 @@ private:
   }
 
   // Retries the operation after a refusal, at `target`.
-  void RetryOperation(Client &c, int target, int64_t backoff_local_us) {
+  void RetryOperation(Client& c, int target, int64_t backoff_local_us) {
     c.target = target;
     c.op->timer_is_timeout = false;
     ScheduleClientTimer(c, kOperationTimer, backoff_local_us);
   }
 
   // The replica a refusal names as leader, or the next one.
-  int TargetAfterRefusal(const Client &c, const absl::Status &status) const {
+  int TargetAfterRefusal(const Client& c, const absl::Status& status) const {
     const auto leader = status.GetPayload(kLeaderIdPayload);
     int id = 0;
     if (leader.has_value() && absl::SimpleAtoi(std::string(*leader), &id) &&
@@ -1253,7 +1223,7 @@ private:
     return (c.target + 1) % replicas_;
   }
 
-  void ClientReceive(Client &c, ClientReply &reply) {
+  void ClientReceive(Client& c, ClientReply& reply) {
     if (reply.kind == ClientReply::Kind::kResult) {
       OnOperationReply(c, reply);
     } else {
@@ -1263,16 +1233,14 @@ private:
 
   // Exactly-once, as the client sees it: two final answers to one request
   // (a retry, a duplicate) must be the same answer when either succeeded.
-  void CheckSameAnswer(Client &c, uint64_t request_id,
-                       const statepb::Result &result) {
+  void CheckSameAnswer(Client& c, uint64_t request_id,
+                       const statepb::Result& result) {
     const std::string bytes = result.SerializeAsString();
     auto [it, first] = c.answers.emplace(request_id, bytes);
-    if (first || it->second == bytes)
-      return;
+    if (first || it->second == bytes) return;
     statepb::Result before;
     before.ParseFromString(it->second);
-    if (before.code() != 0 && result.code() != 0)
-      return;
+    if (before.code() != 0 && result.code() != 0) return;
     // A late duplicate may find its session gone, or (below the
     // first_unanswered_request_id the client has since sent) its answer
     // forgotten.
@@ -1288,13 +1256,12 @@ private:
                            " and later ", result.ShortDebugString()));
   }
 
-  void OnOperationReply(Client &c, const ClientReply &reply) {
+  void OnOperationReply(Client& c, const ClientReply& reply) {
     if (reply.session_id == 0) {
       OnCreateReply(c, reply);
       return;
     }
-    if (!c.has_session || reply.session_id != c.session_id)
-      return;
+    if (!c.has_session || reply.session_id != c.session_id) return;
     const bool current = c.op.has_value() &&
                          c.op->kind != Operation::Kind::kCreateSession &&
                          reply.request_id == c.op->request_id;
@@ -1302,19 +1269,16 @@ private:
     // cancelled or superseded).
     const bool latest = current && reply.caller == c.op->attempt_caller;
     if (!reply.status.ok()) {
-      if (latest)
-        RefusedOperation(c, reply.status);
+      if (latest) RefusedOperation(c, reply.status);
       return;
     }
-    const statepb::Result &result = reply.result;
+    const statepb::Result& result = reply.result;
     if (result.code() == static_cast<int>(absl::StatusCode::kAborted)) {
-      if (latest)
-        RetryOperation(c, c.target, 5000);
+      if (latest) RetryOperation(c, c.target, 5000);
       return;
     }
     CheckSameAnswer(c, reply.request_id, result);
-    if (!current)
-      return;
+    if (!current) return;
     Operation op = *std::move(c.op);
     c.op.reset();
     ++c.next_request_id;
@@ -1325,32 +1289,32 @@ private:
       return;
     }
     switch (op.kind) {
-    case Operation::Kind::kAcquire:
-      if (code == absl::StatusCode::kOk) {
-        Granted(c, op, result.acquire().sequencer());
-      }
-      break;
-    case Operation::Kind::kRelease:
-      if (code == absl::StatusCode::kOk) {
-        ++result_.releases;
-      } else {
-        Violation(absl::StrCat("lock lost: client ", c.index, " session ",
-                               c.session_id, " released ", op.path,
-                               " (granted, never released) and got ",
-                               result.ShortDebugString()));
-      }
-      c.held.erase(op.path);
-      break;
-    case Operation::Kind::kCloseSession:
-      EndSession(c, "closed");
-      break;
-    case Operation::Kind::kCreateSession:
-      break;
+      case Operation::Kind::kAcquire:
+        if (code == absl::StatusCode::kOk) {
+          Granted(c, op, result.acquire().sequencer());
+        }
+        break;
+      case Operation::Kind::kRelease:
+        if (code == absl::StatusCode::kOk) {
+          ++result_.releases;
+        } else {
+          Violation(absl::StrCat("lock lost: client ", c.index, " session ",
+                                 c.session_id, " released ", op.path,
+                                 " (granted, never released) and got ",
+                                 result.ShortDebugString()));
+        }
+        c.held.erase(op.path);
+        break;
+      case Operation::Kind::kCloseSession:
+        EndSession(c, "closed");
+        break;
+      case Operation::Kind::kCreateSession:
+        break;
     }
     ScheduleClientTimer(c, kOperationTimer, random_.Range(0, 200000));
   }
 
-  void RefusedOperation(Client &c, const absl::Status &status) {
+  void RefusedOperation(Client& c, const absl::Status& status) {
     if (status.code() == absl::StatusCode::kUnavailable) {
       const int target = TargetAfterRefusal(c, status);
       RetryOperation(c, target, target == c.target ? 20000 : 2000);
@@ -1359,15 +1323,14 @@ private:
     }
   }
 
-  void Granted(Client &c, const Operation &op, const v1::Sequencer &sequencer) {
+  void Granted(Client& c, const Operation& op, const v1::Sequencer& sequencer) {
     if (sequencer.mode() == v1::EXCLUSIVE) {
       ++result_.exclusive_grants;
-      if (healed_)
-        c.granted_since_heal = true;
+      if (healed_) c.granted_since_heal = true;
     } else {
       ++result_.shared_grants;
     }
-    Held &held = c.held[op.path];
+    Held& held = c.held[op.path];
     held.sequencer = sequencer;
     held.release_at_local_us = LocalNow(c) + random_.Range(20000, 1000000);
     Trace(absl::StrCat("client ", c.index, " session ", c.session_id,
@@ -1376,23 +1339,21 @@ private:
                        sequencer.lock_generation()));
   }
 
-  void OnCreateReply(Client &c, const ClientReply &reply) {
+  void OnCreateReply(Client& c, const ClientReply& reply) {
     const bool current = c.op.has_value() &&
                          c.op->kind == Operation::Kind::kCreateSession &&
                          reply.request_id == c.op->request_id;
     const bool latest = current && reply.caller == c.op->attempt_caller;
     if (!reply.status.ok()) {
-      if (latest)
-        RefusedOperation(c, reply.status);
+      if (latest) RefusedOperation(c, reply.status);
       return;
     }
-    const statepb::Result &result = reply.result;
+    const statepb::Result& result = reply.result;
     if (result.code() != 0) {
-      if (latest)
-        RetryOperation(c, c.target, 100000);
+      if (latest) RetryOperation(c, c.target, 100000);
       return;
     }
-    const v1::CreateSessionResponse &response = result.create_session();
+    const v1::CreateSessionResponse& response = result.create_session();
     auto [it, first] =
         c.created.emplace(reply.request_id, response.session_id());
     // The nonce names one session as long as that session lives (closed or
@@ -1406,8 +1367,7 @@ private:
     }
     // Like a real client, it takes the answer of its latest attempt only:
     // a retry by nonce replaces the secret an earlier attempt returned.
-    if (!latest)
-      return;
+    if (!latest) return;
     Operation op = *std::move(c.op);
     c.op.reset();
     c.has_session = true;
@@ -1427,7 +1387,7 @@ private:
     ExtendLease(c, op.first_sent_local_us, response.lease_remaining_ms(),
                 response.epoch());
     ++result_.sessions_created;
-    SessionInfo &info = sessions_[c.session_id];
+    SessionInfo& info = sessions_[c.session_id];
     info.ttl_ms = c.ttl_ms;
     info.nonce = c.nonce;
     Trace(absl::StrCat("client ", c.index, " has session ", c.session_id,
@@ -1447,7 +1407,7 @@ private:
   }
 
   // The session ended for the client: it stops relying on its locks.
-  void EndSession(Client &c, const std::string &why) {
+  void EndSession(Client& c, const std::string& why) {
     Trace(absl::StrCat("client ", c.index, " session ", c.session_id,
                        " ended: ", why));
     c.has_session = false;
@@ -1459,15 +1419,14 @@ private:
     ++c.timer_token[kKeepAliveTimer];
   }
 
-  void SessionLost(Client &c, const std::string &why) {
+  void SessionLost(Client& c, const std::string& why) {
     EndSession(c, absl::StrCat("lost (", why, ")"));
     ScheduleClientTimer(c, kOperationTimer, random_.Range(0, 200000));
   }
 
-  std::shared_ptr<SimListener> StreamTo(Client &c, int replica) {
-    std::shared_ptr<SimListener> &stream = c.streams[replica];
-    if (stream != nullptr && !stream->ended && !stream->broken)
-      return stream;
+  std::shared_ptr<SimListener> StreamTo(Client& c, int replica) {
+    std::shared_ptr<SimListener>& stream = c.streams[replica];
+    if (stream != nullptr && !stream->ended && !stream->broken) return stream;
     if (stream != nullptr && !stream->ended) {
       // The replica forgets a broken stream.
       auto request = std::make_unique<ClientRequest>();
@@ -1480,9 +1439,8 @@ private:
     return stream;
   }
 
-  void KeepAliveTimer(Client &c) {
-    if (!c.has_session)
-      return;
+  void KeepAliveTimer(Client& c) {
+    if (!c.has_session) return;
     if (c.keepalive_waiting) {
       // No answer in time: try another replica.
       c.target = (c.target + 1) % replicas_;
@@ -1490,7 +1448,7 @@ private:
     auto request = std::make_unique<ClientRequest>();
     request->kind = ClientRequest::Kind::kKeepAlive;
     request->listener = StreamTo(c, c.target);
-    v1::KeepAliveRequest &keepalive = c.batch_keepalive
+    v1::KeepAliveRequest& keepalive = c.batch_keepalive
                                           ? *request->keepalive.add_sessions()
                                           : request->keepalive;
     keepalive.set_session_id(c.session_id);
@@ -1503,7 +1461,7 @@ private:
     ScheduleClientTimer(c, kKeepAliveTimer, 300000);
   }
 
-  void OnStreamMessage(Client &c, const ClientReply &reply) {
+  void OnStreamMessage(Client& c, const ClientReply& reply) {
     if (!c.has_session || reply.listener == nullptr ||
         reply.listener->session_id() != c.session_id) {
       return;
@@ -1526,7 +1484,7 @@ private:
           reply.response.sessions_size(), " entries for its one session"));
       return;
     }
-    const v1::KeepAliveResponse &response =
+    const v1::KeepAliveResponse& response =
         c.batch_keepalive ? reply.response.sessions(0) : reply.response;
     if (c.batch_keepalive && response.code() != 0) {
       if (response.code() == static_cast<int>(absl::StatusCode::kNotFound)) {
@@ -1537,9 +1495,8 @@ private:
     if (response.events_lost() > c.events_lost_seen) {
       c.events_lost_seen = response.events_lost();
     }
-    for (const v1::Event &event : response.events()) {
-      if (event.sequence() <= c.acked_event)
-        continue;
+    for (const v1::Event& event : response.events()) {
+      if (event.sequence() <= c.acked_event) continue;
       if (event.sequence() != c.acked_event + 1 &&
           response.events_lost() == 0) {
         Violation(absl::StrCat("events: client ", c.index, " session ",
@@ -1549,8 +1506,7 @@ private:
       }
       c.acked_event = event.sequence();
     }
-    if (!reply.direct)
-      return;
+    if (!reply.direct) return;
     ExtendLease(c, reply.sent_local_us, response.lease_remaining_ms(),
                 response.epoch());
     if (c.keepalive_waiting &&
@@ -1559,22 +1515,20 @@ private:
       c.keepalive_waiting = false;
       const int64_t interval_us = std::min(
           c.ttl_ms * 1000 / 3, response.lease_remaining_ms() * 1000 / 2);
-      ScheduleClientTimer(c, kKeepAliveTimer,
-                          c.keepalive_sent_local_us + interval_us -
-                              LocalNow(c));
+      ScheduleClientTimer(
+          c, kKeepAliveTimer,
+          c.keepalive_sent_local_us + interval_us - LocalNow(c));
     }
   }
 
-  void Die(Client &c, bool permanent) {
+  void Die(Client& c, bool permanent) {
     Trace(absl::StrCat("client ", c.index, " dies",
                        permanent ? " for good" : ""));
-    if (c.has_session)
-      EndSession(c, "process died");
+    if (c.has_session) EndSession(c, "process died");
     c.dead = true;
     c.op.reset();
     ++c.incarnation;
-    if (permanent)
-      return;
+    if (permanent) return;
     Event event;
     event.kind = EventKind::kClientReboot;
     event.target = c.index;
@@ -1582,7 +1536,7 @@ private:
     Schedule(std::move(event), random_.Range(500000, 5000000));
   }
 
-  void Reboot(Client &c) {
+  void Reboot(Client& c) {
     Trace(absl::StrCat("client ", c.index, " restarts"));
     c.dead = false;
     c.has_session = false;
@@ -1630,10 +1584,8 @@ private:
                    {"partition", "asymmetric_partition", "flaky_links",
                     "isolate_leader", "heal_partitions"});
     }
-    if (mix_.stalls)
-      kinds.push_back("stall");
-    if (mix_.clock_steps)
-      kinds.push_back("clock_step");
+    if (mix_.stalls) kinds.push_back("stall");
+    if (mix_.clock_steps) kinds.push_back("clock_step");
     if (mix_.client_faults) {
       kinds.insert(kinds.end(),
                    {"client_death", "client_pause", "isolate_client"});
@@ -1644,23 +1596,20 @@ private:
     if (kind == "crash" || kind == "crash_leader") {
       const int victim = kind == "crash" ? static_cast<int>(random_.Uniform(n))
                                          : ServingLeader();
-      if (victim < 0 || machines_[victim].node == nullptr)
-        return;
+      if (victim < 0 || machines_[victim].node == nullptr) return;
       CountFault(kind);
       FinishCrash(victim);
     } else if (kind == "restart_cleanly") {
       const int victim = static_cast<int>(random_.Uniform(n));
-      Machine &m = machines_[victim];
-      if (m.node == nullptr)
-        return;
+      Machine& m = machines_[victim];
+      if (m.node == nullptr) return;
       CountFault(kind);
       m.node->Drain();
       FinishCrash(victim);
     } else if (kind == "partition") {
       blocked_.clear();
       std::vector<int> side(n + clients_.size());
-      for (int &s : side)
-        s = static_cast<int>(random_.Uniform(2));
+      for (int& s : side) s = static_cast<int>(random_.Uniform(2));
       for (size_t a = 0; a < side.size(); ++a) {
         for (size_t b = 0; b < side.size(); ++b) {
           if (side[a] != side[b]) {
@@ -1672,30 +1621,26 @@ private:
     } else if (kind == "asymmetric_partition") {
       const int a = static_cast<int>(random_.Uniform(n));
       const int b = static_cast<int>(random_.Uniform(n));
-      if (a == b)
-        return;
+      if (a == b) return;
       blocked_.insert({a, b});
       CountFault(kind);
     } else if (kind == "flaky_links") {
       blocked_.clear();
       for (int a = 0; a < n; ++a) {
         for (int b = 0; b < n; ++b) {
-          if (a != b && random_.Bernoulli(0.3))
-            blocked_.insert({a, b});
+          if (a != b && random_.Bernoulli(0.3)) blocked_.insert({a, b});
         }
       }
       CountFault(kind);
     } else if (kind == "isolate_leader") {
       const int leader = ServingLeader();
-      if (leader < 0)
-        return;
+      if (leader < 0) return;
       // Cut from the other replicas; half the time from the clients too.
       const bool from_clients = random_.Bernoulli(0.5);
       const int endpoints =
           from_clients ? n + static_cast<int>(clients_.size()) : n;
       for (int j = 0; j < endpoints; ++j) {
-        if (j == leader)
-          continue;
+        if (j == leader) continue;
         blocked_.insert({leader, j});
         blocked_.insert({j, leader});
       }
@@ -1705,29 +1650,26 @@ private:
       CountFault(kind);
     } else if (kind == "clock_step") {
       // The cell clock must not follow it faster than its slew allows.
-      Machine &m = machines_[random_.Uniform(n)];
+      Machine& m = machines_[random_.Uniform(n)];
       m.skew_ms = random_.Range(-5000, 5000);
       Trace(absl::StrCat("replica ", m.id, " wall clock steps to offset ",
                          m.skew_ms, " ms"));
       CountFault(kind);
     } else if (kind == "stall") {
-      Machine &m = machines_[random_.Uniform(n)];
-      if (m.node == nullptr || now_us_ < m.stalled_until_us)
-        return;
+      Machine& m = machines_[random_.Uniform(n)];
+      if (m.node == nullptr || now_us_ < m.stalled_until_us) return;
       m.stalled_until_us = now_us_ + random_.Range(50000, 1500000);
       Trace(absl::StrCat("replica ", m.id, " stalls until ",
                          m.stalled_until_us / 1000, " ms"));
       CountFault(kind);
     } else {
-      Client &c = clients_[random_.Uniform(clients_.size())];
-      if (c.dead || now_us_ < c.paused_until_us)
-        return;
+      Client& c = clients_[random_.Uniform(clients_.size())];
+      if (c.dead || now_us_ < c.paused_until_us) return;
       if (kind == "client_death") {
         const bool permanent =
             permanent_deaths_ < static_cast<int>(clients_.size()) / 3 &&
             random_.Bernoulli(0.5);
-        if (permanent)
-          ++permanent_deaths_;
+        if (permanent) ++permanent_deaths_;
         CountFault(permanent ? "client_death" : "client_restart");
         Die(c, permanent);
       } else if (kind == "client_pause") {
@@ -1753,10 +1695,9 @@ private:
     mix_.duplicate = 0;
     mix_.long_delay = 0;
     mix_.crash_mid_turn = 0;
-    for (Client &c : clients_)
-      c.isolated_until_us = 0;
+    for (Client& c : clients_) c.isolated_until_us = 0;
     for (int i = 0; i < replicas_; ++i) {
-      Machine &m = machines_[i];
+      Machine& m = machines_[i];
       if (m.node == nullptr) {
         ++m.generation;
         StartMachine(i);
@@ -1766,9 +1707,8 @@ private:
 
   // ------------------------------------------------------------- checks
 
-  void Trace(const std::string &message) {
-    if (!options_.trace)
-      return;
+  void Trace(const std::string& message) {
+    if (!options_.trace) return;
     std::printf("t=%.3fs %s\n", static_cast<double>(now_us_) / 1e6,
                 message.c_str());
   }
@@ -1784,11 +1724,9 @@ private:
 
   void CheckAfterStep() {
     for (int i = 0; i < replicas_; ++i) {
-      Machine &m = machines_[i];
-      if (m.node == nullptr)
-        continue;
-      if (m.viewed && m.viewed_index == m.node->applied_index())
-        continue;
+      Machine& m = machines_[i];
+      if (m.node == nullptr) continue;
+      if (m.viewed && m.viewed_index == m.node->applied_index()) continue;
       CheckReplica(i);
     }
     CheckClients();
@@ -1797,7 +1735,7 @@ private:
 
   // Everything the checker verifies on one replica's applied state.
   void CheckReplica(int index) {
-    Machine &m = machines_[index];
+    Machine& m = machines_[index];
     m.viewed = true;
     m.viewed_index = m.node->applied_index();
     const std::string bytes = m.node->state().Snapshot();
@@ -1816,26 +1754,24 @@ private:
       return;
     }
     DistortView(index, state);
-    std::map<uint64_t, const statepb::SessionState *> live;
-    for (const statepb::SessionState &session : state.sessions()) {
+    std::map<uint64_t, const statepb::SessionState*> live;
+    for (const statepb::SessionState& session : state.sessions()) {
       live[session.session_id()] = &session;
     }
-    for (const statepb::NodeState &node : state.nodes()) {
+    for (const statepb::NodeState& node : state.nodes()) {
       CheckLock(m, state, live, node);
     }
     std::set<uint64_t> sessions;
-    for (const statepb::SessionState &session : state.sessions()) {
+    for (const statepb::SessionState& session : state.sessions()) {
       sessions.insert(session.session_id());
       CheckSession(m, state, session);
     }
     for (uint64_t gone : m.sessions) {
-      if (sessions.count(gone) != 0)
-        continue;
-      SessionInfo &info = sessions_[gone];
+      if (sessions.count(gone) != 0) continue;
+      SessionInfo& info = sessions_[gone];
       if (!info.ended) {
         info.ended = true;
-        if (!info.close_requested)
-          ++result_.sessions_expired;
+        if (!info.close_requested) ++result_.sessions_expired;
         Trace(absl::StrCat("session ", gone, " ended in replica ", m.id,
                            "'s state"));
       }
@@ -1845,22 +1781,21 @@ private:
 
   // The checker-input faults of --bug=view_*: the replica's state as the
   // checker sees it is altered now and then.
-  void DistortView(int index, statepb::StateSnapshot &state) {
+  void DistortView(int index, statepb::StateSnapshot& state) {
     if (index != 0 || (options_.bug != Bug::kViewDoubleGrant &&
                        options_.bug != Bug::kViewGenerationRollback)) {
       return;
     }
-    for (statepb::NodeState &node : *state.mutable_nodes()) {
+    for (statepb::NodeState& node : *state.mutable_nodes()) {
       if (node.holders().empty() || node.holders(0).mode() != v1::EXCLUSIVE ||
           !random_.Bernoulli(0.05)) {
         continue;
       }
       if (options_.bug == Bug::kViewDoubleGrant) {
         // A second live session holds the lock too.
-        for (const statepb::SessionState &session : state.sessions()) {
-          if (session.session_id() == node.holders(0).session_id())
-            continue;
-          statepb::LockHolderState *extra = node.add_holders();
+        for (const statepb::SessionState& session : state.sessions()) {
+          if (session.session_id() == node.holders(0).session_id()) continue;
+          statepb::LockHolderState* extra = node.add_holders();
           extra->set_session_id(session.session_id());
           extra->set_mode(v1::EXCLUSIVE);
           break;
@@ -1876,7 +1811,7 @@ private:
   // A lease told to a client is one the cell keeps: at most the TTL, and
   // at most what remains after the replicated time (a leader taking over
   // now starts its cell clock there).
-  void CheckLeaseTold(const Machine &m, uint64_t session_id,
+  void CheckLeaseTold(const Machine& m, uint64_t session_id,
                       int64_t expires_at_ms, int64_t remaining_ms) {
     const int64_t replicated_now_ms = m.node->state().now_ms();
     const int64_t ttl_ms = sessions_[session_id].ttl_ms;
@@ -1892,14 +1827,14 @@ private:
   }
 
   // (1) mutual exclusion, (2) generations, holders are live sessions.
-  void CheckLock(Machine &m, const statepb::StateSnapshot &state,
-                 const std::map<uint64_t, const statepb::SessionState *> &live,
-                 const statepb::NodeState &node) {
-    const std::string &path = node.path();
+  void CheckLock(Machine& m, const statepb::StateSnapshot& state,
+                 const std::map<uint64_t, const statepb::SessionState*>& live,
+                 const statepb::NodeState& node) {
+    const std::string& path = node.path();
     uint64_t exclusive = 0;
     int exclusive_count = 0;
     int shared_count = 0;
-    for (const statepb::LockHolderState &holder : node.holders()) {
+    for (const statepb::LockHolderState& holder : node.holders()) {
       if (holder.mode() == v1::EXCLUSIVE) {
         ++exclusive_count;
         exclusive = holder.session_id();
@@ -1950,16 +1885,16 @@ private:
     if (exclusive != 0) {
       RecordGrant(path, instance, generation, exclusive,
                   absl::StrCat("replica ", m.id));
-      std::pair<uint64_t, uint64_t> &newest = newest_granted_[path];
+      std::pair<uint64_t, uint64_t>& newest = newest_granted_[path];
       newest = std::max(newest, std::make_pair(instance, generation));
     }
   }
 
   // Every exclusive grant (path, instance, generation) belongs to one
   // session, wherever it is seen.
-  void RecordGrant(const std::string &path, uint64_t instance,
+  void RecordGrant(const std::string& path, uint64_t instance,
                    uint64_t generation, uint64_t session,
-                   const std::string &seen_by) {
+                   const std::string& seen_by) {
     auto [it, first] =
         grants_.emplace(std::make_tuple(path, instance, generation),
                         std::make_pair(session, seen_by));
@@ -1972,10 +1907,10 @@ private:
     }
   }
 
-  void CheckSession(const Machine &m, const statepb::StateSnapshot &state,
-                    const statepb::SessionState &session) {
+  void CheckSession(const Machine& m, const statepb::StateSnapshot& state,
+                    const statepb::SessionState& session) {
     const uint64_t id = session.session_id();
-    SessionInfo &info = sessions_[id];
+    SessionInfo& info = sessions_[id];
     if (info.first_seen_us == 0) {
       info.first_seen_us = now_us_;
       info.ttl_ms = session.ttl_ms();
@@ -1987,7 +1922,7 @@ private:
       info.base_cell_ms = std::max(info.base_cell_ms, state.now_ms());
     }
     // Exactly-once in the replicated state: a recorded answer never changes.
-    for (const statepb::RetainedResult &retained : session.results()) {
+    for (const statepb::RetainedResult& retained : session.results()) {
       const uint64_t fingerprint =
           Fingerprint(retained.result().SerializeAsString());
       auto [it, first] = recorded_.emplace(
@@ -2018,14 +1953,12 @@ private:
   // (4) and (5): what the clients rely on.
   void CheckClients() {
     // path -> (client, sequencer) of every lock a client relies on now.
-    std::map<std::string, std::vector<std::pair<int, const v1::Sequencer *>>>
+    std::map<std::string, std::vector<std::pair<int, const v1::Sequencer*>>>
         relied;
-    for (Client &c : clients_) {
-      if (c.dead || !Relies(c))
-        continue;
-      for (auto &[path, held] : c.held) {
-        if (held.releasing)
-          continue;
+    for (Client& c : clients_) {
+      if (c.dead || !Relies(c)) continue;
+      for (auto& [path, held] : c.held) {
+        if (held.releasing) continue;
         relied[path].push_back({c.index, &held.sequencer});
         if (!held.fenced) {
           held.fenced = true;
@@ -2034,19 +1967,17 @@ private:
         CheckStillHeld(c, path, held.sequencer);
       }
     }
-    for (const auto &[path, holders] : relied) {
-      if (holders.size() < 2)
-        continue;
+    for (const auto& [path, holders] : relied) {
+      if (holders.size() < 2) continue;
       bool exclusive = false;
-      for (const auto &[client, sequencer] : holders) {
+      for (const auto& [client, sequencer] : holders) {
         exclusive = exclusive || sequencer->mode() == v1::EXCLUSIVE;
       }
-      if (!exclusive)
-        continue;
+      if (!exclusive) continue;
       // Reported once per set of grants.
       std::string key = path;
       std::vector<std::string> who;
-      for (const auto &[client, sequencer] : holders) {
+      for (const auto& [client, sequencer] : holders) {
         absl::StrAppend(&key, ":", sequencer->session_id(), "/",
                         sequencer->lock_generation());
         who.push_back(absl::StrCat(
@@ -2057,8 +1988,7 @@ private:
                 1000,
             " ms left)"));
       }
-      if (!reported_overlaps_.insert(key).second)
-        continue;
+      if (!reported_overlaps_.insert(key).second) continue;
       Violation(absl::StrCat("lease: ", path, " is relied on at once by ",
                              absl::StrJoin(who, " and ")));
     }
@@ -2067,9 +1997,9 @@ private:
   // A client relies on a lock only while the cell may not give it away: its
   // session has not ended in any replica's state, and no replica granted
   // the lock exclusively after the client's grant.
-  void CheckStillHeld(const Client &c, const std::string &path,
-                      const v1::Sequencer &sequencer) {
-    SessionInfo &info = sessions_[c.session_id];
+  void CheckStillHeld(const Client& c, const std::string& path,
+                      const v1::Sequencer& sequencer) {
+    SessionInfo& info = sessions_[c.session_id];
     if (info.ended && !info.relied_after_end_reported) {
       info.relied_after_end_reported = true;
       Violation(absl::StrCat("lease: client ", c.index, " relies on ", path,
@@ -2087,8 +2017,7 @@ private:
     }
     const std::string key = absl::StrCat(path, ":", sequencer.session_id(), "/",
                                          sequencer.lock_generation());
-    if (!reported_overlaps_.insert(key).second)
-      return;
+    if (!reported_overlaps_.insert(key).second) return;
     Violation(absl::StrCat(
         "lease: client ", c.index, " relies on ", path, " (session ",
         c.session_id, ", generation ", sequencer.lock_generation(), ") with ",
@@ -2099,17 +2028,15 @@ private:
 
   // Fencing: an exclusive grant a client starts relying on is newer than
   // every one relied on before, and is the grant the replicas recorded.
-  void CheckFencing(const Client &c, const std::string &path,
-                    const v1::Sequencer &sequencer) {
-    if (sequencer.mode() != v1::EXCLUSIVE)
-      return;
+  void CheckFencing(const Client& c, const std::string& path,
+                    const v1::Sequencer& sequencer) {
+    if (sequencer.mode() != v1::EXCLUSIVE) return;
     RecordGrant(path, sequencer.instance(), sequencer.lock_generation(),
                 sequencer.session_id(), absl::StrCat("client ", c.index));
     const auto key =
         std::make_pair(sequencer.instance(), sequencer.lock_generation());
     auto [newest, first] = newest_relied_.try_emplace(path, key);
-    if (first)
-      return;
+    if (first) return;
     if (key <= newest->second) {
       Violation(absl::StrCat(
           "fencing: client ", c.index, " relies on ", path, " generation ",
@@ -2124,23 +2051,19 @@ private:
   // True iff session `id` has no live client that keeps it alive.
   bool Abandoned(uint64_t id) const {
     auto info = sessions_.find(id);
-    if (info == sessions_.end())
-      return true;
+    if (info == sessions_.end()) return true;
     auto owner = nonce_owner_.find(info->second.nonce);
-    if (owner == nonce_owner_.end())
-      return true;
-    const Client &c = clients_[owner->second.client];
-    if (c.dead || c.incarnation != owner->second.incarnation)
-      return true;
-    if (c.has_session)
-      return c.session_id != id;
+    if (owner == nonce_owner_.end()) return true;
+    const Client& c = clients_[owner->second.client];
+    if (c.dead || c.incarnation != owner->second.incarnation) return true;
+    if (c.has_session) return c.session_id != id;
     return !c.op.has_value() || c.op->request_id != info->second.nonce;
   }
 
   // When an abandoned session must be gone, in true time: the bound in
   // cell time, stretched by the slowest cell clock, plus the time without a
   // serving leader since its last sign of life.
-  int64_t DeadlineUs(const SessionInfo &info) const {
+  int64_t DeadlineUs(const SessionInfo& info) const {
     const double bound_ms =
         static_cast<double>(kCheckpointMs + 2 * info.ttl_ms + kExpirySlackMs) /
             kMinCellRate +
@@ -2153,15 +2076,14 @@ private:
   // replica's state (after healing, and time to catch up: from every
   // replica's).
   void CheckDeadlines() {
-    for (const Machine &m : machines_) {
-      if (m.node == nullptr)
-        continue;
+    for (const Machine& m : machines_) {
+      if (m.node == nullptr) continue;
       const bool serving = now_us_ >= m.stalled_until_us && m.node->Serving();
       if (!serving && (!healed_ || now_us_ < heal_start_us_ + kHealCatchUpUs)) {
         continue;
       }
       for (uint64_t id : m.sessions) {
-        SessionInfo &info = sessions_[id];
+        SessionInfo& info = sessions_[id];
         if (info.deadline_reported || now_us_ <= DeadlineUs(info) ||
             !Abandoned(id)) {
           continue;
@@ -2180,16 +2102,13 @@ private:
   }
 
   bool HealDone() const {
-    for (const Client &c : clients_) {
-      if (!c.dead && !c.granted_since_heal)
-        return false;
+    for (const Client& c : clients_) {
+      if (!c.dead && !c.granted_since_heal) return false;
     }
-    for (const Machine &m : machines_) {
-      if (m.node == nullptr)
-        return false;
+    for (const Machine& m : machines_) {
+      if (m.node == nullptr) return false;
       for (uint64_t id : m.sessions) {
-        if (Abandoned(id))
-          return false;
+        if (Abandoned(id)) return false;
       }
     }
     return true;
@@ -2197,14 +2116,14 @@ private:
 
   std::string DescribeHealState() const {
     std::vector<std::string> parts;
-    for (const Client &c : clients_) {
+    for (const Client& c : clients_) {
       if (!c.dead && !c.granted_since_heal) {
         parts.push_back(absl::StrCat(
             "client ", c.index, " was granted no lock (session ",
             c.has_session ? absl::StrCat(c.session_id) : "none", ")"));
       }
     }
-    for (const Machine &m : machines_) {
+    for (const Machine& m : machines_) {
       for (uint64_t id : m.sessions) {
         if (Abandoned(id)) {
           parts.push_back(absl::StrCat("replica ", m.id,
@@ -2212,7 +2131,7 @@ private:
         }
       }
       if (m.node != nullptr) {
-        const paxos::Replica &r = m.node->replica();
+        const paxos::Replica& r = m.node->replica();
         parts.push_back(
             absl::StrCat("[replica ", m.id, " ", paxos::RoleName(r.role()),
                          " epoch=", r.epoch(), " serving=", m.node->Serving(),
@@ -2243,7 +2162,7 @@ private:
   uint64_t next_caller_ = 0;
   // The keep-alive task being run, so that its listener's Send is known to
   // be the direct answer.
-  const ClientRequest *keepalive_in_progress_ = nullptr;
+  const ClientRequest* keepalive_in_progress_ = nullptr;
 
   // Knowledge for the checkers.
   std::set<uint64_t> serving_epochs_;
@@ -2274,7 +2193,7 @@ absl::StatusOr<paxos::DurableState> SimStorage::Load() {
   return world_->Load(index_);
 }
 
-absl::Status SimStorage::Save(const paxos::PersistBatch &batch) {
+absl::Status SimStorage::Save(const paxos::PersistBatch& batch) {
   return world_->Save(index_, batch);
 }
 
@@ -2282,11 +2201,11 @@ void SimSender::Send(paxospb::Message message) {
   world_->SendPeer(index_, std::move(message));
 }
 
-} // namespace
+}  // namespace
 
-Result Run(const Options &options) {
+Result Run(const Options& options) {
   World world(options);
   return world.Run();
 }
 
-} // namespace lockd::sim
+}  // namespace lockd::sim

@@ -58,12 +58,21 @@ struct ClientOptions {
   // each sleep is drawn uniformly from [backoff / 2, backoff] (jitter).
   absl::Duration initial_backoff = absl::Milliseconds(20);
   absl::Duration max_backoff = absl::Seconds(1);
+  // TLS (docs/security.md): PEM files. An empty field takes $LOCKD_CA,
+  // $LOCKD_CERT or $LOCKD_KEY. With a CA every channel is TLS and each
+  // replica's certificate must verify against it (and name the host
+  // dialled); a certificate and key, both or neither, identify the client
+  // to a cell that checks client certificates. No CA: plaintext.
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 class Client {
  public:
-  // Checks the options; connects lazily on the first call.
-  // INVALID_ARGUMENT if there are no endpoints.
+  // Checks the options and reads the TLS files; connects lazily on the
+  // first call. INVALID_ARGUMENT if there are no endpoints or a certificate
+  // lacks its key, NOT_FOUND if a TLS file cannot be read.
   static absl::StatusOr<std::unique_ptr<Client>> Create(ClientOptions options);
 
   ~Client();
@@ -140,7 +149,8 @@ class Client {
   friend class Lock;
   friend class Session;
 
-  explicit Client(ClientOptions options);
+  Client(ClientOptions options,
+         std::shared_ptr<grpc::ChannelCredentials> credentials);
 
   // The endpoint of `address`, created on first use.
   std::shared_ptr<Endpoint> endpoint(const std::string& address);
@@ -160,6 +170,7 @@ class Client {
   absl::Duration Jitter(absl::Duration backoff);
 
   const ClientOptions options_;
+  const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   std::atomic<uint64_t> retries_{0};
 
   mutable absl::Mutex mu_;

@@ -59,7 +59,7 @@ namespace lockd {
 enum class SessionState { kHealthy, kJeopardy, kExpired, kClosed };
 
 // "healthy", "jeopardy", "expired", "closed".
-const char *SessionStateName(SessionState state);
+const char* SessionStateName(SessionState state);
 
 struct SessionOptions {
   // Lease length asked for; the cell accepts [1 s, 1 h].
@@ -77,31 +77,31 @@ struct SessionOptions {
   std::function<void(SessionState)> on_state_change;
   // Called for every event of the session in sequence order: watches, lock
   // events from the cell, and the two the library reports (see above).
-  std::function<void(const v1::Event &)> on_event;
+  std::function<void(const v1::Event&)> on_event;
 };
 
 class Session {
-public:
+ public:
   // Opens a session on `client` (retried with the same random nonce, so a
   // retry never opens a second one) and starts the keep-alive.
   // REQUIRES: client != nullptr and outlives the Session.
-  static absl::StatusOr<std::unique_ptr<Session>>
-  Create(Client *client, SessionOptions options = SessionOptions());
+  static absl::StatusOr<std::unique_ptr<Session>> Create(
+      Client* client, SessionOptions options = SessionOptions());
 
   // Stops the keep-alive and the dispatcher (after the callbacks already
   // queued ran). Does not close the session: call Close() to release its
   // locks at once; otherwise they go when its lease runs out.
   ~Session();
-  Session(const Session &) = delete;
-  Session &operator=(const Session &) = delete;
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
 
   uint64_t id() const { return id_; }
   // The session's secret (CreateSessionResponse.session_secret), for
   // requests sent with Client::Invoke: RequestHeader.session_secret and
   // KeepAliveRequest.session_secret must carry it. Treat it like a password.
-  const std::string &secret() const { return secret_; }
-  Client *client() const { return client_; }
-  const SessionOptions &options() const { return options_; }
+  const std::string& secret() const { return secret_; }
+  Client* client() const { return client_; }
+  const SessionOptions& options() const { return options_; }
 
   SessionState state() const;
   // Waits until state() == `state` or `timeout` passes; returns whether it
@@ -120,30 +120,30 @@ public:
   // --- Node operations (exactly-once; see protos/lockd.proto for codes).
   // Creates `path` (the parent must exist). Returns the created path, which
   // differs from `path` for sequential nodes.
-  absl::StatusOr<v1::CreateNodeResponse>
-  CreateNode(const std::string &path, const std::string &content = "",
-             bool ephemeral = false, bool sequential = false);
+  absl::StatusOr<v1::CreateNodeResponse> CreateNode(
+      const std::string& path, const std::string& content = "",
+      bool ephemeral = false, bool sequential = false);
   // Replaces the content; with expected_content_generation != 0 only if the
   // node's content generation equals it (else FAILED_PRECONDITION).
-  absl::StatusOr<v1::NodeMeta>
-  SetNode(const std::string &path, const std::string &content,
-          uint64_t expected_content_generation = 0);
+  absl::StatusOr<v1::NodeMeta> SetNode(
+      const std::string& path, const std::string& content,
+      uint64_t expected_content_generation = 0);
   // Deletes `path`, with compare-and-set as in SetNode.
-  absl::Status DeleteNode(const std::string &path,
+  absl::Status DeleteNode(const std::string& path,
                           uint64_t expected_content_generation = 0);
   // Registers (or with `remove`, drops) interest in `path`: its changes
   // arrive through on_event.
-  absl::Status Watch(const std::string &path, bool remove = false);
+  absl::Status Watch(const std::string& path, bool remove = false);
 
   // Reads, forwarded to the client.
-  absl::StatusOr<v1::GetNodeResponse> GetNode(const std::string &path) {
+  absl::StatusOr<v1::GetNodeResponse> GetNode(const std::string& path) {
     return client_->Get(path);
   }
-  absl::StatusOr<v1::StatNodeResponse> StatNode(const std::string &path) {
+  absl::StatusOr<v1::StatNodeResponse> StatNode(const std::string& path) {
     return client_->Stat(path);
   }
-  absl::StatusOr<std::vector<std::string>>
-  ListChildren(const std::string &path) {
+  absl::StatusOr<std::vector<std::string>> ListChildren(
+      const std::string& path) {
     return client_->List(path);
   }
 
@@ -154,23 +154,23 @@ public:
   // you watch.
   uint64_t events_lost() const;
 
-private:
+ private:
   friend class Election;
   friend class Lock;
   using Clock = std::chrono::steady_clock;
 
-  Session(Client *client, SessionOptions options);
+  Session(Client* client, SessionOptions options);
 
   // A header with the next request number. Pair with Answered().
   v1::RequestHeader NewHeader();
   // The request will never be retried again.
   void Answered(uint64_t request_id);
   // LOCK_LOST events seen for `path` so far (Lock::IsHeld compares).
-  uint64_t locks_lost(const std::string &path) const;
+  uint64_t locks_lost(const std::string& path) const;
   // Whether a lock on `path`, granted when locks_lost(path) was
   // `lost_at_grant`, still stands as far as the session knows: no LOCK_LOST
   // since, and the session healthy with its local lease running.
-  bool StillHolds(const std::string &path, uint64_t lost_at_grant) const;
+  bool StillHolds(const std::string& path, uint64_t lost_at_grant) const;
 
   void KeepAliveLoop();
   // Sleeps `duration` (between keep-alive attempts), moving to jeopardy or
@@ -178,7 +178,7 @@ private:
   // session expired).
   bool SleepWhileLeaseChecked(absl::Duration duration);
   // Handles one KeepAlive answer, `base` the send time to measure from.
-  void OnAnswer(const v1::KeepAliveResponse &response, Clock::time_point base)
+  void OnAnswer(const v1::KeepAliveResponse& response, Clock::time_point base)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves to jeopardy or expiry when their time has come.
   void CheckLeaseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -196,7 +196,7 @@ private:
   // dropped (a stuck callback must not make the session grow without end).
   static constexpr size_t kMaxQueuedCallbacks = 10000;
 
-  Client *const client_;
+  Client* const client_;
   const SessionOptions options_;
   uint64_t id_ = 0;
   // From CreateSession; carried by every request and keep-alive. Set once
@@ -227,6 +227,6 @@ private:
   std::thread dispatcher_thread_;
 };
 
-} // namespace lockd
+}  // namespace lockd
 
-#endif // LOCKD_CLIENT_INCLUDE_LOCKD_SESSION_H_
+#endif  // LOCKD_CLIENT_INCLUDE_LOCKD_SESSION_H_

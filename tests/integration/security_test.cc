@@ -1,0 +1,254 @@
+// TLS on a real cell, with certificates the test makes (`dev certs`): TLS
+// clients are served and plaintext ones refused, and a peer without the
+// cell CA's certificate, or with a certificate naming another member than
+// the one it claims to be, cannot disturb the cell.
+
+#include <sys/wait.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "lockd/client.h"
+#include "lockd/session.h"
+#include "protos/peer.grpc.pb.h"
+#include "tests/integration/cell_fixture.h"
+#include "tests/integration/process.h"
+
+namespace lockd::integration {
+namespace {
+
+// A Prepare with a ballot far above anything the cell used: a replica that
+// took it would promise it and depose the leader.
+paxospb::Message HugePrepare(uint32_t from, uint32_t to) {
+  paxospb::Message message;
+  message.set_from(from);
+  message.set_to(to);
+  message.mutable_prepare()->mutable_ballot()->set_round(1 << 30);
+  message.mutable_prepare()->mutable_ballot()->set_replica_id(from);
+  message.mutable_prepare()->set_first_unchosen(1);
+  return message;
+}
+
+class TlsTest : public CellTest {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/tls-" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::remove_all(dir_);
+    // The cell's CA signs replicas 1-3, a ninth "replica" outside the
+    // membership and the client alice; another CA signs an impostor of
+    // replica 2.
+    LOCKD_ASSERT_OK(MakeCertificates(dir_ + "/cell", {1, 2, 3, 9}, {"alice"}));
+    LOCKD_ASSERT_OK(MakeCertificates(dir_ + "/other", {2}, {"mallory"}));
+    CellOptions options = DefaultOptions();
+    options.tls_dir = dir_ + "/cell";
+    ASSERT_NO_FATAL_FAILURE(StartCell(options));
+  }
+
+  std::string Cert(const std::string& name) const {
+    return dir_ + "/" + name + ".pem";
+  }
+  std::string Key(const std::string& name) const {
+    return dir_ + "/" + name + ".key";
+  }
+
+  // Sends `message` on a Peer.Send stream over `channel`; how it ended.
+  static grpc::Status SendPeerMessage(std::shared_ptr<grpc::Channel> channel,
+                                      const paxospb::Message& message) {
+    auto stub = peerpb::Peer::NewStub(std::move(channel));
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    peerpb::SendResponse response;
+    std::unique_ptr<grpc::ClientWriter<paxospb::Message>> writer =
+        stub->Send(&context, &response);
+    writer->Write(message);
+    writer->WritesDone();
+    return writer->Finish();
+  }
+
+  // A mutual-TLS channel to replica `id`'s peer port presenting `name`'s
+  // certificate and verifying the replica against `ca`.
+  std::shared_ptr<grpc::Channel> PeerChannel(int id, const std::string& ca,
+                                             const std::string& name) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ReadFile(ca);
+    ssl.pem_cert_chain = ReadFile(Cert(name));
+    ssl.pem_private_key = ReadFile(Key(name));
+    grpc::ChannelArguments args;
+    args.SetSslTargetNameOverride(absl::StrCat("lockd-replica-", id));
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    return grpc::CreateCustomChannel(cell_->peer_address(id),
+                                     grpc::SslCredentials(ssl), args);
+  }
+
+  static std::string ReadFile(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)),
+                       std::istreambuf_iterator<char>());
+  }
+
+  std::string dir_;
+};
+
+TEST_F(TlsTest, TlsClientsAreServedAndPlaintextOnesRefused) {
+  ClientOptions options;
+  options.endpoints = cell_->addresses();
+  lockd::ClientOptions library;
+  library.endpoints = cell_->addresses();
+  library.tls_ca_file = cell_->CaFile();
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(library);
+  LOCKD_ASSERT_OK(client);
+  absl::StatusOr<std::unique_ptr<Session>> session =
+      Session::Create(client->get(), SessionOptions());
+  LOCKD_ASSERT_OK(session);
+  LOCKD_EXPECT_OK((*session)->CreateNode("/over-tls", "x"));
+
+  // With alice's certificate too (the cell accepts client certificates of
+  // its CA).
+  library.tls_cert_file = Cert("cell/client-alice");
+  library.tls_key_file = Key("cell/client-alice");
+  absl::StatusOr<std::unique_ptr<Client>> alice = Client::Create(library);
+  LOCKD_ASSERT_OK(alice);
+  absl::StatusOr<v1::GetNodeResponse> read = (*alice)->Get("/over-tls");
+  LOCKD_ASSERT_OK(read);
+  EXPECT_EQ(read->content(), "x");
+
+  const int leader = Leader();
+  auto call = [&](std::shared_ptr<grpc::Channel> channel) {
+    auto stub = v1::Cluster::NewStub(std::move(channel));
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(3)));
+    v1::StatusResponse response;
+    return stub->Status(&context, v1::StatusRequest(), &response);
+  };
+  // Plaintext, a client that trusts another CA, and a certificate of
+  // another CA: all refused during the handshake.
+  EXPECT_EQ(call(NewChannel(cell_->address(leader))).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(call(NewChannel(cell_->address(leader), dir_ + "/other/ca.pem"))
+                .error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(call(NewChannel(cell_->address(leader), cell_->CaFile(),
+                            Cert("other/client-mallory"),
+                            Key("other/client-mallory")))
+                .error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_TRUE(call(NewChannel(cell_->address(leader), cell_->CaFile())).ok());
+}
+
+TEST_F(TlsTest, PeersWithoutTheRightCertificateCannotDisturbTheCell) {
+  const int leader = Leader();
+  ASSERT_NE(leader, 0);
+  absl::StatusOr<v1::StatusResponse> before = cell_->Status(leader);
+  LOCKD_ASSERT_OK(before);
+  for (int id = 1; id <= cell_->size(); ++id) {
+    const uint32_t other = id == 1 ? 2 : 1;
+    // Plaintext: no TLS handshake, no stream.
+    EXPECT_FALSE(SendPeerMessage(NewChannel(cell_->peer_address(id)),
+                                 HugePrepare(other, id))
+                     .ok());
+    // A certificate of another CA claiming to be a member: the handshake
+    // fails.
+    EXPECT_FALSE(
+        SendPeerMessage(PeerChannel(id, cell_->CaFile(), "other/replica-2"),
+                        HugePrepare(other, id))
+            .ok());
+    // Certificates of the cell's CA that name someone else than the member
+    // the messages claim: the stream is accepted, its messages refused.
+    EXPECT_TRUE(
+        SendPeerMessage(PeerChannel(id, cell_->CaFile(), "cell/replica-9"),
+                        HugePrepare(other, id))
+            .ok());
+    EXPECT_TRUE(
+        SendPeerMessage(PeerChannel(id, cell_->CaFile(), "cell/client-alice"),
+                        HugePrepare(other, id))
+            .ok());
+    const int third = 6 - id - other;
+    EXPECT_TRUE(
+        SendPeerMessage(PeerChannel(id, cell_->CaFile(),
+                                    absl::StrCat("cell/replica-", third)),
+                        HugePrepare(other, id))
+            .ok());
+  }
+  // Had any replica taken one of the Prepares, it would have promised the
+  // huge ballot and the leader would lose its majority within an election
+  // timeout.
+  absl::SleepFor(3 * cell_->election_timeout());
+  absl::StatusOr<v1::StatusResponse> after = cell_->Status(leader);
+  LOCKD_ASSERT_OK(after);
+  EXPECT_EQ(after->epoch(), before->epoch());
+  EXPECT_EQ(after->role(), "leader");
+  EXPECT_TRUE(after->has_lease());
+  for (int id = 1; id <= cell_->size(); ++id) {
+    EXPECT_TRUE(
+        absl::StrContains(cell_->LogTail(id, 400), "its certificate names"))
+        << cell_->LogTail(id, 20);
+  }
+}
+
+// Runs lockd with `args` until it exits; its exit status and output.
+std::pair<int, std::string> RunLockd(const std::vector<std::string>& args) {
+  const std::string dir = ::testing::TempDir();
+  ProcessOptions process;
+  process.argv = {LOCKD_BINARY};
+  process.argv.insert(process.argv.end(), args.begin(), args.end());
+  process.output_path = dir + "/security-out";
+  absl::StatusOr<pid_t> pid = StartProcess(process);
+  if (!pid.ok()) return {-1, pid.status().ToString()};
+  int wait_status = 0;
+  if (!WaitForProcess(*pid, absl::Now() + absl::Seconds(20), &wait_status)) {
+    kill(*pid, SIGKILL);
+    WaitForProcess(*pid, absl::InfiniteFuture(), &wait_status);
+    return {-1, "lockd did not exit"};
+  }
+  std::ifstream out(dir + "/security-out");
+  std::string text((std::istreambuf_iterator<char>(out)),
+                   std::istreambuf_iterator<char>());
+  return {WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1, text};
+}
+
+TEST(InsecureFlagTest, PlaintextBeyondLoopbackNeedsInsecure) {
+  const std::string data = ::testing::TempDir() + "/insecure-data";
+  const std::vector<std::string> base = {
+      "--id=1", "--members=1@127.0.0.1:1/127.0.0.1:2", "--data_dir=" + data};
+  std::vector<std::string> args = base;
+  args.push_back("--listen=0.0.0.0:0");
+  auto [code, output] = RunLockd(args);
+  EXPECT_EQ(code, 2) << output;
+  EXPECT_TRUE(
+      absl::StrContains(output, "refusing to listen on 0.0.0.0:0 without TLS"))
+      << output;
+  EXPECT_TRUE(absl::StrContains(output, "--insecure")) << output;
+
+  args = base;
+  args.push_back("--tls_cert=/nonexistent.pem");
+  std::tie(code, output) = RunLockd(args);
+  EXPECT_EQ(code, 2) << output;
+  EXPECT_TRUE(absl::StrContains(output, "--tls_ca, --tls_cert and --tls_key"))
+      << output;
+
+  args = base;
+  for (const char* flag : {"--tls_ca", "--tls_cert", "--tls_key"}) {
+    args.push_back(absl::StrCat(flag, "=/nonexistent.pem"));
+  }
+  std::tie(code, output) = RunLockd(args);
+  EXPECT_EQ(code, 2) << output;
+  EXPECT_TRUE(absl::StrContains(
+      output, "--tls_ca=/nonexistent.pem: cannot read the PEM file"))
+      << output;
+}
+
+}  // namespace
+}  // namespace lockd::integration
