@@ -1,6 +1,15 @@
-// Private to sessions/: the state machine's in-memory records and the
-// declaration of StateMachine::Impl, shared by state_machine.cc (commands,
-// reads) and snapshot.cc (the snapshot format).
+// Private to sessions/: the state machine's in-memory records, the
+// declaration of StateMachine::Impl and the helpers its files share. The
+// Impl is defined across one file per concern:
+//   state_machine.cc    Apply (time, epochs, dispatch) and the public class
+//   session_lifetime.cc sessions and time: create, renew, close, expiry
+//   exactly_once.cc     admission of requests and their recorded answers
+//   nodes.cc            the namespace
+//   locks.cc            locks, waiters, lock-delay and sequencers
+//   elections.cc        elections on top of locks
+//   events.cc           per-session event buffers and watches
+//   reads.cc            reads and operator listings
+//   snapshot.cc         the snapshot format
 //
 // Thread-safety: none; StateMachine's owner serializes all calls.
 #ifndef LOCKD_SESSIONS_STATE_MACHINE_IMPL_H_
@@ -27,6 +36,41 @@
 #include "sessions/state_machine.h"
 
 namespace lockd::sessions {
+
+using v1::LockMode;
+
+// Elections live under this node: election N is the lock on /election/N.
+inline constexpr absl::string_view kElectionDir = "/election";
+
+inline statepb::Result ErrorResult(const absl::Status& status) {
+  statepb::Result result;
+  result.set_code(static_cast<int32_t>(status.code()));
+  result.set_message(std::string(status.message()));
+  return result;
+}
+
+inline absl::string_view ModeName(LockMode mode) {
+  return mode == v1::EXCLUSIVE ? "EXCLUSIVE" : "SHARED";
+}
+
+inline v1::Event MakeEvent(v1::Event::Type type, absl::string_view path) {
+  v1::Event event;
+  event.set_type(type);
+  event.set_path(std::string(path));
+  return event;
+}
+
+// The election name if `path` is /election/<name>.
+inline std::optional<absl::string_view> ElectionName(absl::string_view path) {
+  if (path.size() <= kElectionDir.size() + 1 ||
+      path.substr(0, kElectionDir.size()) != kElectionDir ||
+      path[kElectionDir.size()] != '/') {
+    return std::nullopt;
+  }
+  absl::string_view name = path.substr(kElectionDir.size() + 1);
+  if (name.find('/') != absl::string_view::npos) return std::nullopt;
+  return name;
+}
 
 // The root node's instance number; created nodes count up from 2.
 inline constexpr uint64_t kRootInstance = 1;
