@@ -191,6 +191,27 @@ const std::vector<Command>& Commands() {
        /*runs_command=*/false,
        /*handles_signals=*/false,
        RunStat},
+      {"acl",
+       "get|set PATH",
+       "Show or change a node's ACL names.",
+       "Every node names three ACLs (docs/security.md): who may read it, "
+       "who may write it (set, delete, create children, lock, campaign) "
+       "and who may change these names. Each is - (everyone) or NAME, the "
+       "node /acl/NAME whose content lists principals (client certificate "
+       "identities, separated by spaces, commas or newlines; * is anyone). "
+       "`acl set` changes the names given and keeps the others; it needs "
+       "the change-ACL right and fails with exit code 4 if the names "
+       "changed meanwhile. Use --read= (empty) for everyone.",
+       {{"read", "NAME", "ACL of the read right (acl set)."},
+        {"write", "NAME", "ACL of the write right (acl set)."},
+        {"change", "NAME", "ACL of the change-ACL right (acl set)."}},
+       {"lockctl acl get /config", "lockctl put /acl/ops 'alice bob'",
+        "lockctl acl set /config --write=ops --change=ops"},
+       /*min_args=*/2,
+       /*max_args=*/2,
+       /*runs_command=*/false,
+       /*handles_signals=*/false,
+       RunAcl},
       {"watch",
        "PATH",
        "Print changes to a node as they happen.",

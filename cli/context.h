@@ -51,6 +51,7 @@ int RunPut(Context& context);
 int RunList(Context& context);
 int RunRemove(Context& context);
 int RunStat(Context& context);
+int RunAcl(Context& context);
 int RunWatch(Context& context);
 int RunSessions(Context& context);
 int RunLocks(Context& context);

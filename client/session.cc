@@ -493,6 +493,27 @@ absl::StatusOr<v1::NodeMeta> Session::SetNode(
   return response.meta();
 }
 
+absl::StatusOr<v1::NodeMeta> Session::SetAcl(const std::string& path,
+                                             const Acl& acl,
+                                             uint64_t expected_acl_generation) {
+  v1::SetAclRequest request;
+  *request.mutable_header() = NewHeader();
+  request.set_path(path);
+  request.set_read_acl(acl.read);
+  request.set_write_acl(acl.write);
+  request.set_change_acl(acl.change);
+  request.set_expected_acl_generation(expected_acl_generation);
+  v1::SetAclResponse response;
+  absl::Status status = client_->Invoke(
+      "Nodes.SetAcl", [&](Client::Endpoint& e, grpc::ClientContext* context) {
+        response.Clear();
+        return e.nodes->SetAcl(context, request, &response);
+      });
+  Answered(request.header().request_id());
+  if (!status.ok()) return status;
+  return response.meta();
+}
+
 absl::Status Session::DeleteNode(const std::string& path,
                                  uint64_t expected_content_generation) {
   v1::DeleteNodeRequest request;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/marshalling.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
@@ -89,6 +90,11 @@ ABSL_FLAG(std::string, client_ca, "",
           "PEM file of the CA of client certificates (optional, needs TLS). "
           "Clients may then present a certificate; one that does not verify "
           "is refused.");
+ABSL_FLAG(std::vector<std::string>, admin_principals, {},
+          "Comma-separated client identities (certificate DNS SAN or CN) "
+          "that have every right and may list sessions and locks. ACLs are "
+          "enforced only with --client_ca; without it everyone is an admin "
+          "(docs/security.md).");
 ABSL_FLAG(bool, insecure, false,
           "Allow plaintext on addresses other than loopback. Without it, "
           "lockd refuses to listen beyond 127.0.0.1 without TLS.");
@@ -290,11 +296,22 @@ int Run() {
     std::cerr << "lockd: --max_keepalive_streams must be positive\n";
     return 2;
   }
+  const std::vector<std::string> admins = absl::GetFlag(FLAGS_admin_principals);
+  const bool enforce_acls =
+      tls_config != nullptr && !tls_config->client_ca_pem.empty();
+  if (!admins.empty() && !enforce_acls) {
+    std::cerr << "lockd: --admin_principals needs --client_ca (without "
+                 "client certificates there are no principals)\n";
+    return 2;
+  }
+  const AccessPolicy policy(
+      enforce_acls, std::set<std::string>(admins.begin(), admins.end()));
   SessionsService sessions_service(loop->get(), max_request_bytes,
-                                   absl::GetFlag(FLAGS_max_keepalive_streams));
-  NodesService nodes_service(loop->get(), max_request_bytes);
-  LocksService locks_service(loop->get(), max_request_bytes);
-  ElectionsService elections_service(loop->get(), max_request_bytes);
+                                   absl::GetFlag(FLAGS_max_keepalive_streams),
+                                   &policy);
+  NodesService nodes_service(loop->get(), max_request_bytes, &policy);
+  LocksService locks_service(loop->get(), max_request_bytes, &policy);
+  ElectionsService elections_service(loop->get(), max_request_bytes, &policy);
   ClusterService cluster_service(loop->get(), options->addresses);
 
   grpc::EnableDefaultHealthCheckService(true);

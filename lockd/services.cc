@@ -11,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
+#include "lockd/tls.h"
 
 namespace lockd {
 namespace {
@@ -38,6 +39,11 @@ void FinishCall(grpc::CallbackServerContext* context,
                 grpc::ServerUnaryReactor* reactor, const absl::Status& status) {
   AddLeaderTrailers(context, status);
   reactor->Finish(ToGrpcStatus(status));
+}
+
+// The node of election `name` (checked for rights like any node).
+std::string ElectionPath(const std::string& name) {
+  return absl::StrCat("/election/", name);
 }
 
 absl::Status CheckSize(const google::protobuf::Message& request,
@@ -88,7 +94,8 @@ class SubmittedCall : public grpc::ServerUnaryReactor {
 // Submits `command` and finishes the call with its result; `fill` moves the
 // result's body into the response.
 grpc::ServerUnaryReactor* SubmitCommand(
-    ReplicaLoop* loop, grpc::CallbackServerContext* context,
+    ReplicaLoop* loop, const AccessPolicy* policy,
+    grpc::CallbackServerContext* context,
     const google::protobuf::Message& request, size_t max_request_bytes,
     statepb::Command command, std::function<void(statepb::Result&)> fill) {
   const absl::Status size = CheckSize(request, max_request_bytes);
@@ -97,6 +104,9 @@ grpc::ServerUnaryReactor* SubmitCommand(
     FinishCall(context, reactor, size);
     return reactor;
   }
+  sessions::Access access = policy->AccessOf(context);
+  command.set_principal(std::move(access.principal));
+  command.set_admin(access.admin);
   auto* call = new SubmittedCall(loop, context);
   call->Start(std::move(command), std::move(fill));
   return call;
@@ -105,7 +115,7 @@ grpc::ServerUnaryReactor* SubmitCommand(
 // Submits `request` as the command in `command_field` and answers with the
 // result's `result_field`.
 template <typename Request, typename Response>
-grpc::ServerUnaryReactor* Submit(ReplicaLoop* loop,
+grpc::ServerUnaryReactor* Submit(ReplicaLoop* loop, const AccessPolicy* policy,
                                  grpc::CallbackServerContext* context,
                                  size_t max_request_bytes,
                                  const Request& request, Response* response,
@@ -113,7 +123,7 @@ grpc::ServerUnaryReactor* Submit(ReplicaLoop* loop,
                                  Response* (statepb::Result::*result_field)()) {
   statepb::Command command;
   *(command.*command_field)() = request;
-  return SubmitCommand(loop, context, request, max_request_bytes,
+  return SubmitCommand(loop, policy, context, request, max_request_bytes,
                        std::move(command),
                        [response, result_field](statepb::Result& result) {
                          response->Swap((result.*result_field)());
@@ -147,6 +157,27 @@ grpc::ServerUnaryReactor* ReadInto(ReplicaLoop* loop,
                      *response = *std::move(answer);
                      return absl::OkStatus();
                    });
+}
+
+// As ReadInto, once the caller's `right` on `path` checks.
+template <typename Response, typename ReadFn>
+grpc::ServerUnaryReactor* ReadChecked(ReplicaLoop* loop,
+                                      const AccessPolicy* policy,
+                                      grpc::CallbackServerContext* context,
+                                      Response* response, std::string path,
+                                      sessions::Right right, ReadFn read) {
+  return ReadInto(
+      loop, context, response,
+      [access = policy->AccessOf(context), path = std::move(path), right,
+       read = std::move(read)](
+          const sessions::StateMachine& state) -> absl::StatusOr<Response> {
+        // A bad path or name is left to `read`, whose error names it.
+        if (absl::Status allowed = state.CheckAccess(path, right, access);
+            !allowed.ok() && !absl::IsInvalidArgument(allowed)) {
+          return allowed;
+        }
+        return read(state);
+      });
 }
 
 // Serializes the writes of one server stream: at most one write in flight,
@@ -293,12 +324,28 @@ using ObserveReactorBase = grpc::ServerWriteReactor<v1::GetLeaderResponse>;
 
 class ObserveReactor : public ObserveReactorBase {
  public:
+  // The caller (`access`) needs the read right on the election's node when
+  // the stream opens.
   ObserveReactor(ReplicaLoop* loop, grpc::CallbackServerContext* context,
-                 const std::string& name)
+                 const std::string& name, sessions::Access access)
       : loop_(loop),
         queue_(std::make_shared<Queue>(this, context)),
         listener_(std::make_shared<Listener>(queue_)) {
-    loop_->Observe(name, listener_);
+    loop_->Read(
+        [name, access = std::move(access)](const sessions::StateMachine& state,
+                                           const paxos::Replica&) {
+          const absl::Status allowed = state.CheckAccess(
+              ElectionPath(name), sessions::Right::kRead, access);
+          return absl::IsInvalidArgument(allowed) ? absl::OkStatus() : allowed;
+        },
+        [loop, name, queue = queue_,
+         listener = listener_](absl::Status status) {
+          if (status.ok()) {
+            loop->Observe(name, listener);
+          } else {
+            queue->End(status);
+          }
+        });
   }
 
   void OnWriteDone(bool ok) override { queue_->WriteDone(ok); }
@@ -335,13 +382,36 @@ class ObserveReactor : public ObserveReactorBase {
 
 }  // namespace
 
+// -------------------------------------------------------------- AccessPolicy
+
+sessions::Access AccessPolicy::AccessOf(
+    grpc::CallbackServerContext* context) const {
+  if (!enforce_) return {"", true};
+  sessions::Access access;
+  access.principal = PrincipalOf(*context->auth_context());
+  access.admin = admins_.count(access.principal) > 0;
+  return access;
+}
+
+absl::Status AccessPolicy::RequireAdmin(const sessions::Access& access,
+                                        absl::string_view what) const {
+  if (access.admin) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat(
+      what,
+      " needs an operator principal (--admin_principals); this call "
+      "comes from ",
+      access.principal.empty()
+          ? std::string("an anonymous client (no client certificate)")
+          : absl::StrCat("principal \"", access.principal, "\"")));
+}
+
 // ------------------------------------------------------------------ Sessions
 
 grpc::ServerUnaryReactor* SessionsService::CreateSession(
     grpc::CallbackServerContext* context,
     const v1::CreateSessionRequest* request,
     v1::CreateSessionResponse* response) {
-  return Submit(loop_, context, max_request_bytes_, *request, response,
+  return Submit(loop_, policy_, context, max_request_bytes_, *request, response,
                 &statepb::Command::mutable_create_session,
                 &statepb::Result::mutable_create_session);
 }
@@ -367,7 +437,7 @@ grpc::ServerUnaryReactor* SessionsService::CloseSession(
     grpc::CallbackServerContext* context,
     const v1::CloseSessionRequest* request,
     v1::CloseSessionResponse* response) {
-  return Submit(loop_, context, max_request_bytes_, *request, response,
+  return Submit(loop_, policy_, context, max_request_bytes_, *request, response,
                 &statepb::Command::mutable_close_session,
                 &statepb::Result::mutable_close_session);
 }
@@ -376,6 +446,13 @@ grpc::ServerUnaryReactor* SessionsService::List(
     grpc::CallbackServerContext* context,
     const v1::ListSessionsRequest* /*request*/,
     v1::ListSessionsResponse* response) {
+  const absl::Status allowed =
+      policy_->RequireAdmin(policy_->AccessOf(context), "listing sessions");
+  if (!allowed.ok()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    FinishCall(context, reactor, allowed);
+    return reactor;
+  }
   return ReadInto(
       loop_, context, response,
       [](const sessions::StateMachine& state) { return state.ListSessions(); });
@@ -386,7 +463,7 @@ grpc::ServerUnaryReactor* SessionsService::List(
 grpc::ServerUnaryReactor* NodesService::Create(
     grpc::CallbackServerContext* context, const v1::CreateNodeRequest* request,
     v1::CreateNodeResponse* response) {
-  return Submit(loop_, context, max_request_bytes_, *request, response,
+  return Submit(loop_, policy_, context, max_request_bytes_, *request, response,
                 &statepb::Command::mutable_create_node,
                 &statepb::Result::mutable_create_node);
 }
@@ -394,16 +471,17 @@ grpc::ServerUnaryReactor* NodesService::Create(
 grpc::ServerUnaryReactor* NodesService::Get(
     grpc::CallbackServerContext* context, const v1::GetNodeRequest* request,
     v1::GetNodeResponse* response) {
-  return ReadInto(loop_, context, response,
-                  [request](const sessions::StateMachine& state) {
-                    return state.GetNode(request->path());
-                  });
+  return ReadChecked(loop_, policy_, context, response, request->path(),
+                     sessions::Right::kRead,
+                     [request](const sessions::StateMachine& state) {
+                       return state.GetNode(request->path());
+                     });
 }
 
 grpc::ServerUnaryReactor* NodesService::Set(
     grpc::CallbackServerContext* context, const v1::SetNodeRequest* request,
     v1::SetNodeResponse* response) {
-  return Submit(loop_, context, max_request_bytes_, *request, response,
+  return Submit(loop_, policy_, context, max_request_bytes_, *request, response,
                 &statepb::Command::mutable_set_node,
                 &statepb::Result::mutable_set_node);
 }
@@ -411,7 +489,7 @@ grpc::ServerUnaryReactor* NodesService::Set(
 grpc::ServerUnaryReactor* NodesService::Delete(
     grpc::CallbackServerContext* context, const v1::DeleteNodeRequest* request,
     v1::DeleteNodeResponse* response) {
-  return Submit(loop_, context, max_request_bytes_, *request, response,
+  return Submit(loop_, policy_, context, max_request_bytes_, *request, response,
                 &statepb::Command::mutable_delete_node,
                 &statepb::Result::mutable_delete_node);
 }
@@ -420,27 +498,37 @@ grpc::ServerUnaryReactor* NodesService::List(
     grpc::CallbackServerContext* context,
     const v1::ListChildrenRequest* request,
     v1::ListChildrenResponse* response) {
-  return ReadInto(loop_, context, response,
-                  [request](const sessions::StateMachine& state) {
-                    return state.ListChildren(request->path());
-                  });
+  return ReadChecked(loop_, policy_, context, response, request->path(),
+                     sessions::Right::kRead,
+                     [request](const sessions::StateMachine& state) {
+                       return state.ListChildren(request->path());
+                     });
 }
 
 grpc::ServerUnaryReactor* NodesService::Stat(
     grpc::CallbackServerContext* context, const v1::StatNodeRequest* request,
     v1::StatNodeResponse* response) {
-  return ReadInto(loop_, context, response,
-                  [request](const sessions::StateMachine& state) {
-                    return state.StatNode(request->path());
-                  });
+  return ReadChecked(loop_, policy_, context, response, request->path(),
+                     sessions::Right::kRead,
+                     [request](const sessions::StateMachine& state) {
+                       return state.StatNode(request->path());
+                     });
 }
 
 grpc::ServerUnaryReactor* NodesService::Watch(
     grpc::CallbackServerContext* context, const v1::WatchRequest* request,
     v1::WatchResponse* response) {
-  return Submit(loop_, context, max_request_bytes_, *request, response,
+  return Submit(loop_, policy_, context, max_request_bytes_, *request, response,
                 &statepb::Command::mutable_watch,
                 &statepb::Result::mutable_watch);
+}
+
+grpc::ServerUnaryReactor* NodesService::SetAcl(
+    grpc::CallbackServerContext* context, const v1::SetAclRequest* request,
+    v1::SetAclResponse* response) {
+  return Submit(loop_, policy_, context, max_request_bytes_, *request, response,
+                &statepb::Command::mutable_set_acl,
+                &statepb::Result::mutable_set_acl);
 }
 
 // --------------------------------------------------------------------- Locks
@@ -448,7 +536,7 @@ grpc::ServerUnaryReactor* NodesService::Watch(
 grpc::ServerUnaryReactor* LocksService::Acquire(
     grpc::CallbackServerContext* context, const v1::AcquireRequest* request,
     v1::AcquireResponse* response) {
-  return Submit(loop_, context, max_request_bytes_, *request, response,
+  return Submit(loop_, policy_, context, max_request_bytes_, *request, response,
                 &statepb::Command::mutable_acquire,
                 &statepb::Result::mutable_acquire);
 }
@@ -456,7 +544,7 @@ grpc::ServerUnaryReactor* LocksService::Acquire(
 grpc::ServerUnaryReactor* LocksService::Release(
     grpc::CallbackServerContext* context, const v1::ReleaseRequest* request,
     v1::ReleaseResponse* response) {
-  return Submit(loop_, context, max_request_bytes_, *request, response,
+  return Submit(loop_, policy_, context, max_request_bytes_, *request, response,
                 &statepb::Command::mutable_release,
                 &statepb::Result::mutable_release);
 }
@@ -475,6 +563,13 @@ grpc::ServerUnaryReactor* LocksService::CheckSequencer(
 grpc::ServerUnaryReactor* LocksService::List(
     grpc::CallbackServerContext* context, const v1::ListLocksRequest* request,
     v1::ListLocksResponse* response) {
+  const absl::Status allowed =
+      policy_->RequireAdmin(policy_->AccessOf(context), "listing locks");
+  if (!allowed.ok()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    FinishCall(context, reactor, allowed);
+    return reactor;
+  }
   return ReadInto(loop_, context, response,
                   [request](const sessions::StateMachine& state) {
                     return state.ListLocks(request->prefix());
@@ -486,7 +581,7 @@ grpc::ServerUnaryReactor* LocksService::List(
 grpc::ServerUnaryReactor* ElectionsService::Campaign(
     grpc::CallbackServerContext* context, const v1::CampaignRequest* request,
     v1::CampaignResponse* response) {
-  return Submit(loop_, context, max_request_bytes_, *request, response,
+  return Submit(loop_, policy_, context, max_request_bytes_, *request, response,
                 &statepb::Command::mutable_campaign,
                 &statepb::Result::mutable_campaign);
 }
@@ -494,7 +589,7 @@ grpc::ServerUnaryReactor* ElectionsService::Campaign(
 grpc::ServerUnaryReactor* ElectionsService::Proclaim(
     grpc::CallbackServerContext* context, const v1::ProclaimRequest* request,
     v1::ProclaimResponse* response) {
-  return Submit(loop_, context, max_request_bytes_, *request, response,
+  return Submit(loop_, policy_, context, max_request_bytes_, *request, response,
                 &statepb::Command::mutable_proclaim,
                 &statepb::Result::mutable_proclaim);
 }
@@ -502,21 +597,23 @@ grpc::ServerUnaryReactor* ElectionsService::Proclaim(
 grpc::ServerUnaryReactor* ElectionsService::Leader(
     grpc::CallbackServerContext* context, const v1::GetLeaderRequest* request,
     v1::GetLeaderResponse* response) {
-  return ReadInto(loop_, context, response,
-                  [request](const sessions::StateMachine& state) {
-                    return state.GetLeader(request->name());
-                  });
+  return ReadChecked(loop_, policy_, context, response,
+                     ElectionPath(request->name()), sessions::Right::kRead,
+                     [request](const sessions::StateMachine& state) {
+                       return state.GetLeader(request->name());
+                     });
 }
 
 grpc::ServerWriteReactor<v1::GetLeaderResponse>* ElectionsService::Observe(
     grpc::CallbackServerContext* context, const v1::ObserveRequest* request) {
-  return new ObserveReactor(loop_, context, request->name());
+  return new ObserveReactor(loop_, context, request->name(),
+                            policy_->AccessOf(context));
 }
 
 grpc::ServerUnaryReactor* ElectionsService::Resign(
     grpc::CallbackServerContext* context, const v1::ResignRequest* request,
     v1::ResignResponse* response) {
-  return Submit(loop_, context, max_request_bytes_, *request, response,
+  return Submit(loop_, policy_, context, max_request_bytes_, *request, response,
                 &statepb::Command::mutable_resign,
                 &statepb::Result::mutable_resign);
 }

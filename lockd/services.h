@@ -3,11 +3,36 @@
 
 #include <atomic>
 #include <cstddef>
+#include <set>
+#include <string>
+#include <utility>
 
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "lockd/replica_loop.h"
 #include "protos/lockd.grpc.pb.h"
+#include "sessions/state_machine.h"
 
 namespace lockd {
+
+// Who may do what (docs/security.md). With ACLs enforced (the client port
+// verifies client certificates), a call's principal is its certificate's
+// identity and only `admins` skip the ACLs; otherwise every caller is an
+// admin, as in a cell without TLS.
+class AccessPolicy {
+ public:
+  AccessPolicy(bool enforce, std::set<std::string> admins)
+      : enforce_(enforce), admins_(std::move(admins)) {}
+
+  sessions::Access AccessOf(grpc::CallbackServerContext* context) const;
+  // OK for an admin; else PERMISSION_DENIED naming `what` and the caller.
+  absl::Status RequireAdmin(const sessions::Access& access,
+                            absl::string_view what) const;
+
+ private:
+  const bool enforce_;
+  const std::set<std::string> admins_;
+};
 
 // The public lockd.v1 services: each call becomes a command submitted to
 // the replica loop or a read run there under the leader lease. Callback
@@ -15,17 +40,21 @@ namespace lockd {
 // stream holds no thread.
 //
 // Requests larger than `max_request_bytes` are refused with
-// RESOURCE_EXHAUSTED before anything is proposed.
+// RESOURCE_EXHAUSTED before anything is proposed. Every call is checked
+// against `policy` (which must outlive the service): commands carry the
+// caller's principal into the log, reads check the read right first, and
+// the operator listings need an admin.
 
 class SessionsService : public v1::Sessions::CallbackService {
  public:
   // At most `max_keep_alive_streams` KeepAlive streams are open at once;
   // more are refused with RESOURCE_EXHAUSTED (docs/server.md, "Limits").
   SessionsService(ReplicaLoop* loop, size_t max_request_bytes,
-                  int max_keep_alive_streams)
+                  int max_keep_alive_streams, const AccessPolicy* policy)
       : loop_(loop),
         max_request_bytes_(max_request_bytes),
-        max_keep_alive_streams_(max_keep_alive_streams) {}
+        max_keep_alive_streams_(max_keep_alive_streams),
+        policy_(policy) {}
 
   grpc::ServerUnaryReactor* CreateSession(
       grpc::CallbackServerContext* context,
@@ -45,13 +74,15 @@ class SessionsService : public v1::Sessions::CallbackService {
   ReplicaLoop* const loop_;
   const size_t max_request_bytes_;
   const int max_keep_alive_streams_;
+  const AccessPolicy* const policy_;
   std::atomic<int> keep_alive_streams_{0};
 };
 
 class NodesService : public v1::Nodes::CallbackService {
  public:
-  NodesService(ReplicaLoop* loop, size_t max_request_bytes)
-      : loop_(loop), max_request_bytes_(max_request_bytes) {}
+  NodesService(ReplicaLoop* loop, size_t max_request_bytes,
+               const AccessPolicy* policy)
+      : loop_(loop), max_request_bytes_(max_request_bytes), policy_(policy) {}
 
   grpc::ServerUnaryReactor* Create(grpc::CallbackServerContext* context,
                                    const v1::CreateNodeRequest* request,
@@ -74,16 +105,21 @@ class NodesService : public v1::Nodes::CallbackService {
   grpc::ServerUnaryReactor* Watch(grpc::CallbackServerContext* context,
                                   const v1::WatchRequest* request,
                                   v1::WatchResponse* response) override;
+  grpc::ServerUnaryReactor* SetAcl(grpc::CallbackServerContext* context,
+                                   const v1::SetAclRequest* request,
+                                   v1::SetAclResponse* response) override;
 
  private:
   ReplicaLoop* const loop_;
   const size_t max_request_bytes_;
+  const AccessPolicy* const policy_;
 };
 
 class LocksService : public v1::Locks::CallbackService {
  public:
-  LocksService(ReplicaLoop* loop, size_t max_request_bytes)
-      : loop_(loop), max_request_bytes_(max_request_bytes) {}
+  LocksService(ReplicaLoop* loop, size_t max_request_bytes,
+               const AccessPolicy* policy)
+      : loop_(loop), max_request_bytes_(max_request_bytes), policy_(policy) {}
 
   grpc::ServerUnaryReactor* Acquire(grpc::CallbackServerContext* context,
                                     const v1::AcquireRequest* request,
@@ -102,12 +138,14 @@ class LocksService : public v1::Locks::CallbackService {
  private:
   ReplicaLoop* const loop_;
   const size_t max_request_bytes_;
+  const AccessPolicy* const policy_;
 };
 
 class ElectionsService : public v1::Elections::CallbackService {
  public:
-  ElectionsService(ReplicaLoop* loop, size_t max_request_bytes)
-      : loop_(loop), max_request_bytes_(max_request_bytes) {}
+  ElectionsService(ReplicaLoop* loop, size_t max_request_bytes,
+                   const AccessPolicy* policy)
+      : loop_(loop), max_request_bytes_(max_request_bytes), policy_(policy) {}
 
   grpc::ServerUnaryReactor* Campaign(grpc::CallbackServerContext* context,
                                      const v1::CampaignRequest* request,
@@ -128,6 +166,7 @@ class ElectionsService : public v1::Elections::CallbackService {
  private:
   ReplicaLoop* const loop_;
   const size_t max_request_bytes_;
+  const AccessPolicy* const policy_;
 };
 
 class ClusterService : public v1::Cluster::CallbackService {

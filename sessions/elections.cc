@@ -52,6 +52,10 @@ StateMachine::Impl::Campaign(Session& session, uint64_t request_id,
   if (absl::Status status = ValidatePathImpl(path, limits_); !status.ok()) {
     return status;
   }
+  if (absl::Status status = CheckAccess(path, Right::kWrite, access_);
+      !status.ok()) {
+    return status;
+  }
   if (absl::Status status = CheckContentSize(request.value()); !status.ok()) {
     return status;
   }
@@ -106,6 +110,11 @@ absl::StatusOr<v1::ProclaimResponse> StateMachine::Impl::Proclaim(
     Session& session, const v1::ProclaimRequest& request) {
   if (absl::Status status =
           ValidateName(request.name(), "election name", limits_);
+      !status.ok()) {
+    return status;
+  }
+  if (absl::Status status = CheckAccess(ChildPath(kElectionDir, request.name()),
+                                        Right::kWrite, access_);
       !status.ok()) {
     return status;
   }

@@ -189,6 +189,10 @@ absl::StatusOr<std::optional<v1::AcquireResponse>> StateMachine::Impl::Acquire(
   if (request.mode() != v1::EXCLUSIVE && request.mode() != v1::SHARED) {
     return absl::InvalidArgumentError("mode must be EXCLUSIVE or SHARED");
   }
+  if (absl::Status status = CheckAccess(path, Right::kWrite, access_);
+      !status.ok()) {
+    return status;
+  }
   if (absl::Status status = CheckWaitTimeout(request.wait_timeout_ms());
       !status.ok()) {
     return status;

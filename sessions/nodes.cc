@@ -93,6 +93,10 @@ Node& StateMachine::Impl::AddNode(const std::string& path, std::string content,
   node.content = std::move(content);
   if (owner != 0) sessions_.at(owner).ephemeral_nodes.insert(path);
   Node& parent = NodeAt(ParentPath(path));
+  node.meta.set_read_acl(parent.meta.read_acl());
+  node.meta.set_write_acl(parent.meta.write_acl());
+  node.meta.set_change_acl(parent.meta.change_acl());
+  node.meta.set_acl_generation(1);
   parent.children.insert(std::string(BaseName(path)));
   EmitToWatchers(parent, v1::Event::CHILD_ADDED, path);
   return node;
@@ -162,6 +166,11 @@ absl::StatusOr<v1::CreateNodeResponse> StateMachine::Impl::CreateNode(
   if (request.path() == "/") {
     return absl::AlreadyExistsError("the root node always exists");
   }
+  if (absl::Status status =
+          CheckAccess(ParentPath(request.path()), Right::kWrite, access_);
+      !status.ok()) {
+    return status;
+  }
   if (absl::Status status = CheckContentSize(request.content()); !status.ok()) {
     return status;
   }
@@ -190,6 +199,10 @@ absl::StatusOr<v1::CreateNodeResponse> StateMachine::Impl::CreateNode(
 absl::StatusOr<v1::SetNodeResponse> StateMachine::Impl::SetNode(
     const v1::SetNodeRequest& request) {
   if (absl::Status status = ValidatePathImpl(request.path(), limits_);
+      !status.ok()) {
+    return status;
+  }
+  if (absl::Status status = CheckAccess(request.path(), Right::kWrite, access_);
       !status.ok()) {
     return status;
   }
@@ -223,6 +236,10 @@ absl::StatusOr<v1::DeleteNodeResponse> StateMachine::Impl::DeleteNode(
   }
   if (path == "/") {
     return absl::InvalidArgumentError("the root node cannot be deleted");
+  }
+  if (absl::Status status = CheckAccess(path, Right::kWrite, access_);
+      !status.ok()) {
+    return status;
   }
   const Node* node = FindNode(path);
   if (node == nullptr) {
@@ -263,6 +280,10 @@ absl::StatusOr<v1::WatchResponse> StateMachine::Impl::Watch(
     Session& session, const v1::WatchRequest& request) {
   const std::string& path = request.path();
   if (absl::Status status = ValidatePathImpl(path, limits_); !status.ok()) {
+    return status;
+  }
+  if (absl::Status status = CheckAccess(path, Right::kRead, access_);
+      !status.ok() && !request.remove()) {
     return status;
   }
   Node* node = FindNode(path);

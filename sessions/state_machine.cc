@@ -47,11 +47,13 @@ StateMachine::Impl::Impl(const Limits& limits) : limits_(limits) {
   Node& root = nodes_["/"];
   root.meta.set_instance(kRootInstance);
   root.meta.set_content_generation(1);
+  root.meta.set_acl_generation(1);
   root.meta.set_checksum(Crc32c(""));
 }
 
 ApplyResult StateMachine::Impl::Apply(const statepb::Command& command) {
   out_ = ApplyResult();
+  access_ = {command.principal(), command.admin()};
   sessions_with_events_.clear();
   elections_before_.clear();
   if (command.epoch() < epoch_) {
@@ -182,6 +184,13 @@ void StateMachine::Impl::Execute(const statepb::Command& command) {
                    });
       return;
     }
+    case statepb::Command::kSetAcl: {
+      const auto& request = command.set_acl();
+      ApplyRequest(request.header(), command.secret_digest(), [&](Session&) {
+        return MakeResult(SetAcl(request), &statepb::Result::mutable_set_acl);
+      });
+      return;
+    }
     case statepb::Command::kResign: {
       const auto& request = command.resign();
       ApplyRequest(request.header(), command.secret_digest(),
@@ -250,6 +259,11 @@ absl::StatusOr<int64_t> StateMachine::SessionExpiresAt(
   return impl_->SessionExpiresAt(session_id);
 }
 
+absl::Status StateMachine::CheckAccess(std::string_view path, Right right,
+                                       const Access& access) const {
+  return impl_->CheckAccess(ToAbsl(path), right, access);
+}
+
 absl::Status StateMachine::CheckSecret(uint64_t session_id,
                                        std::string_view secret_digest) const {
   return impl_->CheckSecret(session_id, ToAbsl(secret_digest));
@@ -304,6 +318,9 @@ const v1::RequestHeader* HeaderOf(const statepb::Command& command) {
     case statepb::Command::kResign:
       header = &command.resign().header();
       break;
+    case statepb::Command::kSetAcl:
+      header = &command.set_acl().header();
+      break;
     case statepb::Command::kStartEpoch:
     case statepb::Command::kRenewSessions:
     case statepb::Command::kTick:
@@ -337,6 +354,8 @@ v1::RequestHeader* MutableHeaderOf(statepb::Command& command) {
       return command.mutable_proclaim()->mutable_header();
     case statepb::Command::kResign:
       return command.mutable_resign()->mutable_header();
+    case statepb::Command::kSetAcl:
+      return command.mutable_set_acl()->mutable_header();
     case statepb::Command::kCreateSession:
     case statepb::Command::kStartEpoch:
     case statepb::Command::kRenewSessions:

@@ -53,6 +53,20 @@ struct ApplyResult {
   std::vector<std::string> changed_elections;
 };
 
+// The three rights of Chubby's ACLs (docs/security.md).
+enum class Right { kRead, kWrite, kChangeAcl };
+
+// Who makes a request, as the front end authenticated it: the identity of
+// the TLS client certificate ("" for none). An admin has every right.
+struct Access {
+  std::string principal;
+  bool admin = false;
+};
+
+// ACL nodes live here: the ACL named N is the node /acl/N, whose content
+// lists principals separated by spaces, commas or newlines ("*": anyone).
+inline constexpr char kAclDir[] = "/acl";
+
 // The replicated state machine of a lockd cell: namespace, sessions, locks,
 // waiters, events, elections and the exactly-once table.
 //
@@ -79,6 +93,10 @@ struct ApplyResult {
 // * Secrets: CreateSession stores the command's secret_digest (a retry by
 //   nonce replaces it); every request of the session must carry the same
 //   digest, or it is refused with PERMISSION_DENIED and changes nothing.
+// * ACLs: every node has three ACL names (read, write, change-ACL), copied
+//   from its parent on creation; "" grants everyone. A command's principal
+//   and admin bit decide its rights; a denied request is answered
+//   PERMISSION_DENIED (recorded like any answer) and changes nothing else.
 // * A session whose expires_at <= now is gone: it is deleted, its requests
 //   fail with NOT_FOUND ("session N does not exist (expired or closed)"),
 //   its parked requests with FAILED_PRECONDITION, and it is never granted a
@@ -109,6 +127,14 @@ class StateMachine {
   v1::CheckSequencerResponse CheckSequencer(
       const v1::Sequencer& sequencer) const;
   absl::StatusOr<v1::GetLeaderResponse> GetLeader(std::string_view name) const;
+
+  // OK iff `access` holds `right` on the node at `path` or, if there is
+  // none, on its nearest existing ancestor (whose ACL names a node created
+  // there inherits). PERMISSION_DENIED naming the right, node, ACL and
+  // principal otherwise; INVALID_ARGUMENT for a bad path. The front end
+  // checks reads with it.
+  absl::Status CheckAccess(std::string_view path, Right right,
+                           const Access& access) const;
 
   // --- Listings for operators (reads as above). Remaining times are
   // measured from now_ms(). An answer holds at most limits.max_list_entries

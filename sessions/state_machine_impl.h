@@ -7,6 +7,7 @@
 //   nodes.cc            the namespace
 //   locks.cc            locks, waiters, lock-delay and sequencers
 //   elections.cc        elections on top of locks
+//   acls.cc             rights: ACL names on nodes and the ACL nodes
 //   events.cc           per-session event buffers and watches
 //   reads.cc            reads and operator listings
 //   snapshot.cc         the snapshot format
@@ -155,6 +156,8 @@ class StateMachine::Impl {
   v1::CheckSequencerResponse CheckSequencer(
       const v1::Sequencer& sequencer) const;
   absl::StatusOr<v1::GetLeaderResponse> GetLeader(absl::string_view name) const;
+  absl::Status CheckAccess(absl::string_view path, Right right,
+                           const Access& access) const;
   v1::ListSessionsResponse ListSessions() const;
   absl::StatusOr<v1::ListLocksResponse> ListLocks(
       absl::string_view prefix) const;
@@ -205,6 +208,7 @@ class StateMachine::Impl {
       Session& session, const v1::ProclaimRequest& request);
   absl::StatusOr<v1::ResignResponse> Resign(Session& session,
                                             const v1::ResignRequest& request);
+  absl::StatusOr<v1::SetAclResponse> SetAcl(const v1::SetAclRequest& request);
 
   // --- Exactly-once.
   // Runs `execute` for the request under `header` unless the exactly-once
@@ -302,6 +306,8 @@ class StateMachine::Impl {
 
   // Scratch of the Apply in progress.
   ApplyResult out_;
+  // Who sent the command being applied.
+  Access access_;
   std::set<uint64_t> sessions_with_events_;
   std::map<std::string, std::optional<v1::LeaderInfo>, std::less<>>
       elections_before_;

@@ -35,6 +35,7 @@ namespace {
 
 using ::lockd::integration::Cell;
 using ::lockd::integration::CellOptions;
+using ::lockd::integration::MakeCertificates;
 using ::lockd::integration::PickFreePort;
 using ::lockd::integration::PollUntil;
 using ::testing::ContainsRegex;
@@ -691,6 +692,69 @@ TEST_F(LockctlTest, WatchWarnsWhenTheCellDropsEvents) {
   EXPECT_EQ(watch->Wait(absl::Seconds(30)), 0) << watch->Err();
   EXPECT_THAT(watch->Out(),
               ContainsRegex("\n\\{\"events_lost\":[1-9][0-9]*\\}\n"));
+}
+
+TEST_F(LockctlTest, AclGetAndSet) {
+  EXPECT_EQ(Run({"acl", "get", "/acl-test"}).exit_code, kNotFound);
+  ASSERT_EQ(Run({"put", "/acl-test", "x"}).exit_code, 0);
+  const RunResult fresh = Run({"acl", "get", "/acl-test"});
+  ASSERT_EQ(fresh.exit_code, 0) << Describe(fresh);
+  EXPECT_THAT(fresh.out, HasSubstr("write       - (everyone)"));
+  EXPECT_THAT(fresh.out, HasSubstr("ACL generation 1"));
+  const RunResult set = Run({"acl", "set", "/acl-test", "--write=ops"});
+  ASSERT_EQ(set.exit_code, 0) << Describe(set);
+  EXPECT_THAT(set.out, HasSubstr("write       ops (/acl/ops)"));
+  EXPECT_THAT(set.out, HasSubstr("read        - (everyone)"));
+  EXPECT_THAT(set.out, HasSubstr("ACL generation 2"));
+  EXPECT_THAT(Run({"-o", "json", "acl", "get", "/acl-test"}).out,
+              HasSubstr("\"write_acl\":\"ops\",\"change_acl\":\"\","
+                        "\"acl_generation\":2"));
+  EXPECT_THAT(Run({"stat", "/acl-test"}).out, HasSubstr("ops (/acl/ops)"));
+  // Without client certificates the cell enforces no ACLs: writes go on.
+  EXPECT_EQ(Run({"put", "/acl-test", "y"}).exit_code, 0);
+  const RunResult nothing = Run({"acl", "set", "/acl-test"});
+  EXPECT_EQ(nothing.exit_code, kUsage);
+  EXPECT_THAT(nothing.out + nothing.err,
+              HasSubstr("needs at least one of --read, --write, --change"));
+  EXPECT_EQ(Run({"acl", "frob", "/acl-test"}).exit_code, kUsage);
+  EXPECT_EQ(Run({"acl", "get", "/acl-test", "--read=x"}).exit_code, kUsage);
+}
+
+// A cell with TLS: lockctl needs the CA.
+class LockctlTlsTest : public LockctlTest {
+ protected:
+  static void SetUpTestSuite() {}
+  static void TearDownTestSuite() {}
+  void SetUp() override {
+    LockctlTest::SetUp();
+    ASSERT_TRUE(MakeCertificates(File("certs"), {1, 2, 3}, {"alice"}).ok());
+    CellOptions options;
+    options.lockd_binary = LOCKD_BINARY;
+    options.tls_dir = File("certs");
+    absl::StatusOr<std::unique_ptr<Cell>> cell = Cell::Start(options);
+    ASSERT_TRUE(cell.ok()) << cell.status();
+    own_cell_ = *std::move(cell);
+    ASSERT_TRUE(own_cell_->WaitForLeader(absl::Seconds(20)).ok());
+  }
+  Cell& cell() override { return *own_cell_; }
+  std::unique_ptr<Cell> own_cell_;
+};
+
+TEST_F(LockctlTlsTest, TalksTlsWithTheCa) {
+  const std::string ca = "--ca=" + File("certs/ca.pem");
+  const RunResult status = Run({ca, "status"});
+  EXPECT_EQ(status.exit_code, 0) << Describe(status);
+  const RunResult alice =
+      Run({ca, "--cert=" + File("certs/client-alice.pem"),
+           "--key=" + File("certs/client-alice.key"), "put", "/tls", "x"});
+  EXPECT_EQ(alice.exit_code, 0) << Describe(alice);
+  const RunResult no_key =
+      Run({ca, "--cert=" + File("certs/client-alice.pem"), "status"});
+  EXPECT_EQ(no_key.exit_code, kUsage);
+  EXPECT_THAT(no_key.out + no_key.err, HasSubstr("needs its key"));
+  const RunResult no_file = Run({"--ca=" + File("nope.pem"), "status"});
+  EXPECT_EQ(no_file.exit_code, kUsage);
+  EXPECT_THAT(no_file.out + no_file.err, HasSubstr("cannot read the TLS CA"));
 }
 
 // Tests that stop the cell get one of their own.

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -21,6 +22,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "lockd/client.h"
+#include "lockd/lock.h"
 #include "lockd/session.h"
 #include "protos/peer.grpc.pb.h"
 #include "tests/integration/cell_fixture.h"
@@ -196,6 +198,129 @@ TEST_F(TlsTest, PeersWithoutTheRightCertificateCannotDisturbTheCell) {
         absl::StrContains(cell_->LogTail(id, 400), "its certificate names"))
         << cell_->LogTail(id, 20);
   }
+}
+
+// A cell that enforces ACLs: client certificates of its CA name the
+// principals; root is the operator.
+class AclCellTest : public TlsTest {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/acl-" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::remove_all(dir_);
+    LOCKD_ASSERT_OK(
+        MakeCertificates(dir_ + "/cell", {1, 2, 3}, {"alice", "bob", "root"}));
+    CellOptions options = DefaultOptions();
+    options.tls_dir = dir_ + "/cell";
+    options.extra_flags = {"--admin_principals=root"};
+    // Snapshots every few entries, so that restarts restore ACLs from one.
+    options.snapshot_interval = 5;
+    ASSERT_NO_FATAL_FAILURE(StartCell(options));
+    for (const char* name : {"alice", "bob", "root", ""}) {
+      ASSERT_NO_FATAL_FAILURE(Connect(name));
+    }
+  }
+
+  // A client (and session) presenting `name`'s certificate; "" for none.
+  void Connect(const std::string& name) {
+    lockd::ClientOptions options;
+    options.endpoints = cell_->addresses();
+    options.tls_ca_file = cell_->CaFile();
+    if (!name.empty()) {
+      options.tls_cert_file = Cert("cell/client-" + name);
+      options.tls_key_file = Key("cell/client-" + name);
+    }
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+    LOCKD_ASSERT_OK(client);
+    absl::StatusOr<std::unique_ptr<Session>> session =
+        Session::Create(client->get(), SessionOptions());
+    LOCKD_ASSERT_OK(session);
+    sessions_[name] = *std::move(session);
+    clients_by_name_[name] = *std::move(client);
+  }
+
+  Session& As(const std::string& name) { return *sessions_.at(name); }
+  Client& ClientOf(const std::string& name) {
+    return *clients_by_name_.at(name);
+  }
+
+  // Every right denies and allows as docs/security.md says.
+  void ExpectTheRules(const std::string& when) {
+    SCOPED_TRACE(when);
+    auto expect_denied = [](const absl::Status& status,
+                            const std::string& what) {
+      EXPECT_EQ(status.code(), absl::StatusCode::kPermissionDenied) << status;
+      EXPECT_TRUE(absl::StrContains(status.message(), what)) << status;
+    };
+    // Read.
+    LOCKD_EXPECT_OK(ClientOf("bob").Get("/data"));
+    expect_denied(ClientOf("").Get("/data").status(),
+                  "an anonymous client (no client certificate) lacks the read "
+                  "right on \"/data\"");
+    // Write.
+    expect_denied(As("bob").SetNode("/data", "by bob").status(),
+                  "principal \"bob\" lacks the write right on \"/data\": "
+                  "its write ACL is \"writers\", and /acl/writers does not "
+                  "list it");
+    expect_denied(As("bob").CreateNode("/data/bob").status(), "write right");
+    LOCKD_EXPECT_OK(As("alice").SetNode("/data", "by alice " + when));
+    absl::StatusOr<v1::GetNodeResponse> data = ClientOf("root").Get("/data");
+    LOCKD_ASSERT_OK(data);
+    EXPECT_EQ(data->content(), "by alice " + when);
+    // Locks and elections need write.
+    absl::StatusOr<std::unique_ptr<Lock>> bob_lock =
+        Lock::TryAcquire(&As("bob"), "/data/lock", v1::EXCLUSIVE);
+    expect_denied(bob_lock.status(), "write right");
+    absl::StatusOr<std::unique_ptr<Lock>> alice_lock =
+        Lock::TryAcquire(&As("alice"), "/data/lock", v1::EXCLUSIVE);
+    LOCKD_EXPECT_OK(alice_lock);
+    if (alice_lock.ok()) LOCKD_EXPECT_OK((*alice_lock)->Release());
+    // Change-ACL.
+    expect_denied(
+        As("alice").SetAcl("/data", {"", "writers", "admins"}).status(),
+        "lacks the change-ACL right on \"/data\"");
+    // Listings need the operator.
+    expect_denied(ClientOf("alice").ListSessions().status(),
+                  "listing sessions needs an operator principal");
+    expect_denied(ClientOf("bob").ListLocks("/").status(),
+                  "listing locks needs an operator principal");
+    LOCKD_EXPECT_OK(ClientOf("root").ListSessions());
+  }
+
+  std::map<std::string, std::unique_ptr<Client>> clients_by_name_;
+  std::map<std::string, std::unique_ptr<Session>> sessions_;
+};
+
+TEST_F(AclCellTest, EveryRightHoldsAcrossFailoverAndSnapshotRestore) {
+  Session& root = As("root");
+  for (const auto& [path, content] :
+       {std::pair<std::string, std::string>{"/acl", ""},
+        {"/acl/readers", "alice bob"},
+        {"/acl/writers", "alice"},
+        {"/acl/admins", "root"},
+        {"/data", "v1"}}) {
+    LOCKD_ASSERT_OK(root.CreateNode(path, content));
+  }
+  absl::StatusOr<v1::NodeMeta> set =
+      root.SetAcl("/data", {"readers", "writers", "admins"});
+  LOCKD_ASSERT_OK(set);
+  EXPECT_EQ(set->acl_generation(), 2u);
+  ASSERT_NO_FATAL_FAILURE(ExpectTheRules("at first"));
+
+  LOCKD_ASSERT_OK(cell_->Kill(Leader()));
+  ASSERT_NE(Leader(), 0);
+  ASSERT_NO_FATAL_FAILURE(ExpectTheRules("after a failover"));
+
+  // Every replica restarts from its snapshot (taken every 5 entries).
+  for (int id = 1; id <= cell_->size(); ++id) {
+    absl::StatusOr<v1::StatusResponse> status = cell_->Status(id);
+    if (status.ok()) {  // (not the replica killed above)
+      EXPECT_GT(status->snapshot_index(), 0u) << "replica " << id;
+    }
+    LOCKD_ASSERT_OK(cell_->Restart(id, /*kill=*/true));
+  }
+  ASSERT_NE(Leader(), 0);
+  ASSERT_NO_FATAL_FAILURE(ExpectTheRules("after a restart from snapshots"));
 }
 
 // Runs lockd with `args` until it exits; its exit status and output.

@@ -94,12 +94,12 @@ class LogGenerator {
       command.set_secret_digest(kDigest);
       return command;
     }
-    const std::vector<std::string> paths = {"/a",     "/b",           "/a/x",
-                                            "/a/y",   "/b/z",         "/q",
-                                            "/a/x/w", "/election/e1", "bad/"};
+    const std::vector<std::string> paths = {
+        "/a",     "/b",           "/a/x", "/a/y", "/b/z",  "/q",
+        "/a/x/w", "/election/e1", "bad/", "/acl", "/acl/r"};
     const std::string path = PickOf(paths);
     const std::string content(Pick(3), static_cast<char>('a' + Pick(3)));
-    switch (Pick(11)) {
+    switch (Pick(12)) {
       case 0:
         command = CreateNodeCommand(path, content, Pick(3) == 0, Pick(4) == 0);
         break;
@@ -133,6 +133,12 @@ class LogGenerator {
       case 9:
         command = ResignCommand(PickOf<std::string>({"e1", "e2"}));
         break;
+      case 10: {
+        const std::vector<std::string> acls = {"", "", "r", "missing"};
+        command = SetAclCommand(path, PickOf(acls), PickOf(acls), PickOf(acls),
+                                Pick(3));
+        break;
+      }
       default:
         command = Pick(3) == 0 ? CloseSessionCommand()
                                : CreateNodeCommand(path, content);
@@ -149,6 +155,10 @@ class LogGenerator {
     }
     // Now and then a request without the session's secret.
     command.set_secret_digest(Pick(20) == 0 ? "forged" : kDigest);
+    // Principals that /acl/r may or may not list ("p1 *" or "p2" as the
+    // random content goes), and mostly an admin.
+    command.set_principal(PickOf<std::string>({"", "p1", "p2"}));
+    command.set_admin(Pick(3) != 0);
     return command;
   }
 
@@ -337,14 +347,16 @@ TEST(DeterminismTest, RandomLogsKeepInvariantsAndExerciseTheRules) {
   int expirations = 0;
   int timeouts = 0;
   int retries_answered = 0;
+  int denied = 0;
   for (uint64_t seed = 100; seed < 120; ++seed) {
-    const std::vector<statepb::Command> log = RandomLog(seed, 1500);
+    const std::vector<statepb::Command> log = RandomLog(seed, 2000);
     StateMachine sm(SmallLimits());
     for (size_t i = 0; i < log.size(); ++i) {
       const ApplyResult result = sm.Apply(log[i]);
       expirations += static_cast<int>(result.ended_sessions.size());
       for (const Completion& completion : result.completions) {
         if (completion.result.code() == kDeadlineExceeded) ++timeouts;
+        if (completion.result.code() == kPermissionDenied) ++denied;
         if (completion.result.has_acquire() && !log[i].has_acquire()) {
           ++grants_after_wait;
         }
@@ -365,6 +377,7 @@ TEST(DeterminismTest, RandomLogsKeepInvariantsAndExerciseTheRules) {
   EXPECT_GT(expirations, 100);
   EXPECT_GT(timeouts, 20);
   EXPECT_GT(retries_answered, 10);
+  EXPECT_GT(denied, 50);  // wrong secrets and missing rights
 }
 
 TEST(DeterminismTest, RestoredSnapshotContinuesIdentically) {

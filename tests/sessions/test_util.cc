@@ -97,6 +97,21 @@ statepb::Command CloseSessionCommand() {
   return command;
 }
 
+statepb::Command SetAclCommand(const std::string& path,
+                               const std::string& read_acl,
+                               const std::string& write_acl,
+                               const std::string& change_acl,
+                               uint64_t expected_acl_generation) {
+  statepb::Command command;
+  v1::SetAclRequest* request = command.mutable_set_acl();
+  request->set_path(path);
+  request->set_read_acl(read_acl);
+  request->set_write_acl(write_acl);
+  request->set_change_acl(change_acl);
+  request->set_expected_acl_generation(expected_acl_generation);
+  return command;
+}
+
 v1::RequestHeader* MutableHeader(statepb::Command& command) {
   v1::RequestHeader* header = MutableHeaderOf(command);
   CHECK(header != nullptr) << "not a client command: "
@@ -198,6 +213,8 @@ std::optional<statepb::Result> Cell::RunAs(uint64_t session_id,
   if (command.secret_digest().empty()) {
     command.set_secret_digest(digests_[session_id]);
   }
+  command.set_principal(access_.principal);
+  command.set_admin(access_.admin);
   ApplyResult result = Apply(std::move(command));
   std::optional<statepb::Result> completion =
       FindCompletion(result, {session_id, request_id});

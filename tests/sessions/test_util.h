@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -55,6 +56,11 @@ statepb::Command ProclaimCommand(const std::string& name,
                                  const std::string& value);
 statepb::Command ResignCommand(const std::string& name);
 statepb::Command CloseSessionCommand();
+statepb::Command SetAclCommand(const std::string& path,
+                               const std::string& read_acl,
+                               const std::string& write_acl,
+                               const std::string& change_acl,
+                               uint64_t expected_acl_generation = 0);
 
 // The request header of a client command (CHECK-fails for others).
 v1::RequestHeader* MutableHeader(statepb::Command& command);
@@ -71,6 +77,10 @@ class Cell {
   const std::string& digest(uint64_t session_id) {
     return digests_[session_id];
   }
+
+  // Requests sent from now on come from `access` (default: an anonymous
+  // principal without admin rights).
+  void set_access(Access access) { access_ = std::move(access); }
 
   // Applies `command` stamped with the current epoch and time.
   ApplyResult Apply(statepb::Command command);
@@ -108,6 +118,7 @@ class Cell {
   std::map<uint64_t, uint64_t> next_request_;
   // The secret digest of each session created here.
   std::map<uint64_t, std::string> digests_;
+  Access access_;
   uint64_t secrets_drawn_ = 0;
 };
 

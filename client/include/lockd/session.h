@@ -131,6 +131,18 @@ class Session {
   // Deletes `path`, with compare-and-set as in SetNode.
   absl::Status DeleteNode(const std::string& path,
                           uint64_t expected_content_generation = 0);
+  // The three ACL names of a node (docs/security.md): each "" (everyone)
+  // or the name of an ACL node /acl/NAME listing principals.
+  struct Acl {
+    std::string read;
+    std::string write;
+    std::string change;
+  };
+  // Replaces the ACL names of `path` (needs the change-ACL right); with
+  // expected_acl_generation != 0 only if the node's ACL generation equals
+  // it. The current names are in StatNode's meta.
+  absl::StatusOr<v1::NodeMeta> SetAcl(const std::string& path, const Acl& acl,
+                                      uint64_t expected_acl_generation = 0);
   // Registers (or with `remove`, drops) interest in `path`: its changes
   // arrive through on_event.
   absl::Status Watch(const std::string& path, bool remove = false);
