@@ -51,6 +51,14 @@
 ABSL_FLAG(std::string, endpoints,
           "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003",
           "Replica addresses of the cell, comma separated.");
+ABSL_FLAG(std::string, ca, "",
+          "PEM file of the cell's CA for TLS (default: $LOCKD_CA; none: "
+          "plaintext).");
+ABSL_FLAG(std::string, cert, "",
+          "PEM file of a client certificate, with --key (default: "
+          "$LOCKD_CERT).");
+ABSL_FLAG(std::string, key, "",
+          "PEM file of --cert's key (default: $LOCKD_KEY).");
 ABSL_FLAG(std::string, name, "example", "The election's name.");
 ABSL_FLAG(std::string, id, "",
           "This candidate's value (what observers see as the leader). "
@@ -257,6 +265,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> endpoints = absl::StrSplit(
       absl::GetFlag(FLAGS_endpoints), ',', absl::SkipWhitespace());
   options.endpoints = std::move(endpoints);
+  options.tls_ca_file = absl::GetFlag(FLAGS_ca);
+  options.tls_cert_file = absl::GetFlag(FLAGS_cert);
+  options.tls_key_file = absl::GetFlag(FLAGS_key);
   absl::StatusOr<std::unique_ptr<lockd::Client>> client =
       lockd::Client::Create(options);
   if (!client.ok()) {

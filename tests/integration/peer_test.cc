@@ -18,39 +18,13 @@
 #include "gtest/gtest.h"
 #include "protos/peer.grpc.pb.h"
 #include "tests/integration/cell_fixture.h"
+#include "tests/integration/peer_messages.h"
 #include "tests/integration/process.h"
 
 namespace lockd::integration {
 namespace {
 
 class PeerTest : public CellTest {};
-
-// A Prepare with a ballot far above anything the cell used: a replica that
-// took it would promise it and depose the leader.
-paxospb::Message HugePrepare(uint32_t from, uint32_t to) {
-  paxospb::Message message;
-  message.set_from(from);
-  message.set_to(to);
-  message.mutable_prepare()->mutable_ballot()->set_round(1 << 30);
-  message.mutable_prepare()->mutable_ballot()->set_replica_id(from);
-  message.mutable_prepare()->set_first_unchosen(1);
-  return message;
-}
-
-// Writes `message` on a Peer.Send stream to `address` and returns how the
-// stream ended.
-grpc::Status SendPeerMessage(const std::string& address,
-                             const paxospb::Message& message) {
-  auto stub = peerpb::Peer::NewStub(NewChannel(address));
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-  peerpb::SendResponse response;
-  std::unique_ptr<grpc::ClientWriter<paxospb::Message>> writer =
-      stub->Send(&context, &response);
-  writer->Write(message);
-  writer->WritesDone();
-  return writer->Finish();
-}
 
 TEST_F(PeerTest, ClientPortRefusesPaxos) {
   ASSERT_NO_FATAL_FAILURE(StartCell());
@@ -61,7 +35,7 @@ TEST_F(PeerTest, ClientPortRefusesPaxos) {
   for (int id = 1; id <= cell_->size(); ++id) {
     const uint32_t other = id == 1 ? 2 : 1;
     const grpc::Status status =
-        SendPeerMessage(cell_->address(id), HugePrepare(other, id));
+        SendPeerMessage(NewChannel(cell_->address(id)), HugePrepare(other, id));
     EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED)
         << "replica " << id << "'s client port: " << status.error_message();
   }
@@ -91,10 +65,11 @@ TEST_F(PeerTest, MessagesFromOutsideTheMembershipAreRefused) {
   LOCKD_ASSERT_OK(before);
   for (int id = 1; id <= cell_->size(); ++id) {
     // From an id that is no member, and from a member to the wrong replica.
-    EXPECT_TRUE(
-        SendPeerMessage(cell_->peer_address(id), HugePrepare(99, id)).ok());
+    EXPECT_TRUE(SendPeerMessage(NewChannel(cell_->peer_address(id)),
+                                HugePrepare(99, id))
+                    .ok());
     const uint32_t wrong_target = id % cell_->size() + 1;
-    EXPECT_TRUE(SendPeerMessage(cell_->peer_address(id),
+    EXPECT_TRUE(SendPeerMessage(NewChannel(cell_->peer_address(id)),
                                 HugePrepare(wrong_target, wrong_target))
                     .ok());
   }
@@ -121,18 +96,8 @@ std::pair<int, std::string> RunLockdWith(std::vector<std::string> args,
   process.argv = {LOCKD_BINARY};
   process.argv.insert(process.argv.end(), args.begin(), args.end());
   process.output_path = dir + "/out";
-  absl::StatusOr<pid_t> pid = StartProcess(process);
-  if (!pid.ok()) return {-1, pid.status().ToString()};
-  int wait_status = 0;
-  if (!WaitForProcess(*pid, absl::Now() + absl::Seconds(20), &wait_status)) {
-    kill(*pid, SIGKILL);
-    WaitForProcess(*pid, absl::InfiniteFuture(), &wait_status);
-    return {-1, "lockd did not exit"};
-  }
-  std::ifstream out(dir + "/out");
-  std::string text((std::istreambuf_iterator<char>(out)),
-                   std::istreambuf_iterator<char>());
-  return {WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1, text};
+  ProcessResult result = RunToExit(process, absl::Seconds(20));
+  return {result.exit_code, result.output};
 }
 
 std::pair<int, std::string> RunLockd(const std::string& members,

@@ -8,6 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <iterator>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -101,6 +104,27 @@ bool WaitForProcess(pid_t pid, absl::Time deadline, int* wait_status) {
     if (absl::Now() >= deadline) return false;
     absl::SleepFor(absl::Milliseconds(5));
   }
+}
+
+ProcessResult RunToExit(const ProcessOptions& options, absl::Duration timeout) {
+  ProcessResult result;
+  absl::StatusOr<pid_t> pid = StartProcess(options);
+  if (!pid.ok()) {
+    result.output = pid.status().ToString();
+    return result;
+  }
+  int wait_status = 0;
+  if (!WaitForProcess(*pid, absl::Now() + timeout, &wait_status)) {
+    kill(*pid, SIGKILL);
+    WaitForProcess(*pid, absl::InfiniteFuture(), &wait_status);
+    result.output = "(killed: still running after the timeout)\n";
+  } else if (WIFEXITED(wait_status)) {
+    result.exit_code = WEXITSTATUS(wait_status);
+  }
+  std::ifstream in(options.output_path);
+  result.output.append(std::istreambuf_iterator<char>(in),
+                       std::istreambuf_iterator<char>());
+  return result;
 }
 
 }  // namespace lockd::integration

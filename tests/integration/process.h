@@ -40,6 +40,19 @@ absl::StatusOr<pid_t> StartProcess(const ProcessOptions& options);
 // with status 0); false if it still runs at the deadline.
 bool WaitForProcess(pid_t pid, absl::Time deadline, int* wait_status);
 
+// What a program that ran to its end said.
+struct ProcessResult {
+  // The exit status; -1 if it was killed by a signal, did not start, or
+  // was still running at the deadline (then it was killed).
+  int exit_code = -1;
+  // Its standard output and error together.
+  std::string output;
+};
+
+// Runs `options` (its output goes to options.output_path, which must name
+// a file) until it exits or `timeout` passes.
+ProcessResult RunToExit(const ProcessOptions& options, absl::Duration timeout);
+
 }  // namespace lockd::integration
 
 #endif  // LOCKD_TESTS_INTEGRATION_PROCESS_H_

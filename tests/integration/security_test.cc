@@ -26,22 +26,11 @@
 #include "lockd/session.h"
 #include "protos/peer.grpc.pb.h"
 #include "tests/integration/cell_fixture.h"
+#include "tests/integration/peer_messages.h"
 #include "tests/integration/process.h"
 
 namespace lockd::integration {
 namespace {
-
-// A Prepare with a ballot far above anything the cell used: a replica that
-// took it would promise it and depose the leader.
-paxospb::Message HugePrepare(uint32_t from, uint32_t to) {
-  paxospb::Message message;
-  message.set_from(from);
-  message.set_to(to);
-  message.mutable_prepare()->mutable_ballot()->set_round(1 << 30);
-  message.mutable_prepare()->mutable_ballot()->set_replica_id(from);
-  message.mutable_prepare()->set_first_unchosen(1);
-  return message;
-}
 
 class TlsTest : public CellTest {
  protected:
@@ -64,20 +53,6 @@ class TlsTest : public CellTest {
   }
   std::string Key(const std::string& name) const {
     return dir_ + "/" + name + ".key";
-  }
-
-  // Sends `message` on a Peer.Send stream over `channel`; how it ended.
-  static grpc::Status SendPeerMessage(std::shared_ptr<grpc::Channel> channel,
-                                      const paxospb::Message& message) {
-    auto stub = peerpb::Peer::NewStub(std::move(channel));
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-    peerpb::SendResponse response;
-    std::unique_ptr<grpc::ClientWriter<paxospb::Message>> writer =
-        stub->Send(&context, &response);
-    writer->Write(message);
-    writer->WritesDone();
-    return writer->Finish();
   }
 
   // A mutual-TLS channel to replica `id`'s peer port presenting `name`'s
@@ -274,7 +249,9 @@ class AclCellTest : public TlsTest {
     absl::StatusOr<std::unique_ptr<Lock>> alice_lock =
         Lock::TryAcquire(&As("alice"), "/data/lock", v1::EXCLUSIVE);
     LOCKD_EXPECT_OK(alice_lock);
-    if (alice_lock.ok()) LOCKD_EXPECT_OK((*alice_lock)->Release());
+    if (alice_lock.ok()) {
+      LOCKD_EXPECT_OK((*alice_lock)->Release());
+    }
     // Change-ACL.
     expect_denied(
         As("alice").SetAcl("/data", {"", "writers", "admins"}).status(),
@@ -325,23 +302,12 @@ TEST_F(AclCellTest, EveryRightHoldsAcrossFailoverAndSnapshotRestore) {
 
 // Runs lockd with `args` until it exits; its exit status and output.
 std::pair<int, std::string> RunLockd(const std::vector<std::string>& args) {
-  const std::string dir = ::testing::TempDir();
   ProcessOptions process;
   process.argv = {LOCKD_BINARY};
   process.argv.insert(process.argv.end(), args.begin(), args.end());
-  process.output_path = dir + "/security-out";
-  absl::StatusOr<pid_t> pid = StartProcess(process);
-  if (!pid.ok()) return {-1, pid.status().ToString()};
-  int wait_status = 0;
-  if (!WaitForProcess(*pid, absl::Now() + absl::Seconds(20), &wait_status)) {
-    kill(*pid, SIGKILL);
-    WaitForProcess(*pid, absl::InfiniteFuture(), &wait_status);
-    return {-1, "lockd did not exit"};
-  }
-  std::ifstream out(dir + "/security-out");
-  std::string text((std::istreambuf_iterator<char>(out)),
-                   std::istreambuf_iterator<char>());
-  return {WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1, text};
+  process.output_path = ::testing::TempDir() + "/security-out";
+  ProcessResult result = RunToExit(process, absl::Seconds(20));
+  return {result.exit_code, result.output};
 }
 
 TEST(InsecureFlagTest, PlaintextBeyondLoopbackNeedsInsecure) {
