@@ -110,7 +110,9 @@ TEST(LockdFlagsTest, HelpListsEveryFlag) {
   auto [code, output] = RunLockdWith({"--help"}, ::testing::TempDir());
   for (const char* flag :
        {"--members", "--peer_listen", "--data_dir", "--election_ticks",
-        "--max_keepalive_streams", "--max_request_bytes"}) {
+        "--max_keepalive_streams", "--max_request_bytes", "--tls_ca",
+        "--tls_cert", "--tls_key", "--client_ca", "--admin_principals",
+        "--insecure"}) {
     EXPECT_TRUE(absl::StrContains(output, flag)) << flag << "\n" << output;
   }
   EXPECT_FALSE(absl::StrContains(output, "No flags matched")) << output;

@@ -300,7 +300,14 @@ struct Held {
 // A client request waiting for its final answer. Retries reuse the request
 // number (or, for CreateSession, the nonce).
 struct Operation {
-  enum class Kind { kCreateSession, kAcquire, kRelease, kCloseSession };
+  enum class Kind {
+    kCreateSession,
+    kAcquire,
+    kRelease,
+    kCloseSession,
+    // An intruder's Release of the client's lock without its secret.
+    kForgedRelease,
+  };
   Kind kind = Kind::kCreateSession;
   statepb::Command command;
   // The session's request number, or the CreateSession nonce.
@@ -1086,6 +1093,13 @@ class World {
         return;
       }
     }
+    // Now and then someone who knows the session's id (not its secret)
+    // tries to release one of its locks: it must be refused, and the lock
+    // stays held (the real release later checks that it still is).
+    if (!c.held.empty() && random_.Bernoulli(0.05)) {
+      StartForgedRelease(c, c.held.begin()->first);
+      return;
+    }
     if (!healed_ && c.held.empty() && random_.Bernoulli(0.02)) {
       Operation op;
       op.kind = Operation::Kind::kCloseSession;
@@ -1165,6 +1179,22 @@ class World {
     header->set_session_id(c.session_id);
     header->set_request_id(op.request_id);
     header->set_session_secret(c.session_secret);
+    header->set_first_unanswered_request_id(op.request_id);
+    release->set_path(path);
+    op.timeout_local_us = 500000;
+    StartOperation(c, std::move(op));
+  }
+
+  void StartForgedRelease(Client& c, const std::string& path) {
+    Operation op;
+    op.kind = Operation::Kind::kForgedRelease;
+    op.path = path;
+    op.request_id = c.next_request_id;
+    v1::ReleaseRequest* release = op.command.mutable_release();
+    v1::RequestHeader* header = release->mutable_header();
+    header->set_session_id(c.session_id);
+    header->set_request_id(op.request_id);
+    header->set_session_secret("forged");
     header->set_first_unanswered_request_id(op.request_id);
     release->set_path(path);
     op.timeout_local_us = 500000;
@@ -1268,6 +1298,28 @@ class World {
     // A refusal matters only for the latest attempt (earlier ones were
     // cancelled or superseded).
     const bool latest = current && reply.caller == c.op->attempt_caller;
+    if (latest && c.op->kind == Operation::Kind::kForgedRelease) {
+      const bool denied =
+          reply.status.code() == absl::StatusCode::kPermissionDenied ||
+          (reply.status.ok() &&
+           reply.result.code() ==
+               static_cast<int>(absl::StatusCode::kPermissionDenied));
+      if (denied) {
+        ++result_.forgeries_refused;
+        c.op.reset();
+        ScheduleClientTimer(c, kOperationTimer, random_.Range(0, 200000));
+        return;
+      }
+      if (reply.status.ok() && reply.result.code() == 0) {
+        Violation(absl::StrCat("forged secret accepted: a release of ",
+                               c.op->path, " for session ", c.session_id,
+                               " without its secret succeeded"));
+      }
+      // Otherwise (not the leader, overtaken, session gone) as any request.
+    }
+    if (current && !latest && c.op->kind == Operation::Kind::kForgedRelease) {
+      return;
+    }
     if (!reply.status.ok()) {
       if (latest) RefusedOperation(c, reply.status);
       return;
@@ -1309,6 +1361,7 @@ class World {
         EndSession(c, "closed");
         break;
       case Operation::Kind::kCreateSession:
+      case Operation::Kind::kForgedRelease:
         break;
     }
     ScheduleClientTimer(c, kOperationTimer, random_.Range(0, 200000));

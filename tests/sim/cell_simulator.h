@@ -64,6 +64,9 @@ struct Result {
   uint64_t exclusive_grants = 0;
   uint64_t shared_grants = 0;
   uint64_t releases = 0;
+  // Releases of a held lock sent with a forged session secret, each refused
+  // with PERMISSION_DENIED (one accepted is a violation).
+  uint64_t forgeries_refused = 0;
   uint64_t sessions_created = 0;
   // Sessions that ended without CloseSession (their lease ran out).
   uint64_t sessions_expired = 0;
