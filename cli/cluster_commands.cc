@@ -69,6 +69,7 @@ std::vector<MemberAddress> Membership(
 // The log and session fields of a replica's status.
 JsonObject& AddProgress(JsonObject& json, const v1::StatusResponse& status) {
   return json.Uint("epoch", status.epoch())
+      .String("epoch_ballot", FormatEpoch(status.epoch()))
       .Uint("commit_index", status.commit_index())
       .Uint("applied_index", status.applied_index())
       .Uint("snapshot_index", status.snapshot_index())
@@ -176,7 +177,7 @@ int RunStatus(Context& context) {
   Table table({"FIELD", "VALUE"});
   table.AddRow(
       {"leader", absl::StrCat(status.id(), " (", leader->address, ")")});
-  table.AddRow({"epoch", absl::StrCat(status.epoch())});
+  table.AddRow({"epoch", FormatEpoch(status.epoch())});
   table.AddRow({"commit index", absl::StrCat(status.commit_index())});
   table.AddRow({"applied index", absl::StrCat(status.applied_index())});
   table.AddRow({"snapshot index", absl::StrCat(status.snapshot_index())});
@@ -221,7 +222,7 @@ int RunMembers(Context& context) {
       ++answering;
       const v1::StatusResponse& s = *answer.status;
       table.AddRow({absl::StrCat(s.id()), address, s.role(),
-                    s.has_lease() ? "yes" : "no", absl::StrCat(s.epoch()),
+                    s.has_lease() ? "yes" : "no", FormatEpoch(s.epoch()),
                     absl::StrCat(s.commit_index()),
                     absl::StrCat(s.applied_index()),
                     absl::StrCat(s.snapshot_index()), "ok"});

@@ -71,12 +71,16 @@ const std::vector<FlagSpec>& GlobalFlags() {
 }
 
 // Flags of the commands that hold a session while they run.
-std::vector<FlagSpec> HoldFlags(const std::string& holding) {
+// `timing` says where the stop's timing is explained.
+std::vector<FlagSpec> HoldFlags(const std::string& holding,
+                                const std::string& timing) {
   return {
       {"wait", "DURATION",
        "How long to wait for " + holding +
            " (0: try once). Default: until interrupted. Exit code 5 if it "
-           "runs out."},
+           "runs out. The cell parks one request for at most an hour; a "
+           "longer wait asks again every hour and so queues anew behind "
+           "the waiters that came meanwhile."},
       {"ttl", "DURATION", "Session lease length. Default 10s."},
       {"lock-delay", "DURATION",
        "If the session is lost while holding, nobody gets " + holding +
@@ -84,7 +88,8 @@ std::vector<FlagSpec> HoldFlags(const std::string& holding) {
       {"kill-grace", "DURATION",
        "When the hold is lost, CMD's group gets SIGTERM and, this long "
        "after, SIGKILL. Default 3s. The stop is timed so that CMD is gone "
-       "before the lock can be handed on (see `lockctl help lock`)."},
+       "before the lock can be handed on (" +
+           timing + ")."},
   };
 }
 
@@ -154,6 +159,29 @@ const std::vector<Command>& Commands() {
        /*runs_command=*/false,
        /*handles_signals=*/false,
        RunPut},
+      {"create",
+       "PATH [VALUE]",
+       "Create a node: plain, ephemeral or sequential.",
+       "Creates PATH with VALUE (default empty); the parent must exist. "
+       "Prints the created path, which for --sequential is PATH with a "
+       "10-digit number appended (PATH itself is the prefix: /jobs/job- "
+       "makes /jobs/job-0000000001, then ...0002). Exit code 4 if the node "
+       "exists. An --ephemeral node lives as long as the session that made "
+       "it: lockctl keeps it until interrupted, then deletes it and exits "
+       "0; exit code 6 if the session is lost (the cell deletes the node "
+       "then).",
+       {{"ephemeral", "", "Delete the node when lockctl stops."},
+        {"sequential", "", "Append a 10-digit sequence number to PATH."},
+        {"ttl", "DURATION",
+         "Session lease of an --ephemeral node. Default 10s."}},
+       {"lockctl create /config/flags on",
+        "lockctl create --sequential /jobs/job- payload",
+        "lockctl create --ephemeral /services/web/host-a 10.0.0.5:80"},
+       /*min_args=*/1,
+       /*max_args=*/2,
+       /*runs_command=*/false,
+       /*handles_signals=*/true,
+       RunCreate},
       {"ls",
        "[PATH]",
        "List a node's children.",
@@ -283,7 +311,8 @@ const std::vector<Command>& Commands() {
        [] {
          std::vector<FlagSpec> flags = {
              {"shared", "", "Take a shared (reader) lock."}};
-         for (FlagSpec& flag : HoldFlags("the lock")) flags.push_back(flag);
+         for (FlagSpec& flag : HoldFlags("the lock", "the timing is above"))
+           flags.push_back(flag);
          return flags;
        }(),
        {"lockctl lock /jobs/reindex -- ./reindex.sh",
@@ -305,10 +334,15 @@ const std::vector<Command>& Commands() {
        "LOCKD_ELECTION and LOCKD_ELECTION_VALUE in its environment, stops "
        "it the same way when the session is lost, resigns when CMD exits "
        "and exits with CMD's status. Without CMD, leads until interrupted, "
-       "then resigns.",
-       HoldFlags("the leadership"),
+       "then resigns; meanwhile a line `proclaim VALUE` on standard input "
+       "changes the leader's value and `resign` resigns and exits 0. (Only "
+       "the leader's own session may proclaim or resign, so these are lines "
+       "to the leading lockctl, not commands of their own.)",
+       HoldFlags("the leadership", "see `lockctl help lock`"),
        {"lockctl elect scheduler host-a:8080 -- ./scheduler",
-        "lockctl elect --wait=0 scheduler host-a:8080"},
+        "lockctl elect --wait=0 scheduler host-a:8080",
+        "printf 'proclaim host-a:9090\\nresign\\n' | lockctl elect scheduler "
+        "host-a:8080"},
        /*min_args=*/2,
        /*max_args=*/2,
        /*runs_command=*/true,
@@ -515,8 +549,16 @@ int Main(int argc, char** argv) {
         const Command* command = FindCommand(name);
         return command == nullptr ? nullptr : &command->flags;
       });
-  if (!parsed.ok())
+  if (!parsed.ok()) {
+    // Point to the help of the command the line was for, if it names one.
+    for (int i = 1; i < argc; ++i) {
+      if (argv[i][0] != '-' && FindCommand(argv[i]) != nullptr) {
+        context.args.command = argv[i];
+        break;
+      }
+    }
     return context.Usage(std::string(parsed.status().message()));
+  }
   context.args = *std::move(parsed);
   ParsedArgs& args = context.args;
   const std::string output = args.Get("output", "table");

@@ -52,6 +52,7 @@ int RunList(Context& context);
 int RunRemove(Context& context);
 int RunStat(Context& context);
 int RunAcl(Context& context);
+int RunCreate(Context& context);
 int RunWatch(Context& context);
 int RunSessions(Context& context);
 int RunLocks(Context& context);

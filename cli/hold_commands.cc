@@ -1,5 +1,6 @@
 // lockctl lock, elect, leader, observe and check-sequencer.
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "cli/context.h"
 #include "cli/supervisor.h"
@@ -250,7 +252,8 @@ class LeaseWatch {
 int HoldAndRun(Context& context, Session& session, const HoldSettings& settings,
                const v1::Sequencer& sequencer,
                std::vector<std::pair<std::string, std::string>> env,
-               std::function<bool()> still_ours) {
+               std::function<bool()> still_ours,
+               std::function<bool()> finished) {
   env.emplace_back("LOCKD_SEQUENCER", EncodeSequencer(sequencer));
   env.emplace_back("LOCKD_LOCK_GENERATION",
                    absl::StrCat(sequencer.lock_generation()));
@@ -259,24 +262,43 @@ int HoldAndRun(Context& context, Session& session, const HoldSettings& settings,
     absl::StatusOr<pid_t> started = StartChild(context.args.exec, env);
     if (!started.ok()) return context.Fail(started.status());
     child = *started;
-  } else if (context.out.json()) {
-    context.out.Json(JsonObject()
-                         .String("path", sequencer.path())
-                         .Uint("lock_generation", sequencer.lock_generation())
-                         .Uint("session_id", sequencer.session_id())
-                         .String("sequencer", EncodeSequencer(sequencer))
-                         .str());
   } else {
-    context.out.Line(absl::StrCat(context.what, ": held, generation ",
-                                  sequencer.lock_generation(), ", sequencer ",
-                                  EncodeSequencer(sequencer)));
-    absl::FPrintF(stderr, "lockctl: holding until interrupted (Ctrl-C)\n");
+    // An election speaks of leading and shows the value; a lock of holding.
+    std::string election, value;
+    for (const auto& [name, text] : env) {
+      if (name == "LOCKD_ELECTION") election = text;
+      if (name == "LOCKD_ELECTION_VALUE") value = text;
+    }
+    if (context.out.json()) {
+      JsonObject json;
+      if (!election.empty()) {
+        json.String("election", election).String("value", value);
+      }
+      context.out.Json(json.String("path", sequencer.path())
+                           .Uint("lock_generation", sequencer.lock_generation())
+                           .Uint("session_id", sequencer.session_id())
+                           .String("sequencer", EncodeSequencer(sequencer))
+                           .str());
+    } else if (!election.empty()) {
+      context.out.Line(absl::StrCat(context.what, ": leading with value ",
+                                    value, ", generation ",
+                                    sequencer.lock_generation(), ", sequencer ",
+                                    EncodeSequencer(sequencer)));
+      absl::FPrintF(stderr,
+                    "lockctl: leading until interrupted (Ctrl-C) or `resign` "
+                    "on standard input; `proclaim VALUE` changes the value\n");
+    } else {
+      context.out.Line(absl::StrCat(context.what, ": held, generation ",
+                                    sequencer.lock_generation(), ", sequencer ",
+                                    EncodeSequencer(sequencer)));
+      absl::FPrintF(stderr, "lockctl: holding until interrupted (Ctrl-C)\n");
+    }
   }
 
   LeaseWatch watch(context, session, settings.stop_offset,
                    std::move(still_ours));
   const HoldOutcome outcome = Hold(
-      child, [&] { return watch.StopAt(); }, settings.kill_grace);
+      child, [&] { return watch.StopAt(); }, settings.kill_grace, finished);
   if (outcome.stopped_leftovers) {
     absl::FPrintF(stderr,
                   "lockctl: %s: CMD exited but left processes in its group; "
@@ -319,7 +341,8 @@ int AcquireAndHold(
     const std::function<absl::StatusOr<std::unique_ptr<Held>>(
         Session&, const HoldSettings&, absl::Duration wait)>& attempt,
     const std::function<bool(const Held&)>& still_ours,
-    std::vector<std::pair<std::string, std::string>> env) {
+    std::vector<std::pair<std::string, std::string>> env,
+    const std::function<bool(Held&)>& finished = nullptr) {
   absl::StatusOr<HoldSettings> settings =
       ParseHoldSettings(context.args, shared);
   if (!settings.ok()) {
@@ -365,9 +388,14 @@ int AcquireAndHold(
     }
     return context.Fail(acquired.status(), /*acquiring=*/true);
   }
-  const Held& held = **acquired;
-  return HoldAndRun(context, s, *settings, held.sequencer(), std::move(env),
-                    [&] { return still_ours(held); });
+  Held& held = **acquired;
+  std::function<bool()> done;
+  if (finished != nullptr && !context.args.has_exec) {
+    done = [&] { return finished(held); };
+  }
+  return HoldAndRun(
+      context, s, *settings, held.sequencer(), std::move(env),
+      [&] { return still_ours(held); }, std::move(done));
 }
 
 }  // namespace
@@ -387,9 +415,69 @@ int RunLock(Context& context) {
       [](const Lock& lock) { return lock.IsHeld(); }, {});
 }
 
+// Reads what standard input holds without blocking, line by line: the
+// commands of a leading `elect` without CMD.
+class StdinLines {
+ public:
+  // The next complete line, if one arrived.
+  std::optional<std::string> Next() {
+    while (!eof_) {
+      pollfd ready{STDIN_FILENO, POLLIN, 0};
+      if (poll(&ready, 1, 0) <= 0) break;
+      char buffer[4096];
+      const ssize_t n = read(STDIN_FILENO, buffer, sizeof(buffer));
+      if (n <= 0) {
+        eof_ = true;
+        break;
+      }
+      pending_.append(buffer, static_cast<size_t>(n));
+    }
+    const size_t newline = pending_.find('\n');
+    if (newline == std::string::npos) return std::nullopt;
+    std::string line = pending_.substr(0, newline);
+    pending_.erase(0, newline + 1);
+    return line;
+  }
+
+ private:
+  std::string pending_;
+  bool eof_ = false;
+};
+
 int RunElect(Context& context) {
   const std::string& name = context.args.positional[0];
   const std::string& value = context.args.positional[1];
+  StdinLines input;
+  // While leading without CMD: `proclaim VALUE` on standard input changes
+  // the value, `resign` resigns and ends the command.
+  auto commands = [&](Election& election) {
+    while (std::optional<std::string> line = input.Next()) {
+      absl::string_view command = absl::StripAsciiWhitespace(*line);
+      if (command == "resign") return true;
+      if (absl::ConsumePrefix(&command, "proclaim ")) {
+        const std::string next(absl::StripLeadingAsciiWhitespace(command));
+        if (absl::Status proclaimed = election.Proclaim(next);
+            !proclaimed.ok()) {
+          absl::FPrintF(stderr, "lockctl: %s: proclaim failed: %s\n",
+                        context.what, proclaimed.message());
+        } else if (context.out.json()) {
+          context.out.Json(JsonObject()
+                               .String("election", name)
+                               .String("value", next)
+                               .str());
+        } else {
+          context.out.Line(
+              absl::StrCat(context.what, ": proclaimed value ", next));
+        }
+      } else if (!command.empty()) {
+        absl::FPrintF(stderr,
+                      "lockctl: %s: unknown input \"%s\": type `proclaim "
+                      "VALUE` or `resign`\n",
+                      context.what, command);
+      }
+    }
+    return false;
+  };
   return AcquireAndHold<Election>(
       context, /*shared=*/false,
       [&](Session& session, const HoldSettings& settings, absl::Duration wait) {
@@ -397,7 +485,7 @@ int RunElect(Context& context) {
                                   settings.lock_delay);
       },
       [](const Election& election) { return election.IsLeader(); },
-      {{"LOCKD_ELECTION", name}, {"LOCKD_ELECTION_VALUE", value}});
+      {{"LOCKD_ELECTION", name}, {"LOCKD_ELECTION_VALUE", value}}, commands);
 }
 
 int RunLeader(Context& context) {
@@ -446,6 +534,12 @@ int RunObserve(Context& context) {
         (*observer)->Next(absl::Milliseconds(100));
     if (!next.ok()) {
       if (next.status().code() == absl::StatusCode::kDeadlineExceeded) {
+        return false;
+      }
+      // lockctl fell behind (its output blocked): say so and go on.
+      if (next.status().code() == absl::StatusCode::kDataLoss) {
+        absl::FPrintF(stderr, "lockctl: %s: %s\n", context.what,
+                      next.status().message());
         return false;
       }
       failed = next.status();

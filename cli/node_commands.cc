@@ -217,6 +217,16 @@ int RunPut(Context& context) {
   if (args.positional.size() == 2) {
     content = args.positional[1];
   } else {
+    // Before waiting on standard input: a put that cannot succeed says so.
+    const std::string parent = ParentOf(path);
+    if (!args.Has("parents") && parent != "/") {
+      absl::StatusOr<v1::StatNodeResponse> stat = context.client->Stat(parent);
+      if (absl::IsNotFound(stat.status())) {
+        return context.Fail(absl::NotFoundError(absl::StrCat(
+            "the parent ", parent,
+            " does not exist; create it first, or use --parents")));
+      }
+    }
     if (isatty(STDIN_FILENO)) {
       absl::FPrintF(stderr,
                     "lockctl: reading the value from standard input; end "
@@ -322,6 +332,68 @@ int RunStat(Context& context) {
   return kExitOk;
 }
 
+int RunCreate(Context& context) {
+  const ParsedArgs& args = context.args;
+  const std::string& path = args.positional[0];
+  const std::string content =
+      args.positional.size() == 2 ? args.positional[1] : "";
+  if (content.size() > kMaxContentBytes) {
+    return context.Usage(ContentTooLarge());
+  }
+  const bool ephemeral = args.Has("ephemeral");
+  absl::StatusOr<absl::Duration> ttl = args.Duration("ttl", absl::Seconds(10));
+  if (!ttl.ok()) return context.Usage(std::string(ttl.status().message()));
+  if (!ephemeral && args.Has("ttl")) {
+    return context.Usage("--ttl is for --ephemeral (the node's session)");
+  }
+  absl::StatusOr<std::unique_ptr<Session>> session = context.OpenSession(
+      ephemeral ? *ttl : kWriteSessionTtl, absl::Seconds(45));
+  if (!session.ok()) return context.Fail(session.status());
+  absl::StatusOr<v1::CreateNodeResponse> created =
+      (*session)->CreateNode(path, content, ephemeral, args.Has("sequential"));
+  if (!created.ok()) {
+    (*session)->Close().IgnoreError();
+    return context.Fail(created.status());
+  }
+  if (context.out.json()) {
+    context.out.Json(
+        JsonObject()
+            .String("path", created->path())
+            .Uint("ephemeral_owner", ephemeral ? (*session)->id() : 0)
+            .Raw("meta", NodeMetaJson(created->meta()))
+            .str());
+  } else {
+    context.out.Line(created->path());
+  }
+  if (!ephemeral) {
+    (*session)->Close().IgnoreError();
+    return kExitOk;
+  }
+  // The node lives as long as this session: hold it until interrupted.
+  absl::FPrintF(stderr,
+                "lockctl: %s exists while this runs (session %d); Ctrl-C "
+                "deletes it\n",
+                created->path(), (*session)->id());
+  bool lost = false;
+  WaitInterruptibly([&] {
+    const SessionState state = (*session)->state();
+    lost = state == SessionState::kExpired || state == SessionState::kClosed;
+    return lost;
+  });
+  if (lost) {
+    return context.out.Error(
+        context.what,
+        absl::UnavailableError(absl::StrCat(
+            "session ", (*session)->id(),
+            " was lost (no leader answered within its lease and grace "
+            "period); the cell deleted ",
+            created->path())),
+        kExitSessionLost);
+  }
+  (*session)->Close().IgnoreError();
+  return kExitOk;
+}
+
 int RunAcl(Context& context) {
   const ParsedArgs& args = context.args;
   const std::string& verb = args.positional[0];
@@ -402,29 +474,27 @@ int RunWatch(Context& context) {
                   path, (*session)->id());
   }
   uint64_t printed = 0;
-  uint64_t events_lost = 0;
   bool lost = false;
   // Interrupting a watch is its normal end (exit code 0).
   WaitInterruptibly([&] {
-    // Counted by the cell; the events after the gap still come.
-    if (const uint64_t now_lost = (*session)->events_lost();
-        now_lost > events_lost) {
-      const uint64_t dropped = now_lost - events_lost;
-      events_lost = now_lost;
-      absl::FPrintF(stderr,
-                    "lockctl: %s: the cell dropped %d events; re-read the "
-                    "node\n",
-                    context.what, dropped);
-      if (context.out.json()) {
-        context.out.Json(JsonObject().Uint("events_lost", dropped).str());
-      }
-    }
     std::deque<v1::Event> ready;
     {
       absl::MutexLock lock(&mu);
       ready.swap(events);
     }
     for (const v1::Event& event : ready) {
+      // Where events were dropped; the events after the gap still come.
+      if (event.type() == v1::Event::EVENTS_LOST) {
+        absl::FPrintF(stderr,
+                      "lockctl: %s: %d events were dropped (the cell keeps "
+                      "1024 per session); re-read the node\n",
+                      context.what, event.lost_count());
+        if (context.out.json()) {
+          context.out.Json(
+              JsonObject().Uint("events_lost", event.lost_count()).str());
+        }
+        continue;
+      }
       if (context.out.json()) {
         context.out.Json(EventJson(event));
       } else {

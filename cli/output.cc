@@ -170,6 +170,10 @@ void Table::Print(FILE* out) const {
   }
 }
 
+std::string FormatEpoch(uint64_t epoch) {
+  return absl::StrCat(epoch >> 16, ".", epoch & 0xffff);
+}
+
 std::string FormatTimeMs(int64_t unix_ms) {
   if (unix_ms == 0) return "-";
   return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(unix_ms),

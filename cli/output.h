@@ -58,6 +58,9 @@ class Table {
 
 // "2026-11-22T20:31:07.123Z" for ms since the Unix epoch; "-" for 0.
 std::string FormatTimeMs(int64_t unix_ms);
+// An epoch (the leader's Paxos ballot, round * 65536 + replica id) as the
+// server's logs write it, round.replica: 65539 is "1.3".
+std::string FormatEpoch(uint64_t epoch);
 // "1.5s", "250ms", "2m0s" style.
 std::string FormatDurationMs(int64_t ms);
 

@@ -142,7 +142,8 @@ absl::StatusOr<pid_t> StartChild(
 }
 
 HoldOutcome Hold(pid_t child, const std::function<absl::Time()>& stop_at,
-                 absl::Duration kill_grace) {
+                 absl::Duration kill_grace,
+                 const std::function<bool()>& finished) {
   HoldOutcome outcome;
   // StartChild gave the command's group the terminal; it comes back when
   // the group is gone.
@@ -188,6 +189,10 @@ HoldOutcome Hold(pid_t child, const std::function<absl::Time()>& stop_at,
     if (stopping && !killed && now >= kill_at) {
       kill(-child, SIGKILL);
       killed = true;
+    }
+    if (child <= 0 && finished != nullptr && finished()) {
+      outcome.kind = HoldOutcome::kInterrupted;
+      return outcome;
     }
     const int signal = NextSignal(kPollInterval);
     if (signal == 0 || signal == SIGCHLD) continue;

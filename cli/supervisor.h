@@ -61,9 +61,12 @@ struct HoldOutcome {
 // `stop_at()` and SIGKILL at `stop_at() + kill_grace`; if lockctl notices
 // late (it was stopped or starved), it sends SIGKILL at once. When the
 // command exits by itself, the rest of its group gets the same treatment
-// from then on. Returns only once the group is gone.
+// from then on. Returns only once the group is gone. Without a command,
+// `finished` (if set, polled like `stop_at`) returning true also ends the
+// hold, as kInterrupted.
 HoldOutcome Hold(pid_t child, const std::function<absl::Time()>& stop_at,
-                 absl::Duration kill_grace);
+                 absl::Duration kill_grace,
+                 const std::function<bool()>& finished = nullptr);
 
 // Runs `work_done` (polled every 20 ms, for work on another thread) until
 // it returns true or a terminating signal arrives; returns that signal, or

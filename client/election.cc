@@ -188,8 +188,8 @@ v1::LeaderInfo Election::leader() const {
 // when it breaks; the prober checks the replica of a silent stream.
 class ElectionObserver::Impl {
  public:
-  Impl(Client* client, std::string name)
-      : client_(client), name_(std::move(name)) {}
+  Impl(Client* client, std::string name, size_t max_queued)
+      : client_(client), name_(std::move(name)), max_queued_(max_queued) {}
 
   ~Impl() {
     Cancel();
@@ -210,6 +210,14 @@ class ElectionObserver::Impl {
     mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
     if (cancelled_) {
       return absl::CancelledError("ElectionObserver was cancelled");
+    }
+    if (lost_before_front_ > 0) {
+      const uint64_t lost = lost_before_front_;
+      lost_before_front_ = 0;
+      return absl::DataLossError(absl::StrCat(
+          lost, " changes of election ", name_,
+          " were dropped because Next() fell behind by more than ", max_queued_,
+          "; the next call returns the oldest change kept"));
     }
     if (!queue_.empty()) {
       v1::LeaderInfo next = std::move(queue_.front());
@@ -234,6 +242,11 @@ class ElectionObserver::Impl {
     return reconnects_;
   }
 
+  uint64_t changes_lost() const {
+    absl::MutexLock lock(&mu_);
+    return changes_lost_;
+  }
+
  private:
   // Queues `leader` unless it is the first message of a reopened stream and
   // repeats the last one queued.
@@ -245,7 +258,11 @@ class ElectionObserver::Impl {
     }
     delivered_any_ = true;
     last_ = leader;
-    if (queue_.size() >= kMaxQueued) queue_.pop_front();
+    if (queue_.size() >= max_queued_) {
+      queue_.pop_front();
+      ++lost_before_front_;
+      ++changes_lost_;
+    }
     queue_.push_back(std::move(leader));
   }
 
@@ -369,7 +386,12 @@ class ElectionObserver::Impl {
   const std::string name_;
 
   mutable absl::Mutex mu_;
+  const size_t max_queued_;
   std::deque<v1::LeaderInfo> queue_ ABSL_GUARDED_BY(mu_);
+  // Changes dropped before queue_.front(), not yet reported by Next(); and
+  // all dropped so far.
+  uint64_t lost_before_front_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t changes_lost_ ABSL_GUARDED_BY(mu_) = 0;
   // The last LeaderInfo queued (valid if delivered_any_).
   v1::LeaderInfo last_ ABSL_GUARDED_BY(mu_);
   bool delivered_any_ ABSL_GUARDED_BY(mu_) = false;
@@ -400,9 +422,12 @@ ElectionObserver::ElectionObserver(std::unique_ptr<Impl> impl)
 ElectionObserver::~ElectionObserver() = default;
 
 absl::StatusOr<std::unique_ptr<ElectionObserver>> ElectionObserver::Start(
-    Client* client, const std::string& name) {
+    Client* client, const std::string& name, size_t max_queued) {
   if (client == nullptr) return absl::InvalidArgumentError("client is null");
-  auto impl = std::make_unique<Impl>(client, name);
+  if (max_queued == 0) {
+    return absl::InvalidArgumentError("max_queued must be at least 1");
+  }
+  auto impl = std::make_unique<Impl>(client, name, max_queued);
   impl->StartThreads();
   return std::unique_ptr<ElectionObserver>(
       new ElectionObserver(std::move(impl)));
@@ -415,5 +440,9 @@ absl::StatusOr<v1::LeaderInfo> ElectionObserver::Next(absl::Duration timeout) {
 void ElectionObserver::Cancel() { impl_->Cancel(); }
 
 uint64_t ElectionObserver::reconnects() const { return impl_->reconnects(); }
+
+uint64_t ElectionObserver::changes_lost() const {
+  return impl_->changes_lost();
+}
 
 }  // namespace lockd

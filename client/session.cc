@@ -66,6 +66,10 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(
     return absl::InvalidArgumentError(
         "SessionOptions.lease_margin must be in [0.06, 0.9]");
   }
+  if (options.max_queued_events == 0) {
+    return absl::InvalidArgumentError(
+        "SessionOptions.max_queued_events must be at least 1");
+  }
   if (options.grace_period < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         "SessionOptions.grace_period is negative");
@@ -155,7 +159,7 @@ uint64_t Session::keep_alive_answers() const {
 
 uint64_t Session::events_lost() const {
   absl::MutexLock lock(&mu_);
-  return events_lost_;
+  return cell_events_lost_ + queue_events_lost_;
 }
 
 uint64_t Session::locks_lost(const std::string& path) const {
@@ -201,18 +205,43 @@ void Session::SetStateLocked(SessionState state) {
 }
 
 void Session::PostLocked(std::function<void()> callback) {
-  if (callbacks_.size() >= kMaxQueuedCallbacks) callbacks_.pop_front();
-  callbacks_.push_back(std::move(callback));
+  callbacks_.push_back({std::move(callback), /*is_event=*/false});
+  cv_.SignalAll();
+}
+
+void Session::PostEventLocked(v1::Event event) {
+  if (!options_.on_event) return;
+  if (queued_events_ >= options_.max_queued_events) {
+    for (auto it = callbacks_.begin(); it != callbacks_.end(); ++it) {
+      if (!it->is_event) continue;
+      callbacks_.erase(it);
+      --queued_events_;
+      ++lost_before_front_;
+      ++queue_events_lost_;
+      break;
+    }
+  }
+  std::function<void(const v1::Event&)> callback = options_.on_event;
+  callbacks_.push_back(
+      {[callback, event = std::move(event)] { callback(event); },
+       /*is_event=*/true});
+  ++queued_events_;
   cv_.SignalAll();
 }
 
 void Session::PostEventLocked(v1::Event::Type type) {
-  if (!options_.on_event) return;
   v1::Event event;
   event.set_type(type);
   event.set_time_ms(absl::ToUnixMillis(absl::Now()));
-  std::function<void(const v1::Event&)> callback = options_.on_event;
-  PostLocked([callback, event] { callback(event); });
+  PostEventLocked(std::move(event));
+}
+
+v1::Event Session::LostEvent(uint64_t count) {
+  v1::Event event;
+  event.set_type(v1::Event::EVENTS_LOST);
+  event.set_time_ms(absl::ToUnixMillis(absl::Now()));
+  event.set_lost_count(count);
+  return event;
 }
 
 void Session::CheckLeaseLocked() {
@@ -238,7 +267,12 @@ void Session::OnAnswer(const v1::KeepAliveResponse& response,
     epoch_ = response.epoch();
   }
   ++answers_;
-  events_lost_ = std::max(events_lost_, response.events_lost());
+  // The cell dropped its oldest unacknowledged events: the gap comes before
+  // the events of this answer.
+  if (response.events_lost() > cell_events_lost_) {
+    PostEventLocked(LostEvent(response.events_lost() - cell_events_lost_));
+    cell_events_lost_ = response.events_lost();
+  }
   if (response.lease_remaining_ms() > 0) {
     const Clock::time_point end =
         base +
@@ -253,10 +287,7 @@ void Session::OnAnswer(const v1::KeepAliveResponse& response,
     if (event.sequence() <= last_event_sequence_) continue;
     last_event_sequence_ = event.sequence();
     if (event.type() == v1::Event::LOCK_LOST) ++locks_lost_[event.path()];
-    if (options_.on_event) {
-      std::function<void(const v1::Event&)> callback = options_.on_event;
-      PostLocked([callback, event] { callback(event); });
-    }
+    PostEventLocked(event);
   }
   cv_.SignalAll();
 }
@@ -420,10 +451,24 @@ void Session::DispatchLoop() {
     std::function<void()> callback;
     {
       absl::MutexLock lock(&mu_);
-      while (callbacks_.empty() && !dispatcher_stop_) cv_.Wait(&mu_);
-      if (callbacks_.empty()) return;
-      callback = std::move(callbacks_.front());
-      callbacks_.pop_front();
+      while (callbacks_.empty() && lost_before_front_ == 0 &&
+             !dispatcher_stop_) {
+        cv_.Wait(&mu_);
+      }
+      if (lost_before_front_ > 0) {
+        // Reported where the dropped events were, before what follows.
+        std::function<void(const v1::Event&)> on_event = options_.on_event;
+        callback = [on_event, lost = LostEvent(lost_before_front_)] {
+          on_event(lost);
+        };
+        lost_before_front_ = 0;
+      } else if (callbacks_.empty()) {
+        return;
+      } else {
+        if (callbacks_.front().is_event) --queued_events_;
+        callback = std::move(callbacks_.front().run);
+        callbacks_.pop_front();
+      }
     }
     callback();
   }

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
 #include "lockd/secrets.h"
+#include "paxos/ballot.h"
 
 namespace lockd {
 
@@ -164,7 +165,7 @@ void ReplicaNode::MaybeCompact() {
 void ReplicaNode::OnSoftState(const paxos::SoftState& soft) {
   VLOG(1) << "replica " << replica_->id() << " is "
           << paxos::RoleName(soft.role) << ", leader " << soft.leader_id
-          << ", epoch " << soft.epoch;
+          << ", epoch " << paxos::EpochString(soft.epoch);
   if (start_epoch_proposed_ != 0 && (soft.role != paxos::Role::kLeader ||
                                      soft.epoch != start_epoch_proposed_)) {
     start_epoch_proposed_ = 0;
@@ -185,7 +186,8 @@ void ReplicaNode::Housekeeping(int64_t now_ms) {
       start_epoch_proposed_ = replica_->epoch();
       last_checkpoint_tick_ = ticks;
       LOG(INFO) << "replica " << replica_->id() << " leads epoch "
-                << start_epoch_proposed_ << ": proposed StartEpoch";
+                << paxos::EpochString(start_epoch_proposed_)
+                << ": proposed StartEpoch";
     }
     return;
   }

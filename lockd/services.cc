@@ -73,6 +73,10 @@ class SubmittedCall : public grpc::ServerUnaryReactor {
           if (!result.ok()) {
             FinishCall(context_, this, result.status());
           } else if (result->code() != 0) {
+            if (result->error_time_ms() != 0) {
+              context_->AddTrailingMetadata(
+                  "lockd-error-time-ms", absl::StrCat(result->error_time_ms()));
+            }
             Finish(grpc::Status(static_cast<grpc::StatusCode>(result->code()),
                                 result->message()));
           } else {

@@ -43,6 +43,11 @@ inline std::string BallotString(const paxospb::Ballot& ballot) {
          std::to_string(ballot.replica_id());
 }
 
+// An epoch (a leader's packed ballot) written as its ballot: 65539 is "1.3".
+inline std::string EpochString(uint64_t epoch) {
+  return std::to_string(epoch >> 16) + "." + std::to_string(epoch & 0xffff);
+}
+
 }  // namespace lockd::paxos
 
 #endif  // LOCKD_PAXOS_BALLOT_H_

@@ -69,9 +69,11 @@ absl::StatusOr<StateMachine::Impl::LockPlan> StateMachine::Impl::PlanLock(
               : ""));
     }
     if (node->lock_delay_until_ms != 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("the lock on ", Quote(path), " is in lock-delay until ",
-                       node->lock_delay_until_ms));
+      return WithErrorTime(
+          absl::FailedPreconditionError(absl::StrCat(
+              "the lock on ", Quote(path), " is in lock-delay until ",
+              CellTimeText(node->lock_delay_until_ms, now_ms_))),
+          node->lock_delay_until_ms);
     }
     return absl::FailedPreconditionError(
         absl::StrCat("the lock on ", Quote(path), " has ", node->waiters.size(),
@@ -188,6 +190,10 @@ absl::StatusOr<std::optional<v1::AcquireResponse>> StateMachine::Impl::Acquire(
   }
   if (request.mode() != v1::EXCLUSIVE && request.mode() != v1::SHARED) {
     return absl::InvalidArgumentError("mode must be EXCLUSIVE or SHARED");
+  }
+  if (absl::Status status = CheckNotElection(path, "Locks.Acquire");
+      !status.ok()) {
+    return status;
   }
   if (absl::Status status = CheckAccess(path, Right::kWrite, access_);
       !status.ok()) {

@@ -166,6 +166,10 @@ absl::StatusOr<v1::CreateNodeResponse> StateMachine::Impl::CreateNode(
   if (request.path() == "/") {
     return absl::AlreadyExistsError("the root node always exists");
   }
+  if (absl::Status status = CheckNotElection(request.path(), "Nodes.Create");
+      !status.ok()) {
+    return status;
+  }
   if (absl::Status status =
           CheckAccess(ParentPath(request.path()), Right::kWrite, access_);
       !status.ok()) {
@@ -199,6 +203,10 @@ absl::StatusOr<v1::CreateNodeResponse> StateMachine::Impl::CreateNode(
 absl::StatusOr<v1::SetNodeResponse> StateMachine::Impl::SetNode(
     const v1::SetNodeRequest& request) {
   if (absl::Status status = ValidatePathImpl(request.path(), limits_);
+      !status.ok()) {
+    return status;
+  }
+  if (absl::Status status = CheckNotElection(request.path(), "Nodes.Set");
       !status.ok()) {
     return status;
   }
@@ -237,6 +245,10 @@ absl::StatusOr<v1::DeleteNodeResponse> StateMachine::Impl::DeleteNode(
   if (path == "/") {
     return absl::InvalidArgumentError("the root node cannot be deleted");
   }
+  if (absl::Status status = CheckNotElection(path, "Nodes.Delete");
+      !status.ok()) {
+    return status;
+  }
   if (absl::Status status = CheckAccess(path, Right::kWrite, access_);
       !status.ok()) {
     return status;
@@ -268,9 +280,11 @@ absl::StatusOr<v1::DeleteNodeResponse> StateMachine::Impl::DeleteNode(
                      " waiters"));
   }
   if (node->lock_delay_until_ms != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the lock on ", Quote(path), " is in lock-delay until ",
-                     node->lock_delay_until_ms));
+    return WithErrorTime(
+        absl::FailedPreconditionError(absl::StrCat(
+            "the lock on ", Quote(path), " is in lock-delay until ",
+            CellTimeText(node->lock_delay_until_ms, now_ms_))),
+        node->lock_delay_until_ms);
   }
   EraseNode(path);
   return v1::DeleteNodeResponse();

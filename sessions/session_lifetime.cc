@@ -179,12 +179,13 @@ void StateMachine::Impl::TimeOutWaiter() {
   Session& session = sessions_.at(session_id);
   const std::string path = session.parked.at(request_id);
   RemoveWaiter(NodeAt(path), session_id, request_id);
-  Record(session, request_id,
-         ErrorResult(absl::DeadlineExceededError(
-             absl::StrCat("the lock on ", Quote(path),
-                          " was not granted by the wait "
-                          "deadline (",
-                          deadline_ms, ")"))));
+  Record(
+      session, request_id,
+      ErrorResult(WithErrorTime(absl::DeadlineExceededError(absl::StrCat(
+                                    "the lock on ", Quote(path),
+                                    " was not granted by its wait deadline (",
+                                    CellTimeText(deadline_ms, now_ms_), ")")),
+                                deadline_ms)));
   GrantWaiters(path);
 }
 

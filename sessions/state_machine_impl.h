@@ -17,6 +17,7 @@
 #define LOCKD_SESSIONS_STATE_MACHINE_IMPL_H_
 
 #include <cstdint>
+#include <cstdlib>
 #include <deque>
 #include <functional>
 #include <map>
@@ -30,7 +31,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "protos/lockd.pb.h"
 #include "protos/state.pb.h"
 #include "sessions/limits.h"
@@ -43,11 +48,36 @@ using v1::LockMode;
 // Elections live under this node: election N is the lock on /election/N.
 inline constexpr absl::string_view kElectionDir = "/election";
 
+// The payload of an absl::Status that names a time (Result.error_time_ms).
+inline constexpr char kErrorTimePayload[] = "lockd-error-time-ms";
+
 inline statepb::Result ErrorResult(const absl::Status& status) {
   statepb::Result result;
   result.set_code(static_cast<int32_t>(status.code()));
   result.set_message(std::string(status.message()));
+  int64_t time_ms = 0;
+  if (absl::optional<absl::Cord> time = status.GetPayload(kErrorTimePayload);
+      time.has_value() && absl::SimpleAtoi(std::string(*time), &time_ms)) {
+    result.set_error_time_ms(time_ms);
+  }
   return result;
+}
+
+// `at_ms` (cell time) as people read it: RFC 3339 in UTC and how far from
+// `now_ms`, e.g. "2026-12-03T15:05:07.123Z, 1.5s from now".
+inline std::string CellTimeText(int64_t at_ms, int64_t now_ms) {
+  const std::string when = absl::FormatTime(
+      "%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(at_ms), absl::UTCTimeZone());
+  if (at_ms == now_ms) return absl::StrCat(when, ", now");
+  const absl::Duration apart = absl::Milliseconds(std::abs(at_ms - now_ms));
+  return absl::StrCat(when, ", ", absl::FormatDuration(apart),
+                      at_ms > now_ms ? " from now" : " ago");
+}
+
+// `status` carrying `at_ms` for programs (see kErrorTimePayload).
+inline absl::Status WithErrorTime(absl::Status status, int64_t at_ms) {
+  status.SetPayload(kErrorTimePayload, absl::Cord(absl::StrCat(at_ms)));
+  return status;
 }
 
 inline absl::string_view ModeName(LockMode mode) {
@@ -71,6 +101,21 @@ inline std::optional<absl::string_view> ElectionName(absl::string_view path) {
   absl::string_view name = path.substr(kElectionDir.size() + 1);
   if (name.find('/') != absl::string_view::npos) return std::nullopt;
   return name;
+}
+
+// INVALID_ARGUMENT if `path` lies below kElectionDir: election nodes change
+// only through Campaign, Proclaim and Resign (`what` names the request).
+inline absl::Status CheckNotElection(absl::string_view path,
+                                     absl::string_view what) {
+  if (path.size() > kElectionDir.size() + 1 &&
+      path.substr(0, kElectionDir.size()) == kElectionDir &&
+      path[kElectionDir.size()] == '/') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", path, "\" is reserved for elections: ", what,
+        " cannot change it; use the Elections API (Campaign, Proclaim, "
+        "Resign; lockctl elect)"));
+  }
+  return absl::OkStatus();
 }
 
 // The root node's instance number; created nodes count up from 2.

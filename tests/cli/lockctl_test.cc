@@ -114,8 +114,8 @@ TEST_F(LockctlTest, HelpAndUsageErrors) {
   EXPECT_EQ(help.exit_code, 0) << Describe(help);
   for (const char* command :
        {"status", "members", "put", "get", "ls", "rm", "stat", "watch",
-        "sessions", "locks", "lock", "elect", "leader", "observe",
-        "check-sequencer"}) {
+        "sessions", "locks", "lock", "elect", "leader", "observe", "create",
+        "acl", "check-sequencer"}) {
     EXPECT_THAT(help.out, HasSubstr(absl::StrCat("  ", command, " ")));
     const RunResult command_help = Run({"help", command});
     EXPECT_EQ(command_help.exit_code, 0) << command;
@@ -136,7 +136,8 @@ TEST_F(LockctlTest, HelpAndUsageErrors) {
   EXPECT_EQ(Run({"get", "/a", "/b"}).exit_code, kUsage);
   const RunResult bad_flag = Run({"get", "--bogus", "/a"});
   EXPECT_EQ(bad_flag.exit_code, kUsage);
-  EXPECT_THAT(bad_flag.err, HasSubstr("unknown flag --bogus for 'get'"));
+  EXPECT_THAT(bad_flag.err, HasSubstr("unknown flag --bogus for 'get' (see "
+                                      "'lockctl help get')"));
   EXPECT_EQ(Run({"--output=xml", "status"}).exit_code, kUsage);
   const RunResult bad_duration = Run({"lock", "--wait=10", "/x"});
   EXPECT_EQ(bad_duration.exit_code, kUsage);
@@ -184,6 +185,11 @@ TEST_F(LockctlTest, NodeCommandsAndTheirExitCodes) {
   EXPECT_EQ(put.out, "/tour/config/db: content generation 1\n");
   EXPECT_EQ(Run({"get", "/tour/config/db"}).out, "primary=a");
   EXPECT_EQ(Run({"put", "/tour/config/db"}, "from stdin").exit_code, 0);
+  // Without a value and without the parent: said before reading stdin.
+  const RunResult orphan = Run({"put", "/no/such/node"}, "unread");
+  EXPECT_EQ(orphan.exit_code, kNotFound) << Describe(orphan);
+  EXPECT_THAT(orphan.err, HasSubstr("the parent /no/such does not exist; "
+                                    "create it first, or use --parents"));
   EXPECT_EQ(Run({"get", "/tour/config/db"}).out, "from stdin");
 
   // Compare-and-set.
@@ -455,6 +461,10 @@ TEST_F(LockctlTest, ElectLeaderAndObserve) {
   ASSERT_TRUE(
       PollUntil([&] { return !second->Out().empty(); }, absl::Seconds(30)))
       << second->Err();
+  // Election words, not a lock's, and the value.
+  EXPECT_THAT(second->Out(),
+              ContainsRegex("^elect tour: leading with value host-b, "
+                            "generation [0-9]+, sequencer lockd1:"));
   EXPECT_EQ(Run({"elect", "--wait=0", "tour", "host-c"}).exit_code,
             kNotAcquired);
   second->Signal(SIGINT);
@@ -469,6 +479,29 @@ TEST_F(LockctlTest, ElectLeaderAndObserve) {
   EXPECT_THAT(lines[2], HasSubstr("tour: no leader"));
   EXPECT_THAT(lines[3], HasSubstr("tour: host-b (session "));
   EXPECT_THAT(lines[4], HasSubstr("tour: no leader"));
+}
+
+TEST_F(LockctlTest, ALeadingElectProclaimsAndResignsFromStandardInput) {
+  auto observer = Start({"observe", "--count=4", "stdin-election"});
+  ASSERT_TRUE(
+      PollUntil([&] { return absl::StrContains(observer->Out(), "no leader"); },
+                absl::Seconds(30)))
+      << observer->Err();
+  const RunResult elect =
+      Run({"elect", "stdin-election", "v1"}, "proclaim v2\nbogus\nresign\n");
+  EXPECT_EQ(elect.exit_code, 0) << Describe(elect);
+  EXPECT_THAT(elect.out, HasSubstr("leading with value v1"));
+  EXPECT_THAT(elect.out,
+              HasSubstr("elect stdin-election: proclaimed value v2"));
+  EXPECT_THAT(elect.err, HasSubstr("unknown input \"bogus\""));
+  // The observer saw: no leader, v1, v2, no leader.
+  EXPECT_EQ(observer->Wait(absl::Seconds(30)), 0) << observer->Err();
+  const std::vector<std::string> lines =
+      absl::StrSplit(observer->Out(), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 4u) << observer->Out();
+  EXPECT_THAT(lines[1], HasSubstr("stdin-election: v1 (session "));
+  EXPECT_THAT(lines[2], HasSubstr("stdin-election: v2 (session "));
+  EXPECT_THAT(lines[3], HasSubstr("stdin-election: no leader"));
 }
 
 TEST_F(LockctlTest, TheCommandsWholeProcessGroupEndsBeforeTheRelease) {
@@ -686,12 +719,38 @@ TEST_F(LockctlTest, WatchWarnsWhenTheCellDropsEvents) {
       absl::Seconds(30)))
       << watch->Err();
   EXPECT_THAT(watch->Err(),
-              ContainsRegex("lockctl: watch /dropped: the cell dropped "
-                            "[1-9][0-9]* events; re-read the node\n"));
+              ContainsRegex("lockctl: watch /dropped: [1-9][0-9]* events "
+                            "were dropped \\(the cell keeps 1024 per "
+                            "session\\); re-read the node\n"));
   watch->Signal(SIGTERM);
   EXPECT_EQ(watch->Wait(absl::Seconds(30)), 0) << watch->Err();
   EXPECT_THAT(watch->Out(),
               ContainsRegex("\n\\{\"events_lost\":[1-9][0-9]*\\}\n"));
+}
+
+TEST_F(LockctlTest, CreatePlainSequentialAndEphemeralNodes) {
+  const RunResult plain = Run({"create", "/made", "v"});
+  ASSERT_EQ(plain.exit_code, 0) << Describe(plain);
+  EXPECT_EQ(plain.out, "/made\n");
+  EXPECT_EQ(Run({"create", "/made"}).exit_code, kCasMismatch);
+  const RunResult first = Run({"create", "--sequential", "/made/job-", "a"});
+  const RunResult second = Run({"create", "--sequential", "/made/job-", "b"});
+  EXPECT_THAT(first.out, ContainsRegex("^/made/job-[0-9]{10}\n$"));
+  EXPECT_THAT(second.out, ContainsRegex("^/made/job-[0-9]{10}\n$"));
+  EXPECT_LT(first.out, second.out);
+
+  auto holder = Start({"create", "--ephemeral", "/made/eph", "here"});
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        return Run({"get", "/made/eph"}).out == "here";
+      },
+      absl::Seconds(30)))
+      << holder->Err();
+  EXPECT_THAT(holder->Err(), HasSubstr("/made/eph exists while this runs"));
+  holder->Signal(SIGINT);
+  EXPECT_EQ(holder->Wait(absl::Seconds(30)), 0) << holder->Err();
+  EXPECT_EQ(Run({"get", "/made/eph"}).exit_code, kNotFound);
+  EXPECT_EQ(Run({"create", "--ttl=5s", "/made/x"}).exit_code, kUsage);
 }
 
 TEST_F(LockctlTest, AclGetAndSet) {

@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -179,6 +181,75 @@ TEST_F(ClientTest, ABlockedCallbackDoesNotStopTheKeepAlive) {
     absl::SleepFor(absl::Milliseconds(50));
   }
   EXPECT_GE(session->keep_alive_answers(), answers + 5);
+}
+
+TEST_F(ClientTest, ASlowCallbackLosesNoEventInSilence) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  Client* client = NewLibraryClient();
+  auto gate = std::make_shared<Gate>();
+  struct Seen {
+    absl::Mutex mu;
+    std::vector<v1::Event> events ABSL_GUARDED_BY(mu);
+  };
+  auto seen = std::make_shared<Seen>();
+  SessionOptions options;
+  options.max_queued_events = 5;
+  options.on_event = [gate, seen](const v1::Event& event) {
+    if (event.type() != v1::Event::CONTENT_CHANGED &&
+        event.type() != v1::Event::EVENTS_LOST) {
+      return;
+    }
+    {
+      absl::MutexLock lock(&seen->mu);
+      seen->events.push_back(event);
+    }
+    absl::MutexLock lock(&gate->mu);
+    gate->entered = true;
+    gate->mu.Await(absl::Condition(&gate->open));
+  };
+  Session* session = NewSession(client, options);
+  ASSERT_NE(session, nullptr);
+  std::unique_ptr<Gate, void (*)(Gate*)> opener(gate.get(),
+                                                [](Gate* g) { g->Open(); });
+  LOCKD_ASSERT_OK(session->CreateNode("/slow"));
+  LOCKD_ASSERT_OK(session->Watch("/slow"));
+  LOCKD_ASSERT_OK(session->SetNode("/slow", "0"));
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        absl::MutexLock lock(&gate->mu);
+        return gate->entered;
+      },
+      absl::Seconds(10)));
+  // The callback blocks on the first change; 20 more arrive, of which the
+  // queue keeps the newest 5.
+  constexpr int kMore = 20;
+  for (int i = 1; i <= kMore; ++i) {
+    LOCKD_ASSERT_OK(session->SetNode("/slow", absl::StrCat(i)));
+  }
+  ASSERT_TRUE(PollUntil([&] { return session->events_lost() == kMore - 5; },
+                        absl::Seconds(10)))
+      << session->events_lost();
+  gate->Open();
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        absl::MutexLock lock(&seen->mu);
+        return seen->events.size() == 7;
+      },
+      absl::Seconds(10)));
+  absl::MutexLock lock(&seen->mu);
+  const std::vector<v1::Event>& events = seen->events;
+  EXPECT_EQ(events[0].type(), v1::Event::CONTENT_CHANGED);
+  // The gap is reported where it is: after the first change, before the
+  // five kept, which are the last five in order.
+  EXPECT_EQ(events[1].type(), v1::Event::EVENTS_LOST);
+  EXPECT_EQ(events[1].lost_count(), static_cast<uint64_t>(kMore - 5));
+  EXPECT_EQ(events[2].sequence(), events[0].sequence() + kMore - 5 + 1);
+  for (int i = 2; i < 7; ++i) {
+    EXPECT_EQ(events[i].type(), v1::Event::CONTENT_CHANGED);
+    if (i > 2) {
+      EXPECT_EQ(events[i].sequence(), events[i - 1].sequence() + 1);
+    }
+  }
 }
 
 TEST_F(ClientTest, RetriesAcrossLeaderKillWithoutDoubleEffects) {

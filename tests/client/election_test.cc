@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -275,6 +277,42 @@ TEST_F(ElectionTest, ProclaimChangesTheValueOnlyForTheLeader) {
   LOCKD_ASSERT_OK(seen);
   EXPECT_EQ(seen->session_id(), 0u);
   EXPECT_EQ(CodeOf(observer->Next(absl::ZeroDuration())),
+            absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST_F(ElectionTest, ASlowObserverIsToldOfDroppedChanges) {
+  ASSERT_NO_FATAL_FAILURE(StartCell());
+  Client* client = NewLibraryClient();
+  ASSERT_NE(client, nullptr);
+  Session* session = NewSession(client);
+  ASSERT_NE(session, nullptr);
+  absl::StatusOr<std::unique_ptr<ElectionObserver>> observer =
+      ElectionObserver::Start(client, "slow", /*max_queued=*/3);
+  LOCKD_ASSERT_OK(observer);
+  absl::StatusOr<v1::LeaderInfo> seen = NextChange(observer->get());
+  LOCKD_ASSERT_OK(seen);
+  EXPECT_EQ(seen->session_id(), 0u);  // nobody leads yet
+  absl::StatusOr<std::unique_ptr<Election>> won =
+      Election::Campaign(session, "slow", "v0", absl::Seconds(10));
+  LOCKD_ASSERT_OK(won);
+  for (int i = 1; i <= 9; ++i) {
+    LOCKD_ASSERT_OK((*won)->Proclaim(absl::StrCat("v", i)));
+  }
+  // Ten changes, three kept: Next() says seven were dropped, then returns
+  // the three newest in order.
+  ASSERT_TRUE(PollUntil([&] { return (*observer)->changes_lost() == 7; },
+                        absl::Seconds(10)))
+      << (*observer)->changes_lost();
+  absl::StatusOr<v1::LeaderInfo> gap = (*observer)->Next(absl::Seconds(5));
+  EXPECT_EQ(gap.status().code(), absl::StatusCode::kDataLoss) << gap.status();
+  EXPECT_TRUE(absl::StrContains(gap.status().message(), "7 changes"))
+      << gap.status();
+  for (int i = 7; i <= 9; ++i) {
+    seen = (*observer)->Next(absl::Seconds(5));
+    LOCKD_ASSERT_OK(seen);
+    EXPECT_EQ(seen->value(), absl::StrCat("v", i));
+  }
+  EXPECT_EQ(CodeOf((*observer)->Next(absl::ZeroDuration())),
             absl::StatusCode::kDeadlineExceeded);
 }
 

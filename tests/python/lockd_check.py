@@ -17,6 +17,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 
 import grpc
 
@@ -71,7 +72,19 @@ class Cell:
             "/lockd.v1.Sessions/KeepAlive",
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=response_type.FromString)
-        return next(iter(rpc(iter([request]), timeout=5)))
+        answered = threading.Event()
+
+        def requests():
+            yield request
+            # The stream stays open until the answer came: a client that
+            # hangs up first ends the stream.
+            answered.wait(10)
+
+        responses = rpc(requests(), timeout=10)
+        try:
+            return next(iter(responses))
+        finally:
+            answered.set()
 
 
 def check(condition, step):

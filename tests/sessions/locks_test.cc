@@ -258,6 +258,11 @@ TEST_F(LocksTest, WaitTimesOutWithDeadlineExceededAtItsDeadline) {
       FindCompletion(timed_out, {b_, request});
   ASSERT_TRUE(result.has_value());
   EXPECT_EQ(result->code(), kDeadlineExceeded);
+  // The deadline as people read it, and as a number for programs.
+  EXPECT_THAT(result->message(),
+              HasSubstr("was not granted by its wait deadline (1970-01-01T"));
+  EXPECT_THAT(result->message(), HasSubstr("Z, now)"));
+  EXPECT_EQ(result->error_time_ms(), cell_.now());
   // The answer is recorded for retries; the lock is unaffected.
   EXPECT_EQ(cell_.RunAs(b_, request, AcquireCommand("/l", v1::EXCLUSIVE, 500))
                 ->code(),
@@ -362,7 +367,12 @@ TEST_F(LocksTest, LockDelayWithoutWaitersThenFree) {
   cell_.Advance(1000);
   const statepb::Result delayed = Acquire(a_, "/l", v1::SHARED);
   EXPECT_EQ(delayed.code(), kFailedPrecondition);
-  EXPECT_THAT(delayed.message(), HasSubstr("lock-delay"));
+  // Cell time 1,001,000 ms; the delay ends 2 s later.
+  ASSERT_EQ(cell_.now(), 1'001'000);
+  EXPECT_THAT(delayed.message(),
+              HasSubstr("is in lock-delay until 1970-01-01T00:16:43.000Z, 2s "
+                        "from now"));
+  EXPECT_EQ(delayed.error_time_ms(), 1'003'000);
   cell_.Advance(2000);
   EXPECT_EQ(Acquire(a_, "/l", v1::SHARED).code(), kOk);
 }
@@ -569,8 +579,12 @@ TEST_F(LocksTest, GetLeaderAndResignWithoutLeader) {
   EXPECT_THAT(applied.changed_elections, ElementsAre("db"));
   EXPECT_EQ(cell_.sm().GetLeader("db").status().code(),
             absl::StatusCode::kNotFound);
-  // A shared holder of the election lock is no leader.
-  ASSERT_EQ(Acquire(b_, "/election/db", v1::SHARED).code(), kOk);
+  // The election's lock is not a lock for Locks.Acquire.
+  const statepb::Result shared = Acquire(b_, "/election/db", v1::SHARED);
+  EXPECT_EQ(shared.code(), kInvalidArgument);
+  EXPECT_THAT(shared.message(),
+              HasSubstr("\"/election/db\" is reserved for elections: "
+                        "Locks.Acquire cannot change it"));
   EXPECT_EQ(cell_.sm().GetLeader("db").status().code(),
             absl::StatusCode::kNotFound);
 }
@@ -612,15 +626,20 @@ TEST_F(LocksTest, LeaderExpiryPassesLeadershipWithoutDelay) {
   EXPECT_EQ(cell_.sm().GetLeader("db")->leader().value(), "new");
 }
 
-TEST_F(LocksTest, SetOnElectionNodeChangesLeaderValue) {
+TEST_F(LocksTest, OrdinaryWritesCannotTouchElections) {
   ASSERT_EQ(cell_.Run(a_, CampaignCommand("db", "a"))->code(), kOk);
-  ApplyResult applied;
-  ASSERT_EQ(
-      cell_.Run(b_, SetNodeCommand("/election/db", "x"), nullptr, &applied)
-          ->code(),
-      kOk);
-  EXPECT_THAT(applied.changed_elections, ElementsAre("db"));
-  EXPECT_EQ(cell_.sm().GetLeader("db")->leader().value(), "x");
+  for (statepb::Command command :
+       {SetNodeCommand("/election/db", "x"), DeleteNodeCommand("/election/db"),
+        CreateNodeCommand("/election/other"),
+        CreateNodeCommand("/election/db/below")}) {
+    ApplyResult applied;
+    const statepb::Result result = *cell_.Run(b_, command, nullptr, &applied);
+    EXPECT_EQ(result.code(), kInvalidArgument) << command.ShortDebugString();
+    EXPECT_THAT(result.message(), HasSubstr("is reserved for elections"));
+    EXPECT_THAT(applied.changed_elections, IsEmpty());
+  }
+  EXPECT_EQ(cell_.sm().GetLeader("db")->leader().value(), "a");
+  EXPECT_FALSE(cell_.sm().StatNode("/election/other").ok());
 }
 
 }  // namespace

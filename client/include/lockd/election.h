@@ -141,10 +141,12 @@ class ElectionObserver {
  public:
   static constexpr size_t kMaxQueued = 10000;
 
-  // Starts observing `name` (the stream opens in the background).
+  // Starts observing `name` (the stream opens in the background). Changes
+  // not yet taken by Next() are queued, at most `max_queued`: beyond it the
+  // oldest is dropped, and Next() says so (DATA_LOSS) where it was.
   // REQUIRES: client != nullptr and outlives the observer.
   static absl::StatusOr<std::unique_ptr<ElectionObserver>> Start(
-      Client* client, const std::string& name);
+      Client* client, const std::string& name, size_t max_queued = kMaxQueued);
 
   // Cancels the stream and waits for its threads.
   ~ElectionObserver();
@@ -154,7 +156,9 @@ class ElectionObserver {
   // The next change, waiting up to `timeout`: DEADLINE_EXCEEDED if none
   // came; CANCELLED after Cancel(); the cell's status if it rejected the
   // observation (e.g. INVALID_ARGUMENT for a bad name; returned once the
-  // queue is empty, and again on every later call).
+  // queue is empty, and again on every later call). DATA_LOSS, naming how
+  // many, once in place of changes dropped because Next() fell behind; the
+  // call after it returns the oldest change kept.
   absl::StatusOr<v1::LeaderInfo> Next(absl::Duration timeout);
   // Ends the observation; a blocked Next() returns CANCELLED.
   void Cancel();
@@ -162,6 +166,8 @@ class ElectionObserver {
   // Streams that answered after the first one (reconnections), for reports
   // and tests.
   uint64_t reconnects() const;
+  // Changes dropped so far (each also reported by Next()).
+  uint64_t changes_lost() const;
 
  private:
   class Impl;

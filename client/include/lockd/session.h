@@ -76,8 +76,15 @@ struct SessionOptions {
   // answer carried a higher epoch) through on_event.
   std::function<void(SessionState)> on_state_change;
   // Called for every event of the session in sequence order: watches, lock
-  // events from the cell, and the two the library reports (see above).
+  // events from the cell, and the three the library reports (see above and
+  // EVENTS_LOST). No event is dropped in silence: where the cell's buffer
+  // or this library's queue dropped events, an EVENTS_LOST event with
+  // their number (lost_count) comes in their place.
   std::function<void(const v1::Event&)> on_event;
+  // Events queued for on_event at most; beyond it the oldest queued event
+  // is dropped (and reported, above), so that a stuck callback cannot make
+  // the session grow without end. State changes are never dropped.
+  size_t max_queued_events = 10000;
 };
 
 class Session {
@@ -161,9 +168,10 @@ class Session {
 
   // Keep-alive answers received so far (for tests).
   uint64_t keep_alive_answers() const;
-  // Events the cell dropped because the session's buffer was full (the
-  // largest KeepAliveResponse.events_lost seen). When it grows, re-read what
-  // you watch.
+  // Events dropped so far: by the cell because the session's buffer was
+  // full (the largest KeepAliveResponse.events_lost seen) plus by this
+  // library's queue. Each drop is also reported in order through on_event
+  // as EVENTS_LOST.
   uint64_t events_lost() const;
 
  private:
@@ -195,18 +203,20 @@ class Session {
   // Moves to jeopardy or expiry when their time has come.
   void CheckLeaseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetStateLocked(SessionState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Queues an event (or state change) for the dispatcher.
+  // Queues a state change for the dispatcher (never dropped).
   void PostLocked(std::function<void()> callback)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues an event for on_event; beyond max_queued_events the oldest queued
+  // event makes way and is counted for an EVENTS_LOST report.
+  void PostEventLocked(v1::Event event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PostEventLocked(v1::Event::Type type) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The absl::Time at which steady time `t` arrives (for condvar waits).
   static absl::Time ToDeadline(Clock::time_point t);
   void DispatchLoop();
   void StopThreads();
 
-  // Bound of the dispatcher's queue; beyond it the oldest notifications are
-  // dropped (a stuck callback must not make the session grow without end).
-  static constexpr size_t kMaxQueuedCallbacks = 10000;
+  // An EVENTS_LOST event for `count` events.
+  static v1::Event LostEvent(uint64_t count);
 
   Client* const client_;
   const SessionOptions options_;
@@ -223,7 +233,9 @@ class Session {
   Clock::time_point grace_end_ ABSL_GUARDED_BY(mu_);
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t answers_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t events_lost_ ABSL_GUARDED_BY(mu_) = 0;
+  // Dropped by the cell (largest events_lost heard) and by the queue.
+  uint64_t cell_events_lost_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t queue_events_lost_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t last_event_sequence_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, uint64_t> locks_lost_ ABSL_GUARDED_BY(mu_);
   uint64_t next_request_id_ ABSL_GUARDED_BY(mu_) = 1;
@@ -232,7 +244,15 @@ class Session {
   // Close() is running: the cell ending the stream with NOT_FOUND means
   // closed, not expired.
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
-  std::deque<std::function<void()>> callbacks_ ABSL_GUARDED_BY(mu_);
+  // For the dispatcher, in order. An event item may be dropped; then
+  // lost_before_front_ counts it until the dispatcher reports it.
+  struct Callback {
+    std::function<void()> run;
+    bool is_event = false;
+  };
+  std::deque<Callback> callbacks_ ABSL_GUARDED_BY(mu_);
+  size_t queued_events_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t lost_before_front_ ABSL_GUARDED_BY(mu_) = 0;
   bool dispatcher_stop_ ABSL_GUARDED_BY(mu_) = false;
 
   std::thread keep_alive_thread_;
