@@ -77,10 +77,11 @@ std::vector<FlagSpec> HoldFlags(const std::string& holding,
   return {
       {"wait", "DURATION",
        "How long to wait for " + holding +
-           " (0: try once). Default: until interrupted. Exit code 5 if it "
-           "runs out. The cell parks one request for at most an hour; a "
-           "longer wait asks again every hour and so queues anew behind "
-           "the waiters that came meanwhile."},
+           " (0: try once). Default: until interrupted, keeping the place "
+           "in the queue. Exit code 5 if it runs out. The cell parks a "
+           "request with a deadline for at most an hour: a --wait longer "
+           "than that asks again every hour and so queues anew behind the "
+           "waiters that came meanwhile."},
       {"ttl", "DURATION", "Session lease length. Default 10s."},
       {"lock-delay", "DURATION",
        "If the session is lost while holding, nobody gets " + holding +

@@ -149,14 +149,16 @@ absl::StatusOr<T> Interruptible(const Context& context,
   ExitAfter(std::move(on_interrupt), code);
 }
 
-// Repeats `attempt(wait)` in requests of at most an hour until it succeeds,
-// fails otherwise, or `settings.wait` (if set) ran out. A repeated request
-// queues anew (it loses its place among the waiters).
+// Without --wait, one request without a deadline (it keeps its place in
+// the queue however long). With --wait, repeats `attempt(wait)` in requests
+// of at most an hour until it succeeds, fails otherwise, or the wait ran
+// out; a repeated request queues anew.
 template <typename T>
 absl::StatusOr<T> WaitFor(
     const HoldSettings& settings,
     const std::function<absl::StatusOr<T>(absl::Duration)>& attempt) {
-  if (settings.wait.has_value() && *settings.wait <= absl::ZeroDuration()) {
+  if (!settings.wait.has_value()) return attempt(absl::InfiniteDuration());
+  if (*settings.wait <= absl::ZeroDuration()) {
     return attempt(absl::ZeroDuration());
   }
   const absl::Time deadline = settings.wait.has_value()

@@ -164,11 +164,35 @@ std::string NodeMetaJson(const v1::NodeMeta& meta) {
       .str();
 }
 
+namespace {
+
+// True once a command's session can no longer be relied on.
+bool SessionEnded(const Session& session) {
+  const SessionState state = session.state();
+  return state == SessionState::kExpired || state == SessionState::kClosed;
+}
+
+// The error of a command whose session was lost; `consequence` says what
+// that meant.
+int SessionLost(const Context& context, const Session& session,
+                absl::string_view consequence) {
+  return context.out.Error(
+      context.what,
+      absl::UnavailableError(absl::StrCat(
+          "session ", session.id(),
+          " was lost (no leader answered within its lease and grace "
+          "period); ",
+          consequence)),
+      kExitSessionLost);
+}
+
 // An ACL name as a person reads it.
 std::string AclName(const std::string& name) {
   return name.empty() ? "- (everyone)"
                       : absl::StrCat(name, " (/acl/", name, ")");
 }
+
+}  // namespace
 
 int RunGet(Context& context) {
   const std::string& path = context.args.positional[0];
@@ -375,20 +399,10 @@ int RunCreate(Context& context) {
                 "deletes it\n",
                 created->path(), (*session)->id());
   bool lost = false;
-  WaitInterruptibly([&] {
-    const SessionState state = (*session)->state();
-    lost = state == SessionState::kExpired || state == SessionState::kClosed;
-    return lost;
-  });
+  WaitInterruptibly([&] { return lost = SessionEnded(**session); });
   if (lost) {
-    return context.out.Error(
-        context.what,
-        absl::UnavailableError(absl::StrCat(
-            "session ", (*session)->id(),
-            " was lost (no leader answered within its lease and grace "
-            "period); the cell deleted ",
-            created->path())),
-        kExitSessionLost);
+    return SessionLost(context, **session,
+                       absl::StrCat("the cell deleted ", created->path()));
   }
   (*session)->Close().IgnoreError();
   return kExitOk;
@@ -508,18 +522,10 @@ int RunWatch(Context& context) {
         return true;
       }
     }
-    const SessionState state = (*session)->state();
-    lost = state == SessionState::kExpired || state == SessionState::kClosed;
-    return lost;
+    return lost = SessionEnded(**session);
   });
   if (lost) {
-    return context.out.Error(
-        context.what,
-        absl::UnavailableError(absl::StrCat(
-            "session ", (*session)->id(),
-            " was lost (no leader answered within its lease and grace "
-            "period); events may have been missed")),
-        kExitSessionLost);
+    return SessionLost(context, **session, "events may have been missed");
   }
   (*session)->Close().IgnoreError();
   return kExitOk;

@@ -207,8 +207,12 @@ absl::Status Client::Invoke(const char* method, const Attempt& attempt,
     const std::string address = current_address();
     std::shared_ptr<Endpoint> target = endpoint(address);
     grpc::ClientContext context;
+    // A request the server holds is sent again at least every minute (the
+    // same request number, so it keeps its place): a leader that went
+    // silent is noticed, and a wait without a deadline needs no end.
     const absl::Time attempt_deadline =
-        std::min(give_up, absl::Now() + options_.attempt_timeout + server_wait);
+        std::min(give_up, absl::Now() + options_.attempt_timeout +
+                              std::min(server_wait, kMaxServerWaitPerAttempt));
     context.set_deadline(absl::ToChronoTime(attempt_deadline));
     const grpc::Status status = attempt(*target, &context);
     if (status.ok()) return absl::OkStatus();

@@ -62,7 +62,8 @@ absl::StatusOr<std::unique_ptr<Election>> Election::Campaign(
   *request.mutable_header() = session->NewHeader();
   request.set_name(name);
   request.set_value(value);
-  request.set_wait_timeout_ms(absl::ToInt64Milliseconds(wait));
+  request.set_wait_timeout_ms(
+      wait == absl::InfiniteDuration() ? -1 : absl::ToInt64Milliseconds(wait));
   request.set_lock_delay_ms(absl::ToInt64Milliseconds(lock_delay));
   // LOCK_LOST events before the win concern an earlier leadership.
   const uint64_t lost = session->locks_lost(absl::StrCat(kElectionDir, name));

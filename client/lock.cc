@@ -35,7 +35,8 @@ absl::StatusOr<std::unique_ptr<Lock>> Lock::AcquireImpl(
   *request.mutable_header() = session->NewHeader();
   request.set_path(path);
   request.set_mode(mode);
-  request.set_wait_timeout_ms(absl::ToInt64Milliseconds(wait));
+  request.set_wait_timeout_ms(
+      wait == absl::InfiniteDuration() ? -1 : absl::ToInt64Milliseconds(wait));
   request.set_lock_delay_ms(absl::ToInt64Milliseconds(lock_delay));
   // LOCK_LOST events before the grant concern an earlier holding.
   const uint64_t lost = session->locks_lost(path);

@@ -99,7 +99,8 @@ StateMachine::Impl::Campaign(Session& session, uint64_t request_id,
     case LockPlan::kPark:
       Park(path, *node,
            Waiter{session.id, request_id, v1::EXCLUSIVE,
-                  now_ms_ + request.wait_timeout_ms(), request.lock_delay_ms(),
+                  WaitDeadline(request.wait_timeout_ms()),
+                  request.lock_delay_ms(),
                   /*campaign=*/true, request.value()});
       return std::nullopt;
   }

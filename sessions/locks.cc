@@ -19,10 +19,10 @@ bool StateMachine::Impl::IsFree(const Node& node, LockMode mode) {
 
 absl::Status StateMachine::Impl::CheckWaitTimeout(
     int64_t wait_timeout_ms) const {
-  if (wait_timeout_ms < 0 || wait_timeout_ms > limits_.max_wait_timeout_ms) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("wait_timeout_ms ", wait_timeout_ms, " is outside [0, ",
-                     limits_.max_wait_timeout_ms, "]"));
+  if (wait_timeout_ms < -1 || wait_timeout_ms > limits_.max_wait_timeout_ms) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "wait_timeout_ms ", wait_timeout_ms, " is outside [0, ",
+        limits_.max_wait_timeout_ms, "] (or -1: wait without a deadline)"));
   }
   return absl::OkStatus();
 }
@@ -123,8 +123,10 @@ void StateMachine::Impl::Park(const std::string& path, Node& node,
     event.set_other_session_id(waiter.session_id);
     Emit(holder_id, std::move(event));
   }
-  wait_deadlines_.insert(
-      {waiter.deadline_ms, waiter.session_id, waiter.request_id});
+  if (waiter.deadline_ms != kNoDeadline) {
+    wait_deadlines_.insert(
+        {waiter.deadline_ms, waiter.session_id, waiter.request_id});
+  }
   sessions_.at(waiter.session_id).parked[waiter.request_id] = path;
   node.waiters.push_back(std::move(waiter));
 }
@@ -230,7 +232,8 @@ absl::StatusOr<std::optional<v1::AcquireResponse>> StateMachine::Impl::Acquire(
     case LockPlan::kPark:
       Park(path, *node,
            Waiter{session.id, request_id, request.mode(),
-                  now_ms_ + request.wait_timeout_ms(), request.lock_delay_ms(),
+                  WaitDeadline(request.wait_timeout_ms()),
+                  request.lock_delay_ms(),
                   /*campaign=*/false, /*campaign_value=*/""});
       return std::nullopt;
   }

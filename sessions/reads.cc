@@ -152,7 +152,9 @@ absl::StatusOr<v1::ListLocksResponse> StateMachine::Impl::ListLocks(
       v1::LockWaiter* listed = info.add_waiters();
       listed->set_session_id(waiter.session_id);
       listed->set_mode(waiter.mode);
-      listed->set_wait_remaining_ms(waiter.deadline_ms - now_ms_);
+      listed->set_wait_remaining_ms(waiter.deadline_ms == kNoDeadline
+                                        ? -1
+                                        : waiter.deadline_ms - now_ms_);
       listed->set_campaign(waiter.campaign);
     }
     if (node.lock_delay_until_ms != 0) {

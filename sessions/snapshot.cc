@@ -204,9 +204,11 @@ StateMachine::Impl::FromSnapshot(const Limits& limits,
                  state_waiter.mode(), state_waiter.deadline_ms(),
                  state_waiter.lock_delay_ms(), state_waiter.campaign(),
                  state_waiter.campaign_value()});
-      impl->wait_deadlines_.insert({state_waiter.deadline_ms(),
-                                    state_waiter.session_id(),
-                                    state_waiter.request_id()});
+      if (state_waiter.deadline_ms() != kNoDeadline) {
+        impl->wait_deadlines_.insert({state_waiter.deadline_ms(),
+                                      state_waiter.session_id(),
+                                      state_waiter.request_id()});
+      }
     }
     if (state.lock_delay_until_ms() != 0) {
       if (!node.holders.empty()) {

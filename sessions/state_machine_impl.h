@@ -118,6 +118,9 @@ inline absl::Status CheckNotElection(absl::string_view path,
   return absl::OkStatus();
 }
 
+// Waiter::deadline_ms of a wait without a deadline (wait_timeout_ms -1).
+inline constexpr int64_t kNoDeadline = 0;
+
 // The root node's instance number; created nodes count up from 2.
 inline constexpr uint64_t kRootInstance = 1;
 
@@ -133,6 +136,7 @@ struct Waiter {
   uint64_t session_id = 0;
   uint64_t request_id = 0;
   v1::LockMode mode = v1::LOCK_MODE_UNSPECIFIED;
+  // Cell time at which the wait times out; kNoDeadline for none.
   int64_t deadline_ms = 0;
   int64_t lock_delay_ms = 0;
   bool campaign = false;
@@ -307,6 +311,11 @@ class StateMachine::Impl {
                                     v1::LockMode mode,
                                     int64_t wait_timeout_ms) const;
   absl::Status CheckWaitTimeout(int64_t wait_timeout_ms) const;
+  // The deadline of a wait of `wait_timeout_ms` starting now (kNoDeadline
+  // for -1).
+  int64_t WaitDeadline(int64_t wait_timeout_ms) const {
+    return wait_timeout_ms < 0 ? kNoDeadline : now_ms_ + wait_timeout_ms;
+  }
   absl::Status CheckLockDelay(int64_t lock_delay_ms) const;
   v1::Sequencer MakeSequencer(absl::string_view path, const Node& node,
                               uint64_t session_id, v1::LockMode mode) const;

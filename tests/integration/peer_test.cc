@@ -3,6 +3,7 @@
 // refused before they reach the Paxos core.
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <fstream>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -95,7 +97,8 @@ std::pair<int, std::string> RunLockdWith(std::vector<std::string> args,
   ProcessOptions process;
   process.argv = {LOCKD_BINARY};
   process.argv.insert(process.argv.end(), args.begin(), args.end());
-  process.output_path = dir + "/out";
+  // Test binaries run in parallel and share the temporary directory.
+  process.output_path = absl::StrCat(dir, "/lockd-out-", getpid());
   ProcessResult result = RunToExit(process, absl::Seconds(20));
   return {result.exit_code, result.output};
 }

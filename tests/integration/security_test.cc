@@ -4,6 +4,7 @@
 // the one it claims to be, cannot disturb the cell.
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <filesystem>
@@ -305,7 +306,8 @@ std::pair<int, std::string> RunLockd(const std::vector<std::string>& args) {
   ProcessOptions process;
   process.argv = {LOCKD_BINARY};
   process.argv.insert(process.argv.end(), args.begin(), args.end());
-  process.output_path = ::testing::TempDir() + "/security-out";
+  process.output_path =
+      absl::StrCat(::testing::TempDir(), "/security-out-", getpid());
   ProcessResult result = RunToExit(process, absl::Seconds(20));
   return {result.exit_code, result.output};
 }

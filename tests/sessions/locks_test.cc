@@ -93,7 +93,7 @@ TEST_F(LocksTest, RefusesBadArguments) {
   EXPECT_EQ(Acquire(a_, "/l", v1::LOCK_MODE_UNSPECIFIED).code(),
             kInvalidArgument);
   EXPECT_EQ(Acquire(a_, "l", v1::EXCLUSIVE).code(), kInvalidArgument);
-  EXPECT_EQ(Acquire(a_, "/l", v1::EXCLUSIVE, -1).code(), kInvalidArgument);
+  EXPECT_EQ(Acquire(a_, "/l", v1::EXCLUSIVE, -2).code(), kInvalidArgument);
   EXPECT_EQ(
       Acquire(a_, "/l", v1::EXCLUSIVE, Limits().max_wait_timeout_ms + 1).code(),
       kInvalidArgument);
@@ -268,6 +268,32 @@ TEST_F(LocksTest, WaitTimesOutWithDeadlineExceededAtItsDeadline) {
                 ->code(),
             kDeadlineExceeded);
   EXPECT_THAT(Release(a_, "/l"), IsEmpty());
+}
+
+TEST_F(LocksTest, AWaitWithoutDeadlineKeepsItsPlaceForHours) {
+  ASSERT_EQ(Acquire(a_, "/l", v1::EXCLUSIVE).code(), kOk);
+  Park(b_, "/l", v1::EXCLUSIVE, -1);
+  absl::StatusOr<v1::ListLocksResponse> listed = cell_.sm().ListLocks("/l");
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->locks(0).waiters_size(), 1);
+  EXPECT_EQ(listed->locks(0).waiters(0).wait_remaining_ms(), -1);
+  // Hours later (both sessions kept alive) the waiter is still first, and
+  // it survives a snapshot.
+  for (int hour = 0; hour < 3; ++hour) {
+    for (int i = 0; i < 720; ++i) {
+      cell_.Advance(5'000);
+      cell_.Renew(a_);
+      cell_.Renew(b_);
+    }
+  }
+  StateMachine restored;
+  ASSERT_TRUE(restored.Restore(cell_.sm().Snapshot()).ok());
+  EXPECT_EQ(restored.Snapshot(), cell_.sm().Snapshot());
+  EXPECT_EQ(restored.NextDeadline(), cell_.sm().NextDeadline());
+  EXPECT_THAT(Release(a_, "/l"), ElementsAre(b_));
+  EXPECT_EQ(
+      cell_.RunAs(a_, 99, AcquireCommand("/m", v1::EXCLUSIVE, -2))->code(),
+      kInvalidArgument);
 }
 
 TEST_F(LocksTest, TimedOutHeadWaiterLetsCompatibleWaitersIn) {

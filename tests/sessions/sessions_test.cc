@@ -421,13 +421,13 @@ TEST(ExactlyOnceTest, FailedRequestChangesNothing) {
   EXPECT_EQ(
       cell.Run(s, AcquireCommand("/l", v1::LOCK_MODE_UNSPECIFIED))->code(),
       kInvalidArgument);
-  EXPECT_EQ(cell.Run(s, AcquireCommand("/l", v1::EXCLUSIVE, -1))->code(),
+  EXPECT_EQ(cell.Run(s, AcquireCommand("/l", v1::EXCLUSIVE, -2))->code(),
             kInvalidArgument);
   EXPECT_EQ(cell.Run(s, AcquireCommand("/l", v1::EXCLUSIVE, 0, -1))->code(),
             kInvalidArgument);
   EXPECT_EQ(cell.Run(s, AcquireCommand("/x/l", v1::EXCLUSIVE))->code(),
             kNotFound);
-  EXPECT_EQ(cell.Run(s, CampaignCommand("e", "v", -1))->code(),
+  EXPECT_EQ(cell.Run(s, CampaignCommand("e", "v", -2))->code(),
             kInvalidArgument);
   // /election and /election/e would be two nodes; only one fits.
   EXPECT_EQ(cell.Run(s, CampaignCommand("e", "v"))->code(), kResourceExhausted);

@@ -1170,35 +1170,32 @@ class World {
     Held& held = c.held.at(path);
     // From here on the client no longer relies on the lock.
     held.releasing = true;
-    Operation op;
-    op.kind = Operation::Kind::kRelease;
-    op.path = path;
-    op.request_id = c.next_request_id;
-    v1::ReleaseRequest* release = op.command.mutable_release();
-    v1::RequestHeader* header = release->mutable_header();
-    header->set_session_id(c.session_id);
-    header->set_request_id(op.request_id);
-    header->set_session_secret(c.session_secret);
-    header->set_first_unanswered_request_id(op.request_id);
-    release->set_path(path);
-    op.timeout_local_us = 500000;
-    StartOperation(c, std::move(op));
+    StartOperation(c, ReleaseOperation(c, path, Operation::Kind::kRelease,
+                                       c.session_secret));
   }
 
   void StartForgedRelease(Client& c, const std::string& path) {
+    StartOperation(c, ReleaseOperation(c, path, Operation::Kind::kForgedRelease,
+                                       "forged"));
+  }
+
+  // A Release of `path` as the client's next request, presenting `secret`.
+  static Operation ReleaseOperation(const Client& c, const std::string& path,
+                                    Operation::Kind kind,
+                                    const std::string& secret) {
     Operation op;
-    op.kind = Operation::Kind::kForgedRelease;
+    op.kind = kind;
     op.path = path;
     op.request_id = c.next_request_id;
     v1::ReleaseRequest* release = op.command.mutable_release();
     v1::RequestHeader* header = release->mutable_header();
     header->set_session_id(c.session_id);
     header->set_request_id(op.request_id);
-    header->set_session_secret("forged");
+    header->set_session_secret(secret);
     header->set_first_unanswered_request_id(op.request_id);
     release->set_path(path);
     op.timeout_local_us = 500000;
-    StartOperation(c, std::move(op));
+    return op;
   }
 
   void StartSession(Client& c) {

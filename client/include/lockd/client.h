@@ -169,6 +169,10 @@ class Client {
   // A jittered sleep length for `backoff`.
   absl::Duration Jitter(absl::Duration backoff);
 
+  // How long one attempt of a call the server holds may take beyond
+  // attempt_timeout before it is sent again.
+  static constexpr absl::Duration kMaxServerWaitPerAttempt = absl::Minutes(1);
+
   const ClientOptions options_;
   const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   std::atomic<uint64_t> retries_{0};

@@ -50,7 +50,8 @@ namespace lockd {
 class Election {
  public:
   // Campaigns for `name` with `value` and blocks until this session leads
-  // (the value is then the election's content) or `wait` (at most 1 h)
+  // (the value is then the election's content) or `wait` (at most 1 h, or
+  // absl::InfiniteDuration() for no limit)
   // passes (DEADLINE_EXCEEDED). A zero `wait` tries once
   // (FAILED_PRECONDITION if someone else leads or others wait). Campaigners
   // win in FIFO order. As with Lock::Acquire, the wait may restart after a

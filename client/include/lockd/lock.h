@@ -38,7 +38,9 @@ namespace lockd {
 class Lock {
  public:
   // Acquires the lock on `path` (created, empty and permanent, if missing;
-  // its parent must exist), waiting in FIFO order up to `wait` (at most 1 h).
+  // its parent must exist), waiting in FIFO order up to `wait` (at most 1 h,
+  // or absl::InfiniteDuration(): until granted or the session ends, keeping
+  // its place however long).
   // DEADLINE_EXCEEDED if it was not granted in time. `lock_delay` (at most
   // 60 s): if the session is lost while holding the lock, nobody gets it for
   // this long. The wait may restart after a leader change, so in rare cases
