@@ -78,18 +78,27 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(
   v1::CreateSessionRequest request;
   request.set_ttl_ms(absl::ToInt64Milliseconds(session->options_.ttl));
   request.set_client_name(session->options_.client_name);
-  request.set_nonce(RandomNonce());
   v1::CreateSessionResponse response;
   // Every attempt is sent after this instant, so the lease the answer names
   // started no earlier.
   const Clock::time_point base = Clock::now();
-  absl::Status status = client->Invoke(
-      "Sessions.CreateSession",
-      [&](Client::Endpoint& e, grpc::ClientContext* context) {
-        response.Clear();
-        return e.sessions->CreateSession(context, request, &response);
-      });
-  if (!status.ok()) return status;
+  // An answer without a secret names a session an earlier attempt of this
+  // nonce opened, whose answer (and secret) was lost: that session is left
+  // to expire and a new nonce opens another.
+  for (int tries = 0; tries < 3 && response.session_secret().empty(); ++tries) {
+    request.set_nonce(RandomNonce());
+    absl::Status status = client->Invoke(
+        "Sessions.CreateSession",
+        [&](Client::Endpoint& e, grpc::ClientContext* context) {
+          response.Clear();
+          return e.sessions->CreateSession(context, request, &response);
+        });
+    if (!status.ok()) return status;
+  }
+  if (response.session_secret().empty()) {
+    return absl::UnavailableError(
+        "CreateSession kept answering without a session secret");
+  }
   session->id_ = response.session_id();
   session->secret_ = response.session_secret();
   {

@@ -99,7 +99,13 @@ void ReplicaNode::ApplyCommand(const statepb::Command& command,
         waiting_.find({completion.key.session_id, completion.key.request_id});
     if (waiting == waiting_.end()) continue;
     std::vector<Waiter> waiters = std::move(waiting->second.waiters);
-    if (completion.result.has_create_session()) {
+    // The secret goes only with the session it was drawn for: a retry by
+    // nonce of an existing session gets none.
+    if (completion.result.has_create_session() &&
+        state_
+            .CheckSecret(completion.result.create_session().session_id(),
+                         SecretDigest(waiting->second.new_secret))
+            .ok()) {
       completion.result.mutable_create_session()->set_session_secret(
           std::move(waiting->second.new_secret));
     }

@@ -49,11 +49,10 @@ statepb::Result StateMachine::Impl::CreateSession(
   if (request.nonce() != 0) {
     auto it = session_by_nonce_.find(request.nonce());
     if (it != session_by_nonce_.end()) {
-      // The client lost the first answer, and with it the secret: the
-      // retry's secret replaces it.
-      Session& session = sessions_.at(it->second);
-      session.secret_digest = std::string(secret_digest);
-      return respond(session);
+      // The same session, and its secret stays: a late duplicate of the
+      // request must not disturb the client that got the first answer. (The
+      // front end sends this answer without a secret.)
+      return respond(sessions_.at(it->second));
     }
   }
   const int64_t ttl_ms =

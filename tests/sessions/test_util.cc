@@ -180,8 +180,9 @@ statepb::Result Cell::CreateSession(int64_t ttl_ms, uint64_t nonce,
   std::optional<statepb::Result> result =
       FindCompletion(Apply(std::move(command)), {0, nonce});
   CHECK(result.has_value());
+  // A retry by nonce names an existing session, whose digest stays.
   if (result->code() == 0) {
-    digests_[result->create_session().session_id()] = digest;
+    digests_.emplace(result->create_session().session_id(), digest);
   }
   return *result;
 }

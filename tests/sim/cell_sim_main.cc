@@ -95,6 +95,7 @@ int main(int argc, char** argv) {
     totals.shared_grants += result.shared_grants;
     totals.releases += result.releases;
     totals.forgeries_refused += result.forgeries_refused;
+    totals.acl_setups += result.acl_setups;
     totals.sessions_created += result.sessions_created;
     totals.sessions_expired += result.sessions_expired;
     totals.retries += result.retries;
@@ -144,13 +145,13 @@ int main(int argc, char** argv) {
   std::printf("faults: %s\n", absl::StrJoin(fault_parts, " ").c_str());
   std::printf(
       "exclusive_grants=%llu shared_grants=%llu releases=%llu "
-      "forgeries_refused=%llu "
+      "forgeries_refused=%llu acl_setups=%llu "
       "sessions_created=%llu sessions_expired=%llu retries=%llu "
       "keepalives_answered=%llu leader_changes=%llu snapshots_installed=%llu "
       "max_expiry_overshoot_ms=%lld max_heal_ms=%lld failing_seeds=%llu\n",
       U(totals.exclusive_grants), U(totals.shared_grants), U(totals.releases),
-      U(totals.forgeries_refused), U(totals.sessions_created),
-      U(totals.sessions_expired), U(totals.retries),
+      U(totals.forgeries_refused), U(totals.acl_setups),
+      U(totals.sessions_created), U(totals.sessions_expired), U(totals.retries),
       U(totals.keepalives_answered), U(totals.leader_changes),
       U(totals.snapshots_installed),
       static_cast<long long>(totals.max_expiry_overshoot_ms),

@@ -307,6 +307,9 @@ struct Operation {
     kCloseSession,
     // An intruder's Release of the client's lock without its secret.
     kForgedRelease,
+    // Client 0 (an admin) puts the lock paths under an ACL that lists every
+    // client: the other steps then run every grant through the ACL checks.
+    kAclSetup,
   };
   Kind kind = Kind::kCreateSession;
   statepb::Command command;
@@ -326,6 +329,8 @@ struct Operation {
 
 struct Client {
   int index = 0;
+  // Client 0's progress through the ACL setup (kAclSetupSteps: done).
+  int acl_setup_step = 0;
   int64_t clock_offset_us = 0;
   double rate = 0;
   // Bumped when the process dies: timers and answers of the old process
@@ -851,21 +856,9 @@ class World {
 
   static void RequestOf(const statepb::Command& command, uint64_t* session_id,
                         uint64_t* request_id) {
-    const v1::RequestHeader* header = nullptr;
-    if (command.has_create_session()) {
-      *session_id = 0;
-      *request_id = command.create_session().nonce();
-      return;
-    }
-    if (command.has_acquire()) header = &command.acquire().header();
-    if (command.has_release()) header = &command.release().header();
-    if (command.has_close_session()) {
-      header = &command.close_session().header();
-    }
-    if (header != nullptr) {
-      *session_id = header->session_id();
-      *request_id = header->request_id();
-    }
+    const sessions::RequestKey key = sessions::RequestKeyOf(command);
+    *session_id = key.session_id;
+    *request_id = key.request_id;
   }
 
   void OnResult(int index, uint64_t generation, int client,
@@ -1086,6 +1079,10 @@ class World {
       StartSession(c);
       return;
     }
+    if (c.index == 0 && c.acl_setup_step < kAclSetupSteps) {
+      StartAclSetup(c);
+      return;
+    }
     const int64_t local = LocalNow(c);
     for (auto& [path, held] : c.held) {
       if (held.release_at_local_us <= local) {
@@ -1212,7 +1209,53 @@ class World {
     StartOperation(c, std::move(op));
   }
 
+  // /acl, /acl/writers listing every client, write and change-ACL on "/"
+  // for the writers only (inherited by nodes created later), then each lock
+  // path created (if missing) and given the same names.
+  static constexpr int kAclSetupSteps = 3 + 2 * kPaths;
+  void StartAclSetup(Client& c) {
+    Operation op;
+    op.kind = Operation::Kind::kAclSetup;
+    op.request_id = c.next_request_id;
+    v1::RequestHeader* header = nullptr;
+    const int step = c.acl_setup_step;
+    if (step == 0 || step == 1 || (step >= 3 && step < 3 + kPaths)) {
+      v1::CreateNodeRequest* create = op.command.mutable_create_node();
+      create->set_path(step == 0   ? std::string("/acl")
+                       : step == 1 ? std::string("/acl/writers")
+                                   : LockPath(step - 3));
+      if (step == 1) {
+        std::vector<std::string> names;
+        for (const Client& client : clients_) {
+          names.push_back(Principal(client));
+        }
+        create->set_content(absl::StrJoin(names, "\n"));
+      }
+      header = create->mutable_header();
+    } else {
+      v1::SetAclRequest* set = op.command.mutable_set_acl();
+      set->set_path(step == 2 ? std::string("/") : LockPath(step - 3 - kPaths));
+      set->set_write_acl("writers");
+      set->set_change_acl("writers");
+      header = set->mutable_header();
+    }
+    header->set_session_id(c.session_id);
+    header->set_request_id(op.request_id);
+    header->set_session_secret(c.session_secret);
+    header->set_first_unanswered_request_id(op.request_id);
+    op.timeout_local_us = 500000;
+    StartOperation(c, std::move(op));
+  }
+
+  static std::string Principal(const Client& c) {
+    return absl::StrCat("client-", c.index);
+  }
+
   void StartOperation(Client& c, Operation op) {
+    // As the front end would stamp it from the client's certificate;
+    // client 0 is the operator.
+    op.command.set_principal(Principal(c));
+    op.command.set_admin(c.index == 0);
     op.first_sent_local_us = LocalNow(c);
     c.op = std::move(op);
     SendOperation(c);
@@ -1332,6 +1375,12 @@ class World {
     c.op.reset();
     ++c.next_request_id;
     const absl::StatusCode code = static_cast<absl::StatusCode>(result.code());
+    if (code == absl::StatusCode::kPermissionDenied) {
+      Violation(absl::StrCat("ACL: ", Principal(c),
+                             " (listed in /acl/writers) "
+                             "was denied request ",
+                             op.request_id, ": ", result.message()));
+    }
     if (code == absl::StatusCode::kNotFound) {
       SessionLost(
           c, absl::StrCat("request ", op.request_id, ": ", result.message()));
@@ -1356,6 +1405,13 @@ class World {
         break;
       case Operation::Kind::kCloseSession:
         EndSession(c, "closed");
+        break;
+      case Operation::Kind::kAclSetup:
+        if (code == absl::StatusCode::kOk ||
+            code == absl::StatusCode::kAlreadyExists) {
+          ++c.acl_setup_step;
+          if (c.acl_setup_step == kAclSetupSteps) ++result_.acl_setups;
+        }
         break;
       case Operation::Kind::kCreateSession:
       case Operation::Kind::kForgedRelease:
@@ -1415,9 +1471,15 @@ class World {
                              " (still live) and session ",
                              response.session_id()));
     }
-    // Like a real client, it takes the answer of its latest attempt only:
-    // a retry by nonce replaces the secret an earlier attempt returned.
-    if (!latest) return;
+    if (!current) return;
+    if (response.session_secret().empty()) {
+      // An earlier attempt opened the session and its answer, with the
+      // secret, was lost: as the client library, open another with a new
+      // nonce (the first expires by its TTL).
+      c.op.reset();
+      StartSession(c);
+      return;
+    }
     Operation op = *std::move(c.op);
     c.op.reset();
     c.has_session = true;

@@ -67,6 +67,9 @@ struct Result {
   // Releases of a held lock sent with a forged session secret, each refused
   // with PERMISSION_DENIED (one accepted is a violation).
   uint64_t forgeries_refused = 0;
+  // Times client 0 completed the ACL setup (every later grant then passes
+  // the ACL checks; a listed client denied is a violation).
+  uint64_t acl_setups = 0;
   uint64_t sessions_created = 0;
   // Sessions that ended without CloseSession (their lease ran out).
   uint64_t sessions_expired = 0;
