@@ -91,8 +91,9 @@ inline constexpr char kAclDir[] = "/acl";
 //   but a client silent since last_renewed expires by last_renewed + 2 * ttl
 //   however many leaders follow.
 // * Secrets: CreateSession stores the command's secret_digest (a retry by
-//   nonce replaces it); every request of the session must carry the same
-//   digest, or it is refused with PERMISSION_DENIED and changes nothing.
+//   nonce keeps the first); every request of the session must carry the
+//   same digest, or it is refused with PERMISSION_DENIED and changes
+//   nothing.
 // * ACLs: every node has three ACL names (read, write, change-ACL), copied
 //   from its parent on creation; "" grants everyone. A command's principal
 //   and admin bit decide its rights; a denied request is answered
