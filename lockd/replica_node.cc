@@ -104,7 +104,7 @@ void ReplicaNode::ApplyCommand(const statepb::Command& command,
     if (completion.result.has_create_session() &&
         state_
             .CheckSecret(completion.result.create_session().session_id(),
-                         SecretDigest(waiting->second.new_secret))
+                         waiting->second.new_secret_digest)
             .ok()) {
       completion.result.mutable_create_session()->set_session_secret(
           std::move(waiting->second.new_secret));
@@ -255,6 +255,7 @@ void ReplicaNode::Submit(statepb::Command command, int64_t now_ms,
   }
   auto waiting = waiting_.find(request);
   if (waiting == waiting_.end()) {
+    std::string command_digest = command.secret_digest();
     const absl::Status proposed = Propose(std::move(command), now_ms);
     if (!proposed.ok()) {
       done(proposed);
@@ -262,6 +263,7 @@ void ReplicaNode::Submit(statepb::Command command, int64_t now_ms,
     }
     waiting = waiting_.try_emplace(request).first;
     waiting->second.new_secret = std::move(new_secret);
+    waiting->second.new_secret_digest = std::move(command_digest);
   }
   waiting->second.waiters.push_back({caller, std::move(done)});
   caller_requests_[caller] = request;

@@ -206,8 +206,9 @@ class ReplicaNode {
   // The callers of one proposed request.
   struct Waiting {
     std::vector<Waiter> waiters;
-    // A CreateSession's secret, for its answer.
+    // A CreateSession's secret, for its answer, and its digest (in the log).
     std::string new_secret;
+    std::string new_secret_digest;
   };
   struct ElectionStream {
     std::shared_ptr<ElectionListener> listener;

@@ -31,6 +31,7 @@ using ::lockd::integration::Cell;
 using ::lockd::integration::CellOptions;
 using ::lockd::integration::ProcessOptions;
 using ::lockd::integration::ProcessResult;
+using ::lockd::integration::ReadWholeFile;
 using ::lockd::integration::RunToExit;
 
 struct Step {
@@ -40,12 +41,6 @@ struct Step {
   // The README shows the exit code (`; echo $?`).
   bool shows_exit_code = false;
 };
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)),
-                     std::istreambuf_iterator<char>());
-}
 
 // The `$ ` commands of the tour's code blocks with the lines after each.
 std::vector<Step> TourSteps(const std::string& readme) {
@@ -94,7 +89,7 @@ std::string Quoted(const std::string& text) {
 
 TEST(ReadmeTourTest, EveryCommandRunsAsTheReadmeShows) {
   const std::vector<Step> steps =
-      TourSteps(ReadAll(std::string(LOCKD_SOURCE_DIR) + "/README.md"));
+      TourSteps(ReadWholeFile(std::string(LOCKD_SOURCE_DIR) + "/README.md"));
   ASSERT_GE(steps.size(), 10u) << "the tour was not found in README.md";
 
   CellOptions options;

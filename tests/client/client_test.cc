@@ -145,6 +145,20 @@ struct Gate {
     absl::MutexLock lock(&mu);
     open = true;
   }
+  // From the callback: marks it entered and blocks until Open().
+  void EnterAndWait() {
+    absl::MutexLock lock(&mu);
+    entered = true;
+    mu.Await(absl::Condition(&open));
+  }
+  bool WaitEntered(absl::Duration timeout) {
+    return PollUntil(
+        [this] {
+          absl::MutexLock lock(&mu);
+          return entered;
+        },
+        timeout);
+  }
 };
 
 TEST_F(ClientTest, ABlockedCallbackDoesNotStopTheKeepAlive) {
@@ -154,10 +168,7 @@ TEST_F(ClientTest, ABlockedCallbackDoesNotStopTheKeepAlive) {
   SessionOptions options;
   options.ttl = absl::Seconds(1);
   options.on_event = [gate](const v1::Event& event) {
-    if (event.type() != v1::Event::CONTENT_CHANGED) return;
-    absl::MutexLock lock(&gate->mu);
-    gate->entered = true;
-    gate->mu.Await(absl::Condition(&gate->open));
+    if (event.type() == v1::Event::CONTENT_CHANGED) gate->EnterAndWait();
   };
   Session* session = NewSession(client, options);
   ASSERT_NE(session, nullptr);
@@ -167,12 +178,7 @@ TEST_F(ClientTest, ABlockedCallbackDoesNotStopTheKeepAlive) {
   LOCKD_ASSERT_OK(session->CreateNode("/blocked"));
   LOCKD_ASSERT_OK(session->Watch("/blocked"));
   LOCKD_ASSERT_OK(session->SetNode("/blocked", "x"));
-  ASSERT_TRUE(PollUntil(
-      [&] {
-        absl::MutexLock lock(&gate->mu);
-        return gate->entered;
-      },
-      absl::Seconds(10)));
+  ASSERT_TRUE(gate->WaitEntered(absl::Seconds(10)));
   // While the callback blocks, keep-alives go on for several TTLs.
   const uint64_t answers = session->keep_alive_answers();
   const absl::Time until = absl::Now() + 3 * options.ttl;
@@ -203,9 +209,7 @@ TEST_F(ClientTest, ASlowCallbackLosesNoEventInSilence) {
       absl::MutexLock lock(&seen->mu);
       seen->events.push_back(event);
     }
-    absl::MutexLock lock(&gate->mu);
-    gate->entered = true;
-    gate->mu.Await(absl::Condition(&gate->open));
+    gate->EnterAndWait();
   };
   Session* session = NewSession(client, options);
   ASSERT_NE(session, nullptr);
@@ -214,12 +218,7 @@ TEST_F(ClientTest, ASlowCallbackLosesNoEventInSilence) {
   LOCKD_ASSERT_OK(session->CreateNode("/slow"));
   LOCKD_ASSERT_OK(session->Watch("/slow"));
   LOCKD_ASSERT_OK(session->SetNode("/slow", "0"));
-  ASSERT_TRUE(PollUntil(
-      [&] {
-        absl::MutexLock lock(&gate->mu);
-        return gate->entered;
-      },
-      absl::Seconds(10)));
+  ASSERT_TRUE(gate->WaitEntered(absl::Seconds(10)));
   // The callback blocks on the first change; 20 more arrive, of which the
   // queue keeps the newest 5.
   constexpr int kMore = 20;

@@ -88,16 +88,6 @@ std::shared_ptr<grpc::Channel> NewChannel(const std::string& address) {
   return NewChannel(address, "");
 }
 
-namespace {
-
-std::string ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)),
-                     std::istreambuf_iterator<char>());
-}
-
-}  // namespace
-
 std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
                                           const std::string& ca_file,
                                           const std::string& cert_file,

@@ -106,6 +106,12 @@ bool WaitForProcess(pid_t pid, absl::Time deadline, int* wait_status) {
   }
 }
 
+std::string ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+}
+
 ProcessResult RunToExit(const ProcessOptions& options, absl::Duration timeout) {
   ProcessResult result;
   absl::StatusOr<pid_t> pid = StartProcess(options);
@@ -121,9 +127,7 @@ ProcessResult RunToExit(const ProcessOptions& options, absl::Duration timeout) {
   } else if (WIFEXITED(wait_status)) {
     result.exit_code = WEXITSTATUS(wait_status);
   }
-  std::ifstream in(options.output_path);
-  result.output.append(std::istreambuf_iterator<char>(in),
-                       std::istreambuf_iterator<char>());
+  result.output.append(ReadWholeFile(options.output_path));
   return result;
 }
 

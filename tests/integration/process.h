@@ -40,6 +40,9 @@ absl::StatusOr<pid_t> StartProcess(const ProcessOptions& options);
 // with status 0); false if it still runs at the deadline.
 bool WaitForProcess(pid_t pid, absl::Time deadline, int* wait_status);
 
+// The content of the file at `path` ("" if it cannot be read).
+std::string ReadWholeFile(const std::string& path);
+
 // What a program that ran to its end said.
 struct ProcessResult {
   // The exit status; -1 if it was killed by a signal, did not start, or

@@ -61,20 +61,14 @@ class TlsTest : public CellTest {
   std::shared_ptr<grpc::Channel> PeerChannel(int id, const std::string& ca,
                                              const std::string& name) {
     grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = ReadFile(ca);
-    ssl.pem_cert_chain = ReadFile(Cert(name));
-    ssl.pem_private_key = ReadFile(Key(name));
+    ssl.pem_root_certs = ReadWholeFile(ca);
+    ssl.pem_cert_chain = ReadWholeFile(Cert(name));
+    ssl.pem_private_key = ReadWholeFile(Key(name));
     grpc::ChannelArguments args;
     args.SetSslTargetNameOverride(absl::StrCat("lockd-replica-", id));
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     return grpc::CreateCustomChannel(cell_->peer_address(id),
                                      grpc::SslCredentials(ssl), args);
-  }
-
-  static std::string ReadFile(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(in)),
-                       std::istreambuf_iterator<char>());
   }
 
   std::string dir_;
