@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "protos/paxos.pb.h"
 
 namespace lockd::paxos {
 
@@ -29,6 +30,10 @@ struct InjectedBugs {
   bool acceptor_ignores_leader_lease = false;
   // A new leader claims its lease before the slots it took over are chosen.
   bool lease_before_takeover = false;
+  // Configuration changes may replace any number of voters at once, and a
+  // candidate needs a majority of its committed configuration only (no
+  // quorum of the configurations it finds in the promises).
+  bool membership_without_joint_quorums = false;
 };
 
 // LOCKD_INJECTED_BUG(config, name) is true iff the simulator enabled that
@@ -40,11 +45,22 @@ struct InjectedBugs {
 
 // Static configuration of one replica. Time is counted in ticks; the driver
 // decides how long a tick is (lockd uses 10 ms).
+//
+// The cell's membership is replicated state (configuration changes are log
+// entries); `members` and `initial_membership` only bootstrap a new cell.
+// Once the durable state records a configuration, they are ignored.
 struct Config {
-  // This replica's id; must be listed in `members`. Ids are non-zero.
+  // This replica's id. Ids are non-zero.
   uint32_t id = 0;
-  // Every replica of the cell, this one included.
+  // The voters of a new cell, this one included (unless `join`).
   std::vector<uint32_t> members;
+  // If not empty, used instead of `members`: the first configuration with
+  // addresses and learners (ids sorted, each once).
+  paxospb::Membership initial_membership;
+  // A replica added to a running cell under a new id: it need not be listed
+  // in `members` (which names replicas it may learn from), it learns the
+  // configuration from the cell and never campaigns before it is a voter.
+  bool join = false;
 
   // A leader sends a heartbeat (and retransmits unacknowledged accepts)
   // every `heartbeat_ticks`.
@@ -94,6 +110,8 @@ struct Config {
   // Returns OK iff the configuration is usable, else INVALID_ARGUMENT saying
   // which field is wrong and why.
   absl::Status Validate() const;
+  // `initial_membership` if set, else `members` as voters.
+  paxospb::Membership InitialMembership() const;
 };
 
 }  // namespace lockd::paxos

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "glog/logging.h"
+#include "paxos/membership.h"
 
 namespace lockd::paxos {
 namespace {
@@ -29,29 +30,27 @@ const char* RoleName(Role role) {
   return "unknown";
 }
 
+paxospb::Membership Config::InitialMembership() const {
+  if (initial_membership.members_size() > 0) return initial_membership;
+  return MembershipOfVoters(members);
+}
+
 absl::Status Config::Validate() const {
   if (id == 0 || id > 0xffff) {
     return absl::InvalidArgumentError(
         absl::StrCat("replica id ", id, " must be in [1, 65535]"));
   }
-  if (members.empty()) {
+  const paxospb::Membership initial = InitialMembership();
+  if (initial.members_size() == 0) {
     return absl::InvalidArgumentError("members must list every replica");
   }
-  std::vector<uint32_t> sorted = members;
-  std::sort(sorted.begin(), sorted.end());
-  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "members has a duplicate id: ", absl::StrJoin(members, ",")));
+  if (absl::Status valid = ValidateMembership(initial); !valid.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("members: ", valid.message()));
   }
-  if (std::find(members.begin(), members.end(), id) == members.end()) {
+  if (!join && FindMember(initial, id) == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "replica id ", id, " is not in members ", absl::StrJoin(members, ",")));
-  }
-  for (uint32_t member : members) {
-    if (member == 0 || member > 0xffff) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("member id ", member, " must be in [1, 65535]"));
-    }
+        "replica id ", id, " is not in members ", MembershipString(initial)));
   }
   if (heartbeat_ticks < 1 || election_ticks <= heartbeat_ticks) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -117,6 +116,26 @@ Replica::Replica(const Config& config, DurableState state)
   for (auto& [slot, entry] : entries_) {
     if (slot <= commit_) entry.set_chosen(true);
   }
+  // The configuration: the snapshot's, else the one the cell started with
+  // (recorded on disk, else taken from the config for a new cell).
+  initial_membership_ = state.hard_state.initial_membership();
+  if (snapshot_.has_value() && snapshot_->membership().members_size() > 0) {
+    base_membership_ = snapshot_->membership();
+  } else if (initial_membership_.members_size() > 0) {
+    base_membership_ = initial_membership_;
+  } else if (!config.join) {
+    initial_membership_ = config.InitialMembership();
+    base_membership_ = initial_membership_;
+    hard_state_dirty_ = true;
+  } else {
+    has_base_ = false;
+  }
+  for (const auto& [slot, entry] : entries_) {
+    if (slot <= commit_ && entry.value().has_membership()) {
+      changes_[slot] = entry.value().membership();
+    }
+  }
+  RefreshKnownIds();
   // Replay: the state machine restores the snapshot, then applies the rest.
   pending_install_ = snapshot_;
   emitted_ = 0;
@@ -143,9 +162,76 @@ SoftState Replica::soft_state() const {
   return state;
 }
 
-bool Replica::IsMember(uint32_t id) const {
-  return std::find(config_.members.begin(), config_.members.end(), id) !=
-         config_.members.end();
+const paxospb::Membership& Replica::membership() const {
+  return changes_.empty() ? base_membership_ : changes_.rbegin()->second;
+}
+
+const paxospb::Membership& Replica::MembershipAfter(uint64_t slot) const {
+  auto it = changes_.upper_bound(slot);
+  if (it == changes_.begin()) return base_membership_;
+  return std::prev(it)->second;
+}
+
+void Replica::RefreshKnownIds() {
+  known_ids_.clear();
+  known_ids_.insert(config_.id);
+  if (!knows_membership()) {
+    for (uint32_t member : config_.members) known_ids_.insert(member);
+    for (const paxospb::Member& member : config_.initial_membership.members()) {
+      known_ids_.insert(member.id());
+    }
+  }
+  for (const paxospb::Member& member : membership().members()) {
+    known_ids_.insert(member.id());
+  }
+  for (const auto& [id, slot] : departing_) known_ids_.insert(id);
+  for (auto it = entries_.upper_bound(commit_); it != entries_.end(); ++it) {
+    for (const paxospb::Member& member :
+         it->second.value().membership().members()) {
+      known_ids_.insert(member.id());
+    }
+  }
+}
+
+bool Replica::CanCampaign() const {
+  return knows_membership() && IsVoter(membership(), config_.id);
+}
+
+bool Replica::change_in_flight() const {
+  if (pending_membership_.has_value()) return true;
+  for (const auto& [slot, inflight] : inflight_) {
+    if (inflight.value.has_membership()) return true;
+  }
+  return false;
+}
+
+uint64_t Replica::PeerCommit(uint32_t member) const {
+  if (member == config_.id) return commit_;
+  auto it = peer_commit_.find(member);
+  return it == peer_commit_.end() ? 0 : it->second;
+}
+
+std::vector<const paxospb::Membership*> Replica::LeaderConfigs() const {
+  std::vector<const paxospb::Membership*> configs = {&membership()};
+  for (const auto& [slot, inflight] : inflight_) {
+    if (inflight.value.has_membership()) {
+      configs.push_back(&inflight.value.membership());
+    }
+  }
+  return configs;
+}
+
+std::vector<uint32_t> Replica::LeaderTargets() const {
+  std::vector<uint32_t> targets;
+  for (const paxospb::Membership* config : LeaderConfigs()) {
+    for (const paxospb::Member& member : config->members()) {
+      targets.push_back(member.id());
+    }
+  }
+  for (const auto& [id, slot] : departing_) targets.push_back(id);
+  std::sort(targets.begin(), targets.end());
+  targets.erase(std::unique(targets.begin(), targets.end()), targets.end());
+  return targets;
 }
 
 void Replica::ResetElectionTimer() {
@@ -180,16 +266,44 @@ void Replica::SetPromised(const paxospb::Ballot& ballot) {
 
 void Replica::StoreEntry(const paxospb::Entry& entry) {
   CHECK_GT(entry.slot(), snapshot_index());
-  entries_[entry.slot()] = entry;
+  paxospb::Entry& stored = entries_[entry.slot()];
+  const bool changes_ids =
+      stored.value().has_membership() || entry.value().has_membership();
+  stored = entry;
   unsaved_entries_[entry.slot()] = entry;
+  if (changes_ids) RefreshKnownIds();
 }
 
 void Replica::SetCommit(uint64_t commit) {
   CHECK_GE(commit, commit_) << "the commit point may never move back";
   if (commit == commit_) return;
+  bool changed = false;
+  for (auto it = entries_.upper_bound(commit_);
+       it != entries_.end() && it->first <= commit; ++it) {
+    if (it->second.value().has_membership()) {
+      const paxospb::Membership& next = it->second.value().membership();
+      if (role_ == Role::kLeader) {
+        // Removed members still hear of their removal (until they
+        // acknowledge it), so that they stop campaigning.
+        for (const paxospb::Member& member :
+             MembershipAfter(it->first - 1).members()) {
+          if (FindMember(next, member.id()) == nullptr) {
+            departing_[member.id()] = it->first;
+          }
+        }
+      }
+      changes_[it->first] = next;
+      changed = true;
+    }
+  }
   commit_ = commit;
   known_leader_commit_ = std::max(known_leader_commit_, commit_);
   hard_state_dirty_ = true;
+  if (changed) {
+    RefreshKnownIds();
+    LOG(INFO) << "replica " << config_.id << ": configuration is now "
+              << MembershipString(membership()) << " (slot " << commit_ << ")";
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -222,7 +336,7 @@ absl::Status Replica::Propose(std::string command) {
 
 void Replica::Step(const paxospb::Message& message) {
   const uint32_t from = message.from();
-  if (message.to() != config_.id || !IsMember(from)) return;
+  if (message.to() != config_.id || !known_ids_.contains(from)) return;
   switch (message.body_case()) {
     case paxospb::Message::kProbe:
       HandleProbe(from, message.probe());
@@ -275,7 +389,7 @@ void Replica::Tick() {
       ++resend_elapsed_ >= config_.heartbeat_ticks) {
     resend_elapsed_ = 0;
     if (preparing_) {
-      for (uint32_t member : config_.members) {
+      for (uint32_t member : CampaignVoters()) {
         if (member == config_.id || promises_.count(member)) continue;
         paxospb::Message message;
         paxospb::Prepare* prepare = message.mutable_prepare();
@@ -284,7 +398,7 @@ void Replica::Tick() {
         Send(member, std::move(message));
       }
     } else {
-      for (uint32_t member : config_.members) {
+      for (uint32_t member : Voters(membership())) {
         if (member == config_.id || probe_grants_.count(member)) continue;
         paxospb::Message message;
         message.mutable_probe()->set_first_unchosen(commit_ + 1);
@@ -297,6 +411,12 @@ void Replica::Tick() {
           static_cast<uint64_t>(config_.heartbeat_ticks)) {
     fetch_outstanding_ = false;
     MaybeFetch(leader_id_, /*force=*/false);
+  }
+  if (!CanCampaign()) {
+    // Learners, removed members and joiners that have not learned the
+    // configuration never campaign.
+    election_elapsed_ = 0;
+    return;
   }
   if (++election_elapsed_ >= randomized_election_ticks_) {
     StartProbe();
@@ -319,6 +439,7 @@ Ready Replica::GetReady() {
     paxospb::HardState hard_state;
     *hard_state.mutable_promised() = promised_;
     hard_state.set_commit(commit_);
+    *hard_state.mutable_initial_membership() = initial_membership_;
     ready.persist.hard_state = std::move(hard_state);
     hard_state_dirty_ = false;
   }
@@ -376,6 +497,10 @@ absl::Status Replica::Compact(uint64_t index, std::string data) {
   paxospb::Snapshot snapshot;
   snapshot.set_index(index);
   snapshot.set_data(std::move(data));
+  *snapshot.mutable_membership() = MembershipAfter(index);
+  base_membership_ = snapshot.membership();
+  has_base_ = true;
+  changes_.erase(changes_.begin(), changes_.upper_bound(index));
   snapshot_ = std::move(snapshot);
   snapshot_dirty_ = true;
   entries_.erase(entries_.begin(), entries_.upper_bound(index));
@@ -387,7 +512,9 @@ absl::Status Replica::Compact(uint64_t index, std::string data) {
 bool Replica::HasLease() const {
   if (role_ != Role::kLeader) return false;
   // Wait out any lease a previous leader may still hold.
-  if (ticks_ < elected_tick_ + config_.lease_ticks) return false;
+  if (!lease_wait_waived_ && ticks_ < elected_tick_ + config_.lease_ticks) {
+    return false;
+  }
   // Reads must see every write a previous leader acknowledged: those are
   // among the slots this leader took over, so they must be chosen and
   // handed to the state machine first.
@@ -400,18 +527,24 @@ bool Replica::HasLease() const {
 }
 
 uint64_t Replica::QuorumAckTick() const {
-  std::vector<uint64_t> acks;
-  acks.reserve(config_.members.size());
-  for (uint32_t member : config_.members) {
-    if (member == config_.id) {
-      acks.push_back(ticks_);
-      continue;
+  // While a change is in flight, a majority of each configuration must
+  // have acknowledged.
+  uint64_t quorum_tick = ticks_;
+  for (const paxospb::Membership* config : LeaderConfigs()) {
+    std::vector<uint64_t> acks;
+    for (uint32_t member : Voters(*config)) {
+      if (member == config_.id) {
+        acks.push_back(ticks_);
+        continue;
+      }
+      auto it = peer_ack_tick_.find(member);
+      acks.push_back(it == peer_ack_tick_.end() ? elected_tick_ : it->second);
     }
-    auto it = peer_ack_tick_.find(member);
-    acks.push_back(it == peer_ack_tick_.end() ? elected_tick_ : it->second);
+    if (acks.empty()) continue;
+    std::sort(acks.begin(), acks.end(), std::greater<uint64_t>());
+    quorum_tick = std::min(quorum_tick, acks[acks.size() / 2]);
   }
-  std::sort(acks.begin(), acks.end(), std::greater<uint64_t>());
-  return acks[Quorum() - 1];
+  return quorum_tick;
 }
 
 std::string Replica::DebugInflight() const {
@@ -439,8 +572,13 @@ paxospb::Reject::Reason Replica::RefusalReason(uint32_t candidate,
   // nothing else: no promise, step-down or campaign shortens it. (A stale
   // Prepare from that leader's previous incarnation must not reopen the
   // door to others while its current incarnation holds a lease.)
+  // The one exception: the leader itself handed over to `candidate` (it
+  // stopped serving before it said so).
+  const bool handed_over = candidate == handover_to_ &&
+                           BallotEqual(sticky_ballot_, handover_ballot_);
   if (!LOCKD_INJECTED_BUG(config_, acceptor_ignores_leader_lease) &&
-      candidate != sticky_leader_ && ticks_ < sticky_until_tick_) {
+      candidate != sticky_leader_ && !handed_over &&
+      ticks_ < sticky_until_tick_) {
     return paxospb::Reject::LEADER_ALIVE;
   }
   if (commit_ >= first_unchosen &&
@@ -548,8 +686,13 @@ void Replica::HandleAccept(uint32_t from, const paxospb::Accept& accept) {
       leader_ballot_ = ballot;
     }
     sticky_leader_ = from;
+    sticky_ballot_ = ballot;
     sticky_until_tick_ = ticks_ + config_.lease_ticks;
     election_elapsed_ = 0;
+    if (accept.handover_to() != 0) {
+      handover_to_ = accept.handover_to();
+      handover_ballot_ = ballot;
+    }
   }
   paxospb::Message reply;
   paxospb::Accepted* accepted = reply.mutable_accepted();
@@ -584,6 +727,14 @@ void Replica::HandleAccept(uint32_t from, const paxospb::Accept& accept) {
   if (from != config_.id) LearnCommit(ballot, accept.commit());
   accepted->set_commit(commit_);
   Send(from, std::move(reply));
+  if (from != config_.id && accept.handover_to() == config_.id &&
+      CanCampaign()) {
+    LOG(INFO) << "replica " << config_.id << " takes over from replica " << from
+              << ", which handed leadership over";
+    StartCampaign();
+    handover_campaign_ = true;
+    handover_tick_ = ticks_;
+  }
 }
 
 void Replica::HandleFetchRequest(uint32_t from,
@@ -595,6 +746,8 @@ void Replica::HandleFetchRequest(uint32_t from,
   if (snapshot_.has_value() && slot <= snapshot_->index()) {
     *reply->mutable_snapshot() = *snapshot_;
     slot = snapshot_->index() + 1;
+  } else if (slot == 1 && has_base_) {
+    *reply->mutable_initial_membership() = initial_membership_;
   }
   // A snapshot travels alone when it leaves no room for entries.
   size_t bytes = reply->has_snapshot() ? reply->snapshot().ByteSizeLong() : 0;
@@ -622,19 +775,27 @@ void Replica::StartProbe() {
   leader_id_ = 0;
   resend_elapsed_ = 0;
   probe_grants_.insert(config_.id);
-  for (uint32_t member : config_.members) {
+  for (uint32_t member : Voters(membership())) {
     if (member == config_.id) continue;
     paxospb::Message message;
     message.mutable_probe()->set_first_unchosen(commit_ + 1);
     Send(member, std::move(message));
   }
-  if (probe_grants_.size() >= Quorum()) StartPrepare();
+  if (IsQuorum(membership(), probe_grants_)) StartPrepare();
+}
+
+void Replica::StartCampaign() {
+  ResetElectionTimer();
+  DropCampaignAndLeadership();
+  role_ = Role::kCandidate;
+  leader_id_ = 0;
+  StartPrepare();
 }
 
 void Replica::HandleProbeGrant(uint32_t from) {
   if (role_ != Role::kCandidate || preparing_) return;
   probe_grants_.insert(from);
-  if (probe_grants_.size() >= Quorum()) StartPrepare();
+  if (IsQuorum(membership(), probe_grants_)) StartPrepare();
 }
 
 void Replica::StartPrepare() {
@@ -644,7 +805,7 @@ void Replica::StartPrepare() {
   ballot_ =
       MakeBallot(std::max(max_round_seen_, promised_.round()) + 1, config_.id);
   ObserveBallot(ballot_);
-  for (uint32_t member : config_.members) {
+  for (uint32_t member : Voters(membership())) {
     paxospb::Message message;
     paxospb::Prepare* prepare = message.mutable_prepare();
     *prepare->mutable_ballot() = ballot_;
@@ -663,26 +824,11 @@ void Replica::HandlePromise(uint32_t from, const paxospb::Promise& promise) {
   std::vector<paxospb::Entry>& entries = promises_[from];
   entries.insert(entries.end(), promise.entries().begin(),
                  promise.entries().end());
-  if (promises_.size() >= Quorum() && promises_.count(config_.id)) {
-    BecomeLeader();
-  }
+  if (CampaignWon()) BecomeLeader();
 }
 
-void Replica::BecomeLeader() {
-  role_ = Role::kLeader;
-  leader_id_ = config_.id;
-  leader_ballot_ = ballot_;
-  elected_tick_ = ticks_;
-  heartbeat_elapsed_ = 0;
-  peer_ack_tick_.clear();
-  inflight_.clear();
-  pending_.clear();
-
-  // Per slot above the commit point: the chosen value if any acceptor knows
-  // it, else the value accepted at the highest ballot.
+std::map<uint64_t, paxospb::Entry> Replica::MergePromises() const {
   std::map<uint64_t, paxospb::Entry> merged;
-  const bool ignore_values =
-      LOCKD_INJECTED_BUG(config_, leader_ignores_promised_values);
   for (const auto& [acceptor, entries] : promises_) {
     for (const paxospb::Entry& entry : entries) {
       if (entry.slot() <= commit_) continue;
@@ -693,6 +839,71 @@ void Replica::BecomeLeader() {
       }
     }
   }
+  return merged;
+}
+
+std::vector<const paxospb::Membership*> Replica::CampaignConfigs(
+    const std::map<uint64_t, paxospb::Entry>& merged) const {
+  std::vector<const paxospb::Membership*> configs = {&membership()};
+  if (LOCKD_INJECTED_BUG(config_, membership_without_joint_quorums)) {
+    return configs;
+  }
+  // A change the new leader will re-propose governs the slots after it, so
+  // those values are safe only with a majority of it too (its majorities
+  // may differ from the committed configuration's by one voter).
+  for (const auto& [slot, entry] : merged) {
+    if (entry.value().has_membership()) {
+      configs.push_back(&entry.value().membership());
+    }
+  }
+  return configs;
+}
+
+std::vector<uint32_t> Replica::CampaignVoters() const {
+  std::vector<uint32_t> voters;
+  const std::map<uint64_t, paxospb::Entry> merged = MergePromises();
+  for (const paxospb::Membership* config : CampaignConfigs(merged)) {
+    for (uint32_t voter : Voters(*config)) voters.push_back(voter);
+  }
+  std::sort(voters.begin(), voters.end());
+  voters.erase(std::unique(voters.begin(), voters.end()), voters.end());
+  return voters;
+}
+
+bool Replica::CampaignWon() const {
+  if (promises_.count(config_.id) == 0) return false;
+  const std::map<uint64_t, paxospb::Entry> merged = MergePromises();
+  for (const paxospb::Membership* config : CampaignConfigs(merged)) {
+    if (!IsQuorum(*config, promises_)) return false;
+  }
+  return true;
+}
+
+void Replica::BecomeLeader() {
+  role_ = Role::kLeader;
+  leader_id_ = config_.id;
+  leader_ballot_ = ballot_;
+  elected_tick_ = ticks_;
+  // After a handover the previous leader stopped serving before it handed
+  // over, and it held a lease then (so every earlier lease had run out);
+  // any other leader would hold a majority sticky to it, which could not
+  // have promised. The waiver lasts only while that lease could have.
+  lease_wait_waived_ =
+      handover_campaign_ && ticks_ - handover_tick_ + config_.max_drift_ticks <
+                                static_cast<uint64_t>(config_.lease_ticks);
+  handover_campaign_ = false;
+  heartbeat_elapsed_ = 0;
+  peer_ack_tick_.clear();
+  peer_commit_.clear();
+  inflight_.clear();
+  pending_.clear();
+  pending_membership_.reset();
+
+  // Per slot above the commit point: the chosen value if any acceptor knows
+  // it, else the value accepted at the highest ballot.
+  const std::map<uint64_t, paxospb::Entry> merged = MergePromises();
+  const bool ignore_values =
+      LOCKD_INJECTED_BUG(config_, leader_ignores_promised_values);
   promises_.clear();
   const uint64_t last_slot = merged.empty() ? commit_ : merged.rbegin()->first;
   next_slot_ = last_slot + 1;
@@ -737,19 +948,34 @@ void Replica::BecomeFollower(uint32_t leader_id) {
 
 void Replica::DropCampaignAndLeadership() {
   preparing_ = false;
+  handover_campaign_ = false;
   promises_.clear();
   probe_grants_.clear();
   inflight_.clear();
   pending_.clear();
+  pending_membership_.reset();
   peer_ack_tick_.clear();
+  peer_commit_.clear();
+  if (!departing_.empty()) {
+    departing_.clear();
+    RefreshKnownIds();
+  }
 }
 
 void Replica::FlushProposals() {
   if (role_ != Role::kLeader) return;
   std::vector<paxospb::Accept> batches(1);
   size_t message_bytes = 0;
-  while (!pending_.empty() &&
-         inflight_.size() < static_cast<size_t>(config_.max_inflight_slots)) {
+  const auto has_room = [this] {
+    return inflight_.size() < static_cast<size_t>(config_.max_inflight_slots);
+  };
+  // Nothing is proposed after a configuration change until it is chosen:
+  // which configuration governs a slot must never be in doubt at its leader.
+  bool change_pending = false;
+  for (const auto& [slot, inflight] : inflight_) {
+    change_pending = change_pending || inflight.value.has_membership();
+  }
+  while (!change_pending && !pending_.empty() && has_room()) {
     const uint64_t slot = next_slot_++;
     InflightSlot& inflight = inflight_[slot];
     size_t bytes = 0;
@@ -771,26 +997,106 @@ void Replica::FlushProposals() {
     entry->set_slot(slot);
     *entry->mutable_value() = inflight.value;
   }
+  if (!change_pending && pending_membership_.has_value() && has_room()) {
+    const uint64_t slot = next_slot_++;
+    InflightSlot& inflight = inflight_[slot];
+    *inflight.value.mutable_membership() = std::move(*pending_membership_);
+    pending_membership_.reset();
+    LOG(INFO) << "replica " << config_.id << " proposes configuration "
+              << MembershipString(inflight.value.membership()) << " at slot "
+              << slot;
+    paxospb::Entry* entry = batches.back().add_entries();
+    entry->set_slot(slot);
+    *entry->mutable_value() = inflight.value;
+  }
   if (batches.front().entries_size() == 0) return;
+  const std::vector<uint32_t> targets = LeaderTargets();
   for (paxospb::Accept& batch : batches) {
     *batch.mutable_ballot() = ballot_;
     batch.set_commit(commit_);
     batch.set_sent_tick(ticks_);
-    // Copies for all members but the last, which takes the batch itself.
-    for (size_t i = 0; i < config_.members.size(); ++i) {
+    // Copies for all targets but the last, which takes the batch itself.
+    for (size_t i = 0; i < targets.size(); ++i) {
       paxospb::Message message;
-      if (i + 1 < config_.members.size()) {
+      if (i + 1 < targets.size()) {
         *message.mutable_accept() = batch;
       } else {
         *message.mutable_accept() = std::move(batch);
       }
-      Send(config_.members[i], std::move(message));
+      Send(targets[i], std::move(message));
     }
   }
 }
 
+absl::Status Replica::ProposeMembership(const paxospb::Membership& next) {
+  if (role_ != Role::kLeader || commit_ < takeover_slot_) {
+    return absl::UnavailableError(absl::StrCat(
+        "replica ", config_.id,
+        " cannot change the configuration: it is not the leader, or its "
+        "takeover is not complete; retry at the leader"));
+  }
+  if (change_in_flight()) {
+    return absl::FailedPreconditionError(
+        "another configuration change is in flight; retry when it is done");
+  }
+  if (!LOCKD_INJECTED_BUG(config_, membership_without_joint_quorums)) {
+    if (absl::Status valid = ValidateChange(membership(), next); !valid.ok()) {
+      return valid;
+    }
+  } else if (absl::Status valid = ValidateMembership(next); !valid.ok()) {
+    return valid;
+  }
+  if (!IsVoter(next, config_.id)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "replica ", config_.id,
+        " leads and cannot remove or demote itself; hand leadership over "
+        "first"));
+  }
+  pending_membership_ = next;
+  return absl::OkStatus();
+}
+
+absl::Status Replica::TransferLeadership(uint32_t target) {
+  if (!HasLease()) {
+    return absl::UnavailableError(absl::StrCat(
+        "replica ", config_.id,
+        " can hand leadership over only as a leader holding its lease"));
+  }
+  if (target == config_.id || !IsVoter(membership(), target)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("replica ", target, " is not another voter of ",
+                     MembershipString(membership())));
+  }
+  // Slots in flight are not lost: the target finds them in its phase 1.
+  // It only must not be so far behind that it has to fetch first.
+  if (PeerCommit(target) + config_.max_inflight_slots < commit_ ||
+      change_in_flight()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "replica ", target, " has acknowledged slot ", PeerCommit(target),
+        " of ", commit_,
+        " (or a configuration change is in flight); retry when it has "
+        "caught up"));
+  }
+  const paxospb::Ballot ballot = ballot_;
+  LOG(INFO) << "replica " << config_.id << " hands leadership at ballot "
+            << BallotString(ballot) << " to replica " << target;
+  BecomeFollower(target);
+  // One last heartbeat tells every member; the target campaigns on it.
+  for (uint32_t member : Voters(membership())) {
+    if (member == config_.id) continue;
+    paxospb::Message message;
+    paxospb::Accept* accept = message.mutable_accept();
+    *accept->mutable_ballot() = ballot;
+    accept->set_commit(commit_);
+    accept->set_sent_tick(ticks_);
+    accept->set_handover_to(target);
+    Send(member, std::move(message));
+  }
+  return absl::OkStatus();
+}
+
 void Replica::SendHeartbeats() {
-  for (uint32_t member : config_.members) {
+  for (uint32_t member : LeaderTargets()) {
     if (member == config_.id) continue;
     paxospb::Message message;
     paxospb::Accept* accept = message.mutable_accept();
@@ -825,6 +1131,13 @@ void Replica::HandleAccepted(uint32_t from, const paxospb::Accepted& accepted) {
             ? ticks_
             : accepted.sent_tick();
     ack_tick = std::max(ack_tick, acknowledged_tick);
+    uint64_t& peer_commit = peer_commit_[from];
+    peer_commit = std::max(peer_commit, accepted.commit());
+    auto departing = departing_.find(from);
+    if (departing != departing_.end() && peer_commit >= departing->second) {
+      departing_.erase(departing);
+      RefreshKnownIds();
+    }
   }
   for (uint64_t slot : accepted.slots()) {
     auto it = inflight_.find(slot);
@@ -834,23 +1147,28 @@ void Replica::HandleAccepted(uint32_t from, const paxospb::Accepted& accepted) {
 }
 
 void Replica::AdvanceLeaderCommit() {
-  uint64_t commit = commit_;
   while (true) {
-    auto it = inflight_.find(commit + 1);
+    auto it = inflight_.find(commit_ + 1);
     if (it == inflight_.end()) break;
-    // The leader's own acceptance is required: it proves the entry is in
-    // this replica's durable log before the commit point covers it.
-    if (it->second.acks.size() < Quorum() ||
+    // A majority of the configuration governing the slot (the committed
+    // one: a change governs only the slots after it). The leader's own
+    // acceptance is required: it proves the entry is in this replica's
+    // durable log before the commit point covers it.
+    if (!IsQuorum(membership(), it->second.acks) ||
         !it->second.acks.count(config_.id)) {
       break;
     }
-    auto entry = entries_.find(commit + 1);
+    auto entry = entries_.find(commit_ + 1);
     CHECK(entry != entries_.end());
     entry->second.set_chosen(true);
     inflight_.erase(it);
-    ++commit;
+    SetCommit(commit_ + 1);
   }
-  SetCommit(commit);
+  if (!IsVoter(membership(), config_.id)) {
+    LOG(INFO) << "replica " << config_.id
+              << " is no longer a voter and stops leading";
+    BecomeFollower(0);
+  }
 }
 
 void Replica::HandleReject(uint32_t from, const paxospb::Reject& reject) {
@@ -911,6 +1229,11 @@ void Replica::MaybeFetch(uint32_t from_replica, bool force) {
 }
 
 void Replica::InstallSnapshot(const paxospb::Snapshot& snapshot) {
+  if (snapshot.membership().members_size() > 0) {
+    base_membership_ = snapshot.membership();
+    has_base_ = true;
+  }
+  changes_.clear();
   snapshot_ = snapshot;
   snapshot_dirty_ = true;
   pending_install_ = snapshot;
@@ -918,6 +1241,7 @@ void Replica::InstallSnapshot(const paxospb::Snapshot& snapshot) {
   unsaved_entries_.erase(unsaved_entries_.begin(),
                          unsaved_entries_.upper_bound(snapshot.index()));
   SetCommit(snapshot.index());
+  RefreshKnownIds();
 }
 
 void Replica::HandleFetchReply(uint32_t from,
@@ -930,6 +1254,16 @@ void Replica::HandleFetchReply(uint32_t from,
   known_leader_commit_ = std::max(known_leader_commit_, reply.commit());
   if (reply.has_snapshot() && reply.snapshot().index() > commit_) {
     InstallSnapshot(reply.snapshot());
+  }
+  if (!knows_membership()) {
+    // A joining replica learns the configuration the log starts from; until
+    // then it cannot follow the changes in it.
+    if (reply.initial_membership().members_size() == 0) return;
+    initial_membership_ = reply.initial_membership();
+    base_membership_ = initial_membership_;
+    has_base_ = true;
+    hard_state_dirty_ = true;
+    RefreshKnownIds();
   }
   uint64_t commit = commit_;
   for (const paxospb::Entry& fetched : reply.entries()) {

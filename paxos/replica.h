@@ -117,6 +117,26 @@ class Replica {
   // applied). Delivers the messages this replica addressed to itself.
   void Advance();
 
+  // Leader only: queues a configuration change. `next` must differ from the
+  // committed configuration in exactly one member (ValidateChange) and may
+  // not remove or demote this replica (hand leadership over first). The
+  // change takes a slot of its own; slots after it are proposed only once
+  // it is chosen, and it governs them. Returns UNAVAILABLE if not the leader
+  // or its takeover is not complete, FAILED_PRECONDITION if a change is
+  // already in flight or `next` removes this leader, INVALID_ARGUMENT for a
+  // change that is not a single one. Like Propose(), a queued change is
+  // chosen or lost with the leadership; it shows up in Ready::committed.
+  absl::Status ProposeMembership(const paxospb::Membership& next);
+
+  // Leader only: hands leadership to voter `target`, which must have
+  // acknowledged everything this leader committed. This replica stops
+  // leading at once (its queued proposals are lost, its lease ends) and
+  // tells `target` to campaign; the other acceptors may promise to it
+  // although this leader's lease has not run out. Returns UNAVAILABLE if
+  // not the leader with a lease, FAILED_PRECONDITION if `target` is not a
+  // voter, lags by more than max_inflight_slots or a change is in flight.
+  absl::Status TransferLeadership(uint32_t target);
+
   // Records a snapshot of the state machine at `index` and truncates the log
   // at or below it. REQUIRES: index was handed out in Ready::committed (or
   // with a snapshot). Returns INVALID_ARGUMENT otherwise.
@@ -132,6 +152,15 @@ class Replica {
   bool HasLease() const;
 
   uint32_t id() const { return config_.id; }
+  // The configuration of the chosen log (every change up to commit()).
+  const paxospb::Membership& membership() const;
+  // False only for a joining replica that has not yet learned the cell's
+  // configuration.
+  bool knows_membership() const { return has_base_ || !changes_.empty(); }
+  // Leader only: a configuration change proposed or queued and not chosen.
+  bool change_in_flight() const;
+  // Leader only: the commit point `member` last reported (0 if unknown).
+  uint64_t PeerCommit(uint32_t member) const;
   Role role() const { return role_; }
   uint32_t LeaderHint() const { return leader_id_; }
   uint64_t epoch() const;
@@ -213,8 +242,29 @@ class Replica {
   void Send(uint32_t to, paxospb::Message message);
   void ObserveBallot(const paxospb::Ballot& ballot);
   void ResetElectionTimer();
-  bool IsMember(uint32_t id) const;
-  size_t Quorum() const { return config_.members.size() / 2 + 1; }
+  // Configuration.
+  // The configuration in effect after `slot` (chosen changes only).
+  const paxospb::Membership& MembershipAfter(uint64_t slot) const;
+  // Recomputes known_ids_: members of the committed configuration and of
+  // any change stored above the commit point.
+  void RefreshKnownIds();
+  bool CanCampaign() const;
+  // Candidate: the entries to re-propose, per slot above the commit point
+  // (the chosen value if any promise knows it, else the highest-ballot
+  // one).
+  std::map<uint64_t, paxospb::Entry> MergePromises() const;
+  // The configurations a candidate needs a majority of: the committed one
+  // and every change among `merged`, in slot order.
+  std::vector<const paxospb::Membership*> CampaignConfigs(
+      const std::map<uint64_t, paxospb::Entry>& merged) const;
+  // Voters of every configuration the campaign needs.
+  std::vector<uint32_t> CampaignVoters() const;
+  bool CampaignWon() const;
+  void StartCampaign();
+  // Leader: the committed configuration and every change in flight, in
+  // slot order, and every member of them (learners included).
+  std::vector<const paxospb::Membership*> LeaderConfigs() const;
+  std::vector<uint32_t> LeaderTargets() const;
 
   const Config config_;
   Random random_;
@@ -239,6 +289,18 @@ class Replica {
   uint64_t emitted_ = 0;
   SoftState reported_soft_state_;
 
+  // Configuration (durable through the hard state, snapshot and entries).
+  paxospb::Membership initial_membership_;
+  // The configuration governing the first slot above the snapshot; unknown
+  // (has_base_ false) to a joiner until it installs a snapshot or fetches
+  // from slot 1.
+  paxospb::Membership base_membership_;
+  bool has_base_ = true;
+  // Chosen configuration changes above the snapshot, by slot.
+  std::map<uint64_t, paxospb::Membership> changes_;
+  // Replicas whose messages are handled.
+  absl::flat_hash_set<uint32_t> known_ids_;
+
   // Volatile state.
   uint64_t ticks_ = 0;
   Role role_ = Role::kFollower;
@@ -247,7 +309,12 @@ class Replica {
   // Acceptor stickiness: the leader last acknowledged, and until when every
   // other candidate is refused.
   uint32_t sticky_leader_ = 0;
+  paxospb::Ballot sticky_ballot_;
   uint64_t sticky_until_tick_ = 0;
+  // The leader at handover_ballot_ handed leadership to handover_to_: while
+  // this acceptor is sticky to that leadership, handover_to_ is not refused.
+  uint32_t handover_to_ = 0;
+  paxospb::Ballot handover_ballot_;
   int election_elapsed_ = 0;
   int randomized_election_ticks_ = 0;
   uint64_t max_round_seen_ = 0;
@@ -256,6 +323,9 @@ class Replica {
   bool fetch_outstanding_ = false;
 
   // Candidate.
+  // This campaign was started by the leader's handover, at handover_tick_.
+  bool handover_campaign_ = false;
+  uint64_t handover_tick_ = 0;
   bool preparing_ = false;
   paxospb::Ballot ballot_;
   absl::flat_hash_set<uint32_t> probe_grants_;
@@ -264,6 +334,14 @@ class Replica {
 
   // Leader.
   uint64_t elected_tick_ = 0;
+  // Elected by a handover from a leader that had stopped serving: no
+  // previous lease to wait out.
+  bool lease_wait_waived_ = false;
+  std::optional<paxospb::Membership> pending_membership_;
+  absl::flat_hash_map<uint32_t, uint64_t> peer_commit_;
+  // Members the leader removed, by the slot of their removal: they still
+  // receive heartbeats until they acknowledge it.
+  std::map<uint32_t, uint64_t> departing_;
   // The last slot re-proposed when this leadership began; no lease until it
   // is chosen and emitted.
   uint64_t takeover_slot_ = 0;

@@ -29,6 +29,9 @@ ABSL_FLAG(std::string, bug, "none",
           "leader_ignores_promised_values, ack_before_sync, "
           "learner_ignores_ballot, lease_from_ack_receipt, "
           "acceptor_ignores_leader_lease, lease_before_takeover.");
+ABSL_FLAG(bool, membership, true,
+          "Let seeds change the membership among their faults (add, "
+          "promote, remove, replace members; hand leadership over).");
 ABSL_FLAG(bool, verbose, false, "Print every violation and per-seed totals.");
 
 int main(int argc, char** argv) {
@@ -64,7 +67,7 @@ int main(int argc, char** argv) {
   uint64_t violations = 0;
   uint64_t failing_seeds = 0;
   uint64_t chosen = 0, proposals = 0, acknowledged = 0, leader_changes = 0,
-           snapshots = 0, max_heal_ticks = 0;
+           snapshots = 0, max_heal_ticks = 0, membership_changes = 0;
   std::map<std::string, uint64_t> faults;
   for (int i = 0; i < seeds; ++i) {
     lockd::paxos::sim::Options options;
@@ -72,6 +75,7 @@ int main(int argc, char** argv) {
     options.replicas = replicas;
     options.steps = steps;
     options.bug = *bug;
+    options.membership = absl::GetFlag(FLAGS_membership);
     const lockd::paxos::sim::Result result = lockd::paxos::sim::Run(options);
     total_steps += result.steps;
     violations += result.violations;
@@ -80,6 +84,7 @@ int main(int argc, char** argv) {
     acknowledged += result.acknowledged;
     leader_changes += result.leader_changes;
     snapshots += result.snapshots_installed;
+    membership_changes += result.membership_changes;
     max_heal_ticks = std::max(max_heal_ticks, result.heal_ticks);
     for (const auto& [kind, count] : result.faults) faults[kind] += count;
     if (absl::GetFlag(FLAGS_verbose)) {
@@ -105,9 +110,10 @@ int main(int argc, char** argv) {
       }
       std::printf(
           "reproduce: paxos_sim --seeds=1 --first_seed=%llu --steps=%d "
-          "--replicas=%d --bug=%s --verbose\n",
+          "--replicas=%d --bug=%s%s --verbose\n",
           static_cast<unsigned long long>(options.seed), steps, replicas,
-          lockd::paxos::sim::BugName(*bug).c_str());
+          lockd::paxos::sim::BugName(*bug).c_str(),
+          options.membership ? "" : " --membership=false");
     }
   }
   std::vector<std::string> fault_parts;
@@ -121,13 +127,14 @@ int main(int argc, char** argv) {
   std::printf(
       "chosen_slots=%llu proposals=%llu acknowledged=%llu "
       "leader_changes=%llu snapshots_installed=%llu max_heal_ticks=%llu "
-      "failing_seeds=%llu\n",
+      "membership_changes=%llu failing_seeds=%llu\n",
       static_cast<unsigned long long>(chosen),
       static_cast<unsigned long long>(proposals),
       static_cast<unsigned long long>(acknowledged),
       static_cast<unsigned long long>(leader_changes),
       static_cast<unsigned long long>(snapshots),
       static_cast<unsigned long long>(max_heal_ticks),
+      static_cast<unsigned long long>(membership_changes),
       static_cast<unsigned long long>(failing_seeds));
   std::printf("seeds=%d steps=%llu violations=%llu\n", seeds,
               static_cast<unsigned long long>(total_steps),

@@ -31,6 +31,7 @@
 #include "gtest/gtest.h"
 #include "paxos/ballot.h"
 #include "paxos/config.h"
+#include "paxos/membership.h"
 #include "paxos/memory_storage.h"
 #include "paxos/random.h"
 #include "paxos/storage.h"
@@ -558,6 +559,20 @@ class Cluster {
     peer.replica = std::move(*replica);
     peer.state_machine = StateMachine();
     peer.readies.clear();
+    Process(id);
+  }
+
+  // Starts replica `id` with an empty disk as a joiner that knows of
+  // `members` (it learns the configuration from the cell).
+  void Join(uint32_t id, std::vector<uint32_t> members) {
+    Peer& peer = peers_[id];
+    peer.config = TestConfig(id, std::move(members));
+    peer.config.join = true;
+    peer.storage = std::make_unique<MemoryStorage>();
+    absl::StatusOr<std::unique_ptr<Replica>> replica =
+        Replica::Create(peer.config, DurableState());
+    ASSERT_TRUE(replica.ok()) << replica.status();
+    peer.replica = std::move(*replica);
     Process(id);
   }
 
@@ -2705,6 +2720,287 @@ TEST(CandidateTest, StaleSelfPrepareAfterReturningToFollowerIsDropped) {
       node.Receive(AcceptMessage(3, 1, leader_ballot, {}, /*commit=*/0));
   ASSERT_EQ(replies.size(), 1u);
   EXPECT_TRUE(replies[0].has_accepted());
+}
+
+}  // namespace
+}  // namespace lockd::paxos
+
+namespace lockd::paxos {
+namespace {
+
+// ===========================================================================
+// Membership changes and leadership handover.
+
+paxospb::Membership Configuration(
+    const std::vector<std::pair<uint32_t, bool>>& members) {
+  paxospb::Membership membership;
+  for (const auto& [id, voter] : members) {
+    paxospb::Member* member = membership.add_members();
+    member->set_id(id);
+    member->set_voter(voter);
+  }
+  return membership;
+}
+
+// Proposes `next` at `leader` and ticks until it is the committed
+// configuration there.
+void ChangeAndWait(Cluster& cluster, uint32_t leader,
+                   const paxospb::Membership& next) {
+  const absl::Status status = cluster.replica(leader).ProposeMembership(next);
+  ASSERT_TRUE(status.ok()) << status;
+  for (int i = 0; i < 100; ++i) {
+    if (MembershipString(cluster.replica(leader).membership()) ==
+        MembershipString(next)) {
+      // The followers learn it with the next heartbeat.
+      cluster.TickAll(2 * kHeartbeatTicks);
+      return;
+    }
+    cluster.TickAll();
+  }
+  FAIL() << "configuration " << MembershipString(next) << " never chosen";
+}
+
+TEST(MembershipTest, ALearnerCatchesUpFromASnapshotAndIsPromoted) {
+  Cluster cluster(3);
+  const uint32_t leader = cluster.ElectLeader();
+  ASSERT_NE(leader, 0u);
+  cluster.TickAll(kLeaseTicks);
+  cluster.ProposeAndCommit(leader, {"a", "b", "c"});
+  ASSERT_TRUE(cluster.Compact(leader).ok());
+
+  cluster.Join(4, {1, 2, 3});
+  EXPECT_FALSE(cluster.replica(4).knows_membership());
+  ChangeAndWait(cluster, leader,
+                Configuration({{1, true}, {2, true}, {3, true}, {4, false}}));
+  cluster.ProposeAndCommit(leader, {"d"});
+  cluster.TickAll(4 * kHeartbeatTicks);
+  EXPECT_TRUE(cluster.replica(4).knows_membership());
+  EXPECT_THAT(cluster.state_machine(4).commands,
+              ElementsAre("a", "b", "c", "d"));
+  EXPECT_GE(cluster.state_machine(4).snapshots_installed, 1);
+  EXPECT_EQ(cluster.replica(leader).PeerCommit(4),
+            cluster.replica(leader).commit());
+  // A learner never campaigns, however long it hears nothing.
+  cluster.Isolate(4);
+  cluster.TickAll(5 * kElectionTicks);
+  EXPECT_EQ(cluster.replica(4).role(), Role::kFollower);
+  cluster.HealAll();
+
+  ChangeAndWait(cluster, leader,
+                Configuration({{1, true}, {2, true}, {3, true}, {4, true}}));
+  EXPECT_EQ(MembershipString(cluster.replica(4).membership()), "1,2,3,4");
+  // Four voters: the leader and one other are no longer a majority.
+  std::vector<uint32_t> others;
+  for (uint32_t id : {1u, 2u, 3u, 4u}) {
+    if (id != leader) others.push_back(id);
+  }
+  cluster.Cut(leader, others[0]);
+  cluster.Cut(leader, others[1]);
+  const uint64_t commit = cluster.replica(leader).commit();
+  ASSERT_TRUE(cluster.replica(leader).Propose("e").ok());
+  cluster.Process(leader);
+  cluster.Deliver();
+  cluster.TickAll(kHeartbeatTicks);
+  EXPECT_EQ(cluster.replica(leader).commit(), commit);
+  cluster.HealAll();
+  cluster.TickAll(2 * kHeartbeatTicks);
+  EXPECT_GT(cluster.replica(leader).commit(), commit);
+}
+
+TEST(MembershipTest, OneMemberAtATimeAndNeverTheLeaderItself) {
+  Cluster cluster(3);
+  const uint32_t leader = cluster.ElectLeader();
+  ASSERT_NE(leader, 0u);
+  cluster.TickAll(kLeaseTicks);
+  const uint32_t follower = leader == 1 ? 2 : 1;
+
+  const absl::Status two_at_once = cluster.replica(leader).ProposeMembership(
+      Configuration({{1, true}, {2, true}, {3, true}, {4, true}, {5, true}}));
+  EXPECT_EQ(two_at_once.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(two_at_once.message(), HasSubstr("one member at a time"));
+
+  paxospb::Membership without_leader;
+  for (uint32_t id : {1u, 2u, 3u}) {
+    if (id == leader) continue;
+    paxospb::Member* member = without_leader.add_members();
+    member->set_id(id);
+    member->set_voter(true);
+  }
+  const absl::Status remove_self =
+      cluster.replica(leader).ProposeMembership(without_leader);
+  EXPECT_EQ(remove_self.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(remove_self.message(), HasSubstr("hand leadership over"));
+
+  EXPECT_EQ(cluster.replica(follower)
+                .ProposeMembership(Configuration(
+                    {{1, true}, {2, true}, {3, true}, {4, false}}))
+                .code(),
+            absl::StatusCode::kUnavailable);
+
+  ASSERT_TRUE(cluster.replica(leader)
+                  .ProposeMembership(Configuration(
+                      {{1, true}, {2, true}, {3, true}, {4, false}}))
+                  .ok());
+  EXPECT_TRUE(cluster.replica(leader).change_in_flight());
+  const absl::Status second = cluster.replica(leader).ProposeMembership(
+      Configuration({{1, true}, {2, true}, {3, true}, {5, false}}));
+  EXPECT_EQ(second.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(second.message(), HasSubstr("in flight"));
+}
+
+TEST(MembershipTest, NothingIsProposedAfterAChangeUntilItIsChosen) {
+  Cluster cluster(3);
+  const uint32_t leader = cluster.ElectLeader();
+  ASSERT_NE(leader, 0u);
+  cluster.TickAll(kLeaseTicks);
+  cluster.Join(4, {1, 2, 3});
+  // Hold every accept so that the change stays unchosen.
+  cluster.SetFilter([](const paxospb::Message& message) {
+    return message.has_accept() && message.accept().entries_size() > 0
+               ? Cluster::Fate::kHold
+               : Cluster::Fate::kDeliver;
+  });
+  ASSERT_TRUE(cluster.replica(leader)
+                  .ProposeMembership(Configuration(
+                      {{1, true}, {2, true}, {3, true}, {4, false}}))
+                  .ok());
+  cluster.Process(leader);
+  cluster.Deliver();
+  ASSERT_TRUE(cluster.replica(leader).Propose("after").ok());
+  cluster.Process(leader);
+  cluster.Deliver();
+  EXPECT_EQ(cluster.replica(leader).inflight_slots(), 1u);
+  EXPECT_EQ(cluster.replica(leader).pending_proposals(), 1u);
+  cluster.SetFilter(nullptr);
+  cluster.Release();
+  cluster.TickAll(2 * kHeartbeatTicks);
+  EXPECT_EQ(MembershipString(cluster.replica(leader).membership()),
+            "1,2,3,4 (learner)");
+  EXPECT_THAT(cluster.state_machine(leader).commands, ElementsAre("after"));
+}
+
+TEST(MembershipTest, ARemovedVoterIsIgnoredAndNeverCampaigns) {
+  Cluster cluster(3);
+  const uint32_t leader = cluster.ElectLeader();
+  ASSERT_NE(leader, 0u);
+  cluster.TickAll(kLeaseTicks);
+  const uint32_t removed = leader == 3 ? 2 : 3;
+  paxospb::Membership next;
+  for (uint32_t id : {1u, 2u, 3u}) {
+    if (id == removed) continue;
+    paxospb::Member* member = next.add_members();
+    member->set_id(id);
+    member->set_voter(true);
+  }
+  ChangeAndWait(cluster, leader, next);
+  cluster.TickAll(2 * kHeartbeatTicks);
+  EXPECT_EQ(MembershipString(cluster.replica(removed).membership()),
+            MembershipString(next));
+  const uint64_t epoch = cluster.replica(leader).epoch();
+  // Cut off from the leader, it would campaign if it were still a voter.
+  cluster.Cut(leader, removed);
+  cluster.TickAll(5 * kElectionTicks);
+  EXPECT_EQ(cluster.replica(removed).role(), Role::kFollower);
+  EXPECT_EQ(cluster.replica(leader).epoch(), epoch);
+  // Its messages are ignored: a huge Prepare changes no promise.
+  const uint32_t other = 6 - leader - removed;
+  const paxospb::Ballot before = cluster.replica(other).promised();
+  cluster.Inject(PrepareMessage(removed, other, MakeBallot(1000, removed), 1));
+  EXPECT_TRUE(BallotEqual(cluster.replica(other).promised(), before));
+  // Two voters: both are needed, and both still commit.
+  cluster.ProposeAndCommit(leader, {"x"});
+  EXPECT_THAT(cluster.state_machine(other).commands, ElementsAre("x"));
+}
+
+TEST(MembershipTest, TheConfigurationSurvivesRestartsAndSnapshots) {
+  Cluster cluster(3);
+  const uint32_t leader = cluster.ElectLeader();
+  ASSERT_NE(leader, 0u);
+  cluster.TickAll(kLeaseTicks);
+  cluster.Join(4, {1, 2, 3});
+  const paxospb::Membership four =
+      Configuration({{1, true}, {2, true}, {3, true}, {4, false}});
+  ChangeAndWait(cluster, leader, four);
+  cluster.TickAll(4 * kHeartbeatTicks);
+  const uint32_t follower = leader == 1 ? 2 : 1;
+  // From the log...
+  cluster.Restart(follower);
+  EXPECT_EQ(MembershipString(cluster.replica(follower).membership()),
+            MembershipString(four));
+  // ...and from a snapshot, with the joiner restarted too.
+  cluster.ProposeAndCommit(leader, {"a"});
+  ASSERT_TRUE(cluster.Compact(follower).ok());
+  cluster.Restart(follower);
+  EXPECT_EQ(MembershipString(cluster.replica(follower).membership()),
+            MembershipString(four));
+  EXPECT_TRUE(cluster.replica(4).knows_membership());
+  cluster.Restart(4);
+  EXPECT_TRUE(cluster.replica(4).knows_membership());
+  EXPECT_EQ(MembershipString(cluster.replica(4).membership()),
+            MembershipString(four));
+}
+
+TEST(HandoverTest, TheTargetLeadsAtOnceAndTheOldLeaderStopsServing) {
+  Cluster cluster(3);
+  const uint32_t leader = cluster.ElectLeader();
+  ASSERT_NE(leader, 0u);
+  cluster.TickAll(kLeaseTicks);
+  cluster.ProposeAndCommit(leader, {"a"});
+  ASSERT_TRUE(cluster.replica(leader).HasLease());
+  const uint32_t target = leader == 1 ? 2 : 1;
+
+  EXPECT_EQ(cluster.replica(leader).TransferLeadership(leader).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(cluster.replica(leader).TransferLeadership(9).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(cluster.replica(target).TransferLeadership(leader).code(),
+            absl::StatusCode::kUnavailable);
+
+  ASSERT_TRUE(cluster.replica(leader).TransferLeadership(target).ok());
+  EXPECT_EQ(cluster.replica(leader).role(), Role::kFollower);
+  EXPECT_FALSE(cluster.replica(leader).HasLease());
+  cluster.Process(leader);
+  cluster.Deliver();
+  // Promises and the takeover need a round trip; the lease of the old
+  // leader is not waited out (the cluster checks that no two replicas hold
+  // a lease at any instant).
+  int ticks = 0;
+  while (!cluster.replica(target).HasLease() && ticks < kLeaseTicks) {
+    cluster.TickAll();
+    ++ticks;
+  }
+  EXPECT_TRUE(cluster.replica(target).HasLease());
+  EXPECT_LT(ticks, kLeaseTicks - kMaxDriftTicks);
+  cluster.ProposeAndCommit(target, {"b"});
+  EXPECT_THAT(cluster.state_machine(leader).commands, ElementsAre("a", "b"));
+}
+
+TEST(HandoverTest, OnlyTheTargetIsExemptFromTheOldLeadersLease) {
+  Cluster cluster(5);
+  const uint32_t leader = cluster.ElectLeader();
+  ASSERT_NE(leader, 0u);
+  cluster.TickAll(kLeaseTicks);
+  std::vector<uint32_t> followers;
+  for (uint32_t id : Members(5)) {
+    if (id != leader) followers.push_back(id);
+  }
+  const uint32_t target = followers[0];
+  const uint32_t acceptor = followers[1];
+  const uint32_t intruder = followers[2];
+  // The target does not hear of it (so it does not campaign yet).
+  cluster.Isolate(target);
+  ASSERT_TRUE(cluster.replica(leader).TransferLeadership(target).ok());
+  cluster.Process(leader);
+  cluster.Deliver();
+  cluster.HealAll();
+  const paxospb::Ballot before = cluster.replica(acceptor).promised();
+  cluster.Inject(PrepareMessage(intruder, acceptor,
+                                MakeBallot(before.round() + 5, intruder), 1));
+  EXPECT_TRUE(BallotEqual(cluster.replica(acceptor).promised(), before))
+      << "promised " << BallotString(cluster.replica(acceptor).promised());
+  const paxospb::Ballot handed = MakeBallot(before.round() + 6, target);
+  cluster.Inject(PrepareMessage(target, acceptor, handed, 1));
+  EXPECT_TRUE(BallotEqual(cluster.replica(acceptor).promised(), handed));
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "paxos/ballot.h"
+#include "paxos/membership.h"
 #include "paxos/memory_storage.h"
 #include "paxos/random.h"
 #include "paxos/replica.h"
@@ -45,6 +46,8 @@ constexpr BugInfo kBugs[] = {
      &InjectedBugs::acceptor_ignores_leader_lease},
     {Bug::kLeaseBeforeTakeover, "lease_before_takeover",
      &InjectedBugs::lease_before_takeover},
+    {Bug::kMembershipWithoutJointQuorums, "membership_without_joint_quorums",
+     &InjectedBugs::membership_without_joint_quorums},
 };
 
 const BugInfo& InfoOf(Bug bug) {
@@ -100,7 +103,12 @@ struct FaultMix {
   // Let several inputs accumulate before a replica's Ready is handled, as a
   // server does when it group-commits.
   bool defer_ready = false;
+  // Configuration changes and leadership handovers among the faults.
+  bool membership = false;
 };
+
+// Ids the simulator may hand to new members, beyond the initial replicas.
+constexpr int kSpareIds = 8;
 
 enum class EventKind {
   kTick,
@@ -146,6 +154,8 @@ struct Machine {
   // What this replica told others it durably holds.
   paxospb::Ballot max_promise_sent;
   std::map<uint64_t, paxospb::Ballot> accepted_sent;
+  // Removed from the configuration (chosen); stopped for good at healing.
+  bool removed = false;
 };
 
 uint64_t Mix(uint64_t hash, const std::string& bytes) {
@@ -158,6 +168,9 @@ uint64_t Mix(uint64_t hash, const std::string& bytes) {
 }
 
 std::string ValueKey(const paxospb::Value& value) {
+  if (value.has_membership()) {
+    return absl::StrCat("<config ", MembershipString(value.membership()), ">");
+  }
   std::string key;
   for (const std::string& command : value.commands()) {
     absl::StrAppend(&key, command.size(), ":", command, ";");
@@ -175,6 +188,7 @@ class World {
     }
     const int batch_commands = static_cast<int>(random_.Range(1, 16));
     compact_every_ = static_cast<uint64_t>(random_.Range(2, 200));
+    initial_membership_ = MembershipOfVoters(member_ids_);
     machines_.resize(options_.replicas);
     for (int i = 0; i < options_.replicas; ++i) {
       Machine& machine = machines_[i];
@@ -199,6 +213,7 @@ class World {
       }
       StartMachine(i);
     }
+    template_config_ = machines_[0].config;
     ScheduleFault();
     Schedule(EventKind::kPropose, 0, NextProposeDelay());
   }
@@ -233,6 +248,7 @@ class World {
                        kHealBoundTicks, " ticks; ", DescribeReplicas()));
     }
     CheckAcknowledgedKept();
+    CheckMajorityAcceptances();
     result_.chosen_slots = chosen_.size();
     return std::move(result_);
   }
@@ -257,6 +273,8 @@ class World {
     mix_.mean_propose_interval_us = random_.Range(500, 10000);
     mix_.stalls = random_.Bernoulli(0.3);
     mix_.defer_ready = random_.Bernoulli(0.3);
+    mix_.membership = options_.bug == Bug::kMembershipWithoutJointQuorums ||
+                      (options_.membership && random_.Bernoulli(0.6));
   }
 
   void Schedule(EventKind kind, int replica, int64_t delay_us,
@@ -280,7 +298,8 @@ class World {
   }
 
   void ScheduleFault() {
-    if (healed_ || (!mix_.crashes && !mix_.partitions && !mix_.stalls)) {
+    if (healed_ || (!mix_.crashes && !mix_.partitions && !mix_.stalls &&
+                    !mix_.membership)) {
       return;
     }
     Schedule(EventKind::kFault, 0,
@@ -314,6 +333,7 @@ class World {
       }
       case EventKind::kDeliver: {
         const int target = static_cast<int>(event.message.to()) - 1;
+        if (target < 0 || target >= static_cast<int>(machines_.size())) break;
         Machine& machine = machines_[target];
         if (!machine.core) break;
         if (Stalled(machine)) {
@@ -591,6 +611,9 @@ class World {
                              chosen->second, " and as ", key, " (replica ",
                              machine.id, ")"));
     }
+    if (first && entry.value().has_membership()) {
+      RecordChosenMembership(slot, entry.value().membership());
+    }
     for (const std::string& command : entry.value().commands()) {
       if (!proposed_.count(command)) {
         Violation(absl::StrCat("validity: slot ", slot, " holds command '",
@@ -616,14 +639,14 @@ class World {
 
   bool ProposeToLeader(const std::string& command) {
     std::vector<int> leaders;
-    for (int i = 0; i < options_.replicas; ++i) {
+    for (size_t i = 0; i < machines_.size(); ++i) {
       if (machines_[i].core && machines_[i].core->role() == Role::kLeader) {
-        leaders.push_back(i);
+        leaders.push_back(static_cast<int>(i));
       }
     }
-    const int target =
-        leaders.empty() ? static_cast<int>(random_.Uniform(options_.replicas))
-                        : leaders[random_.Uniform(leaders.size())];
+    const int target = leaders.empty()
+                           ? static_cast<int>(random_.Uniform(machines_.size()))
+                           : leaders[random_.Uniform(leaders.size())];
     proposed_.insert(command);
     ++result_.proposals;
     return ProposeTo(target, command);
@@ -652,9 +675,21 @@ class World {
                     "flaky_links", "heal_partitions"});
     }
     if (mix_.stalls) kinds.push_back("stall");
+    if (mix_.membership) {
+      kinds.insert(kinds.end(),
+                   {"membership_change", "membership_change", "handover"});
+    }
     const std::string kind = kinds[random_.Uniform(kinds.size())];
-    const int n = options_.replicas;
-    if (kind == "crash") {
+    const int n = static_cast<int>(machines_.size());
+    if (kind == "membership_change") {
+      ChangeMembership();
+    } else if (kind == "handover") {
+      const int leader = LeaderWithLease();
+      if (leader < 0) return;
+      const std::vector<uint32_t> voters =
+          Voters(machines_[leader].core->membership());
+      HandOver(leader, voters[random_.Uniform(voters.size())]);
+    } else if (kind == "crash") {
       const int victim = static_cast<int>(random_.Uniform(n));
       if (!machines_[victim].core) return;
       CountFault("crash");
@@ -717,11 +752,164 @@ class World {
     mix_.duplicate = 0;
     mix_.long_delay = 0;
     mix_.crash_mid_ready = 0;
-    for (int i = 0; i < options_.replicas; ++i) {
-      if (!machines_[i].core) {
-        ++machines_[i].generation;
-        StartMachine(i);
+    for (size_t i = 0; i < machines_.size(); ++i) {
+      Machine& machine = machines_[i];
+      // Removed members (and joiners whose addition was never chosen) are
+      // decommissioned; everyone else runs.
+      if (FindMember(LatestMembership(), machine.id) == nullptr) {
+        machine.removed = true;
+        machine.core.reset();
+        ++machine.generation;
+        continue;
       }
+      if (!machine.core) {
+        ++machine.generation;
+        StartMachine(static_cast<int>(i));
+      }
+    }
+  }
+
+  // The configuration of the longest chosen log.
+  const paxospb::Membership& LatestMembership() const {
+    return chosen_memberships_.empty() ? initial_membership_
+                                       : chosen_memberships_.rbegin()->second;
+  }
+
+  // The configuration that governs `slot` in the chosen log.
+  const paxospb::Membership& GoverningMembership(uint64_t slot) const {
+    auto it = chosen_memberships_.lower_bound(slot);
+    if (it == chosen_memberships_.begin()) return initial_membership_;
+    return std::prev(it)->second;
+  }
+
+  void RecordChosenMembership(uint64_t slot,
+                              const paxospb::Membership& membership) {
+    ++result_.membership_changes;
+    const paxospb::Membership& previous = GoverningMembership(slot);
+    if (options_.bug != Bug::kMembershipWithoutJointQuorums) {
+      if (absl::Status single = ValidateChange(previous, membership);
+          !single.ok()) {
+        Violation(absl::StrCat(
+            "membership: slot ", slot, " changes ", MembershipString(previous),
+            " to ", MembershipString(membership), ": ", single.message()));
+      }
+    }
+    chosen_memberships_[slot] = membership;
+  }
+
+  int LeaderWithLease() const {
+    for (size_t i = 0; i < machines_.size(); ++i) {
+      if (machines_[i].core && machines_[i].core->HasLease()) {
+        return static_cast<int>(i);
+      }
+    }
+    return -1;
+  }
+
+  void HandOver(int leader, uint32_t target) {
+    if (machines_[leader].core->TransferLeadership(target).ok()) {
+      ++result_.handovers;
+      CountFault("handover");
+      HandleReady(leader);
+    }
+  }
+
+  // Starts a new machine under a fresh id that will join the cell; returns
+  // its id, or 0 when every spare id is used.
+  uint32_t AddMachine(const paxospb::Membership& current) {
+    if (machines_.size() >=
+        static_cast<size_t>(options_.replicas + kSpareIds)) {
+      return 0;
+    }
+    machines_.emplace_back();
+    Machine& machine = machines_.back();
+    machine.id = static_cast<uint32_t>(machines_.size());
+    machine.config = template_config_;
+    machine.config.id = machine.id;
+    machine.config.join = true;
+    machine.config.members = Voters(current);
+    StartMachine(static_cast<int>(machines_.size()) - 1);
+    return machine.id;
+  }
+
+  // One configuration change proposed by the leader: add a learner, promote
+  // a learner that caught up, add a voter, remove a voter or a learner. The
+  // leader never removes itself: it hands leadership over instead. With
+  // Bug::kMembershipWithoutJointQuorums, two voters at a time.
+  void ChangeMembership() {
+    const int leader = LeaderWithLease();
+    if (leader < 0) return;
+    Replica& core = *machines_[leader].core;
+    if (core.change_in_flight()) return;
+    const paxospb::Membership current = core.membership();
+    const std::vector<uint32_t> voters = Voters(current);
+    std::vector<uint32_t> learners;
+    std::vector<uint32_t> other_voters;
+    for (const paxospb::Member& member : current.members()) {
+      if (!member.voter()) learners.push_back(member.id());
+      if (member.voter() && member.id() != core.id()) {
+        other_voters.push_back(member.id());
+      }
+    }
+    std::map<uint32_t, bool> next;  // id -> voter
+    for (const paxospb::Member& member : current.members()) {
+      next[member.id()] = member.voter();
+    }
+    std::string kind;
+    if (options_.bug == Bug::kMembershipWithoutJointQuorums) {
+      if (voters.size() <= 3) {
+        for (int i = 0; i < 2; ++i) {
+          const uint32_t id = AddMachine(current);
+          if (id == 0) return;
+          next[id] = true;
+        }
+        kind = "member_add_two_voters";
+      } else {
+        if (other_voters.size() < 2) return;
+        next.erase(other_voters[0]);
+        next.erase(other_voters[1]);
+        kind = "member_remove_two_voters";
+      }
+    } else {
+      const uint64_t roll = random_.Uniform(100);
+      if (!learners.empty() && roll < 40) {
+        const uint32_t learner = learners[random_.Uniform(learners.size())];
+        if (core.PeerCommit(learner) + 8 < core.commit()) return;
+        next[learner] = true;
+        kind = "member_promote";
+      } else if (!learners.empty() && roll < 50) {
+        next.erase(learners[random_.Uniform(learners.size())]);
+        kind = "member_remove_learner";
+      } else if (voters.size() > 2 && roll < 75) {
+        const uint32_t victim = voters[random_.Uniform(voters.size())];
+        if (victim == core.id()) {
+          if (!other_voters.empty()) {
+            HandOver(leader,
+                     other_voters[random_.Uniform(other_voters.size())]);
+          }
+          return;
+        }
+        next.erase(victim);
+        kind = "member_remove_voter";
+      } else if (voters.size() < 5) {
+        const uint32_t id = AddMachine(current);
+        if (id == 0) return;
+        // Mostly as a learner first, sometimes straight in as a voter.
+        next[id] = random_.Bernoulli(0.2);
+        kind = next[id] ? "member_add_voter" : "member_add_learner";
+      } else {
+        return;
+      }
+    }
+    paxospb::Membership proposed;
+    for (const auto& [id, voter] : next) {
+      paxospb::Member* member = proposed.add_members();
+      member->set_id(id);
+      member->set_voter(voter);
+    }
+    if (core.ProposeMembership(proposed).ok()) {
+      CountFault(kind);
+      HandleReady(leader);
     }
   }
 
@@ -739,7 +927,9 @@ class World {
                       " commit=", core.commit(), " applied=", machine.applied,
                       " snapshot=", core.snapshot_index(),
                       " inflight=", core.DebugInflight(),
-                      " pending=", core.pending_proposals(), "] ");
+                      " pending=", core.pending_proposals(),
+                      " config=", MembershipString(core.membership()),
+                      machine.removed ? " removed" : "", "] ");
     }
     return out;
   }
@@ -748,6 +938,11 @@ class World {
     auto it = acknowledged_.find(marker);
     if (it == acknowledged_.end()) return false;
     for (const Machine& machine : machines_) {
+      // Removed members (also those removed after healing began) stay
+      // behind; nobody sends to them any more.
+      if (machine.removed || !FindMember(LatestMembership(), machine.id)) {
+        continue;
+      }
       if (!machine.core || machine.applied < it->second) return false;
     }
     return true;
@@ -768,16 +963,28 @@ class World {
                                BallotString(entry.ballot()),
                                " proposed two values for slot ", entry.slot()));
       }
-      std::set<uint32_t>& acceptors = acceptors_[slot_ballot];
-      acceptors.insert(machine.id);
-      if (acceptors.size() == static_cast<size_t>(options_.replicas / 2 + 1)) {
-        auto [chosen, new_slot] = majority_chosen_.emplace(entry.slot(), key);
-        if (!new_slot && chosen->second != key) {
-          Violation(absl::StrCat("agreement: slot ", entry.slot(),
-                                 " accepted by a majority as ", chosen->second,
-                                 " and as ", key, " (ballot ",
-                                 BallotString(entry.ballot()), ")"));
-        }
+      acceptors_[slot_ballot].insert(machine.id);
+    }
+  }
+
+  // A value accepted at one ballot by a majority of the configuration that
+  // governs its slot (in the chosen log) is chosen: it must be the only
+  // value ever chosen for that slot.
+  void CheckMajorityAcceptances() {
+    std::map<uint64_t, std::string> majority_chosen;
+    for (const auto& [slot_ballot, acceptors] : acceptors_) {
+      const uint64_t slot = slot_ballot.first;
+      if (!IsQuorum(GoverningMembership(slot), acceptors)) continue;
+      const std::string& key = accepted_value_.at(slot_ballot);
+      auto [chosen, new_slot] = majority_chosen.emplace(slot, key);
+      auto applied = chosen_.find(slot);
+      if ((!new_slot && chosen->second != key) ||
+          (applied != chosen_.end() && applied->second != key)) {
+        Violation(absl::StrCat(
+            "agreement: slot ", slot, " accepted by a majority of ",
+            MembershipString(GoverningMembership(slot)), " as ", key,
+            " at ballot ", EpochString(slot_ballot.second), " but chosen as ",
+            applied != chosen_.end() ? applied->second : chosen->second));
       }
     }
   }
@@ -858,7 +1065,12 @@ class World {
   uint64_t max_acknowledged_slot_ = 0;
   std::map<std::pair<uint64_t, uint64_t>, std::string> accepted_value_;
   std::map<std::pair<uint64_t, uint64_t>, std::set<uint32_t>> acceptors_;
-  std::map<uint64_t, std::string> majority_chosen_;
+  paxospb::Membership initial_membership_;
+  // Configuration changes of the chosen log, by slot.
+  std::map<uint64_t, paxospb::Membership> chosen_memberships_;
+  // The configuration new machines start from (ids and join set per
+  // machine).
+  Config template_config_;
 
   Result result_;
 };

@@ -28,12 +28,16 @@ enum class Bug {
   kAcceptorIgnoresLeaderLease,
   // New leader claims its lease before its takeover slots are chosen.
   kLeaseBeforeTakeover,
+  // Configuration changes replace two voters at once and candidates need a
+  // majority of their committed configuration only.
+  kMembershipWithoutJointQuorums,
 };
 
 // Parses a --bug flag value ("none", "accept_ignores_ballot",
 // "leader_ignores_promised_values", "ack_before_sync",
 // "learner_ignores_ballot", "lease_from_ack_receipt",
-// "acceptor_ignores_leader_lease", "lease_before_takeover").
+// "acceptor_ignores_leader_lease", "lease_before_takeover",
+// "membership_without_joint_quorums").
 absl::StatusOr<Bug> ParseBug(const std::string& name);
 std::string BugName(Bug bug);
 
@@ -43,6 +47,9 @@ struct Options {
   // Events processed before the healing phase.
   int steps = 5000;
   Bug bug = Bug::kNone;
+  // Let seeds change the membership (add, promote, remove and replace
+  // members, hand leadership over) among their faults.
+  bool membership = true;
   // Print every violation as it is found (else only the first per seed).
   bool verbose = false;
 };
@@ -60,6 +67,9 @@ struct Result {
   uint64_t acknowledged = 0;
   uint64_t leader_changes = 0;
   uint64_t snapshots_installed = 0;
+  // Configuration changes chosen, and leadership handovers started.
+  uint64_t membership_changes = 0;
+  uint64_t handovers = 0;
   // Ticks from the start of the healing phase until every replica applied a
   // fresh command (0 if progress was never reached).
   uint64_t heal_ticks = 0;
