@@ -25,6 +25,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "glog/logging.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -35,6 +37,7 @@
 #include "lockd/replica_loop.h"
 #include "lockd/services.h"
 #include "lockd/tls.h"
+#include "paxos/membership.h"
 
 ABSL_FLAG(uint32_t, id, 0, "This replica's id (one of --members).");
 ABSL_FLAG(std::string, members, "",
@@ -43,9 +46,22 @@ ABSL_FLAG(std::string, members, "",
           "2@127.0.0.1:7002/127.0.0.1:7102,3@127.0.0.1:7003/127.0.0.1:7103. "
           "The same list on every replica. Clients use the first address, "
           "the other replicas the second (Paxos never travels on the client "
-          "port).");
+          "port). It founds the cell (--bootstrap) or names whom a joining "
+          "replica learns from (--join); afterwards the membership lives in "
+          "the replicated log and changes with `lockctl member`.");
 ABSL_FLAG(std::string, data_dir, "",
           "Directory of this replica's durable state (created if missing).");
+ABSL_FLAG(bool, bootstrap, false,
+          "Start a new cell: with an empty --data_dir, this replica becomes a "
+          "member of the cell --members describes. Give it to every replica "
+          "of a new cell; ignored once the data directory holds state. "
+          "Never give it to a replica whose data was lost: it would come back "
+          "with forgotten promises (docs/operations.md).");
+ABSL_FLAG(bool, join, false,
+          "Join a running cell under a new id, with an empty --data_dir: "
+          "--members lists the cell's replicas and this one (for its own "
+          "addresses). Then add it with `lockctl member add` and promote it "
+          "once it has caught up.");
 ABSL_FLAG(std::string, listen, "",
           "Address to accept clients on; default: this replica's client "
           "address in --members. Use 0.0.0.0:PORT to accept clients on every "
@@ -166,8 +182,15 @@ absl::StatusOr<ReplicaNodeOptions> OptionsFromFlags(const Members& members) {
         absl::StrCat("--id=", config.id, " is not one of --members (",
                      absl::GetFlag(FLAGS_members), ")"));
   }
+  config.join = absl::GetFlag(FLAGS_join);
   for (const auto& [id, address] : options.addresses) {
+    if (config.join && id == config.id) continue;
     config.members.push_back(id);
+    paxospb::Member* member = config.initial_membership.add_members();
+    member->set_id(id);
+    member->set_client_address(address);
+    member->set_peer_address(members.peer.at(id));
+    member->set_voter(true);
   }
   config.heartbeat_ticks = absl::GetFlag(FLAGS_heartbeat_ticks);
   config.election_ticks = absl::GetFlag(FLAGS_election_ticks);
@@ -201,6 +224,46 @@ absl::StatusOr<ReplicaNodeOptions> OptionsFromFlags(const Members& members) {
   return options;
 }
 
+// A leader asked to stop hands leadership to the most up-to-date voter and
+// stays an acceptor until a new leader is known (or `timeout`), so the cell
+// is without a leader for about one round trip instead of an election
+// timeout.
+void HandOverBeforeExit(ReplicaLoop* loop, uint32_t self,
+                        absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::Notification answered;
+  absl::StatusOr<uint32_t> target = absl::UnknownError("no answer");
+  loop->HandOver(0, [&](absl::StatusOr<uint32_t> result) {
+    target = std::move(result);
+    answered.Notify();
+  });
+  if (!answered.WaitForNotificationWithTimeout(timeout) || !target.ok()) {
+    if (answered.HasBeenNotified() &&
+        target.status().code() != absl::StatusCode::kUnavailable) {
+      LOG(WARNING) << "not handing leadership over: " << target.status();
+    }
+    return;
+  }
+  LOG(INFO) << "handed leadership to replica " << *target;
+  while (absl::Now() < deadline) {
+    absl::Notification inspected;
+    uint32_t leader = 0;
+    loop->Inspect(
+        [&leader](const sessions::StateMachine&,
+                  const paxos::Replica& replica) {
+          leader = replica.LeaderHint();
+          return absl::OkStatus();
+        },
+        [&inspected](absl::Status) { inspected.Notify(); });
+    inspected.WaitForNotificationWithTimeout(deadline - absl::Now());
+    if (inspected.HasBeenNotified() && leader != 0 && leader != self) {
+      LOG(INFO) << "replica " << leader << " leads; stopping";
+      return;
+    }
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+}
+
 int Run() {
   absl::StatusOr<Members> members = ParseMembers(absl::GetFlag(FLAGS_members));
   if (!members.ok()) {
@@ -225,6 +288,27 @@ int Run() {
     return 1;
   }
   const uint32_t id = options->paxos.id;
+  const bool has_state =
+      std::filesystem::exists(data_dir + "/paxos/CURRENT", error);
+  if (!has_state && !absl::GetFlag(FLAGS_bootstrap) &&
+      !absl::GetFlag(FLAGS_join)) {
+    std::cerr
+        << "lockd: " << data_dir
+        << " holds no replica state. If this is a new cell, start each of "
+           "its replicas once with --bootstrap. If this replica lost its "
+           "data, it must not come back as member "
+        << id
+        << " (it forgot what it promised): remove it (lockctl member remove "
+        << id
+        << "), then start a replica under a new id with --join and add it "
+           "(lockctl member add); see docs/operations.md\n";
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_bootstrap) && absl::GetFlag(FLAGS_join)) {
+    std::cerr << "lockd: --bootstrap starts a new cell and --join enters a "
+                 "running one; give one of them\n";
+    return 2;
+  }
   std::string listen = absl::GetFlag(FLAGS_listen);
   if (listen.empty()) listen = options->addresses.at(id);
   std::string peer_listen = absl::GetFlag(FLAGS_peer_listen);
@@ -312,7 +396,7 @@ int Run() {
   NodesService nodes_service(loop->get(), max_request_bytes, &policy);
   LocksService locks_service(loop->get(), max_request_bytes, &policy);
   ElectionsService elections_service(loop->get(), max_request_bytes, &policy);
-  ClusterService cluster_service(loop->get(), options->addresses);
+  ClusterService cluster_service(loop->get(), &policy);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -340,6 +424,22 @@ int Run() {
   health->SetServingStatus(false);
   (*loop)->SetServingCallback(
       [health](bool serving) { health->SetServingStatus(serving); });
+  // The replicated configuration decides whom this replica talks to.
+  (*loop)->SetMembershipObserver([&transport, peer_server = peer_server->get(),
+                                  id](const paxospb::Membership& membership) {
+    std::map<uint32_t, std::string> peers;
+    std::set<uint32_t> ids;
+    for (const paxospb::Member& member : membership.members()) {
+      ids.insert(member.id());
+      if (!member.peer_address().empty()) {
+        peers[member.id()] = member.peer_address();
+      }
+    }
+    LOG(INFO) << "replica " << id << ": cell members "
+              << paxos::MembershipString(membership);
+    transport.SetMembers(peers);
+    peer_server->SetMembers(std::move(ids));
+  });
   (*loop)->Start();
   LOG(INFO) << "lockd replica " << id << " listening on " << listen
             << " for clients and " << peer_listen << " for peers ("
@@ -349,6 +449,7 @@ int Run() {
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   LOG(INFO) << "signal " << signal_number << ": shutting down";
+  HandOverBeforeExit(loop->get(), id, absl::Seconds(2));
   (*loop)->Drain();
   (*peer_server)->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

@@ -76,6 +76,8 @@ class PeerTransport::Link {
     }
   }
 
+  const std::string& address() const { return address_; }
+
   void Stop() {
     {
       absl::MutexLock lock(&mu_);
@@ -179,22 +181,49 @@ class PeerTransport::Link {
 
 PeerTransport::PeerTransport(uint32_t self,
                              const std::map<uint32_t, std::string>& addresses,
-                             size_t max_message_bytes, const TlsConfig* tls) {
-  for (const auto& [id, address] : addresses) {
-    if (id == self) continue;
-    links_[id] = std::make_unique<Link>(id, address, max_message_bytes, tls);
-  }
+                             size_t max_message_bytes, const TlsConfig* tls)
+    : self_(self), max_message_bytes_(max_message_bytes), tls_(tls) {
+  SetMembers(addresses);
 }
 
 PeerTransport::~PeerTransport() { Stop(); }
 
 void PeerTransport::Send(paxospb::Message message) {
+  absl::MutexLock lock(&mu_);
   auto link = links_.find(message.to());
   if (link == links_.end()) return;
   link->second->Enqueue(std::move(message));
 }
 
+void PeerTransport::SetMembers(
+    const std::map<uint32_t, std::string>& addresses) {
+  std::vector<std::unique_ptr<Link>> closed;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopped_) return;
+    for (auto it = links_.begin(); it != links_.end();) {
+      auto wanted = addresses.find(it->first);
+      if (wanted == addresses.end() ||
+          wanted->second != it->second->address()) {
+        closed.push_back(std::move(it->second));
+        it = links_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (const auto& [id, address] : addresses) {
+      if (id == self_ || address.empty() || links_.count(id) > 0) continue;
+      links_[id] =
+          std::make_unique<Link>(id, address, max_message_bytes_, tls_);
+    }
+  }
+  // Outside the lock: a closing link joins its thread.
+  closed.clear();
+}
+
 void PeerTransport::Stop() {
+  absl::MutexLock lock(&mu_);
+  stopped_ = true;
   for (auto& [id, link] : links_) link->Stop();
 }
 
@@ -283,9 +312,16 @@ absl::StatusOr<std::unique_ptr<PeerServer>> PeerServer::Start(
 
 PeerServer::PeerServer(Options options,
                        std::function<void(paxospb::Message)> deliver)
-    : options_(std::move(options)), deliver_(std::move(deliver)) {}
+    : options_(std::move(options)),
+      members_(options_.members),
+      deliver_(std::move(deliver)) {}
 
 PeerServer::~PeerServer() { Shutdown(); }
+
+void PeerServer::SetMembers(std::set<uint32_t> members) {
+  absl::MutexLock lock(&members_mu_);
+  members_ = std::move(members);
+}
 
 void PeerServer::Run() {
   void* tag = nullptr;
@@ -298,9 +334,13 @@ void PeerServer::Run() {
 
 void PeerServer::Received(paxospb::Message& message,
                           const std::set<uint32_t>& certified_ids) {
+  bool member = false;
+  {
+    absl::MutexLock lock(&members_mu_);
+    member = members_.count(message.from()) > 0;
+  }
   const bool addressed = message.to() == options_.self &&
-                         message.from() != options_.self &&
-                         options_.members.count(message.from()) > 0;
+                         message.from() != options_.self && member;
   const bool certified =
       !options_.tls.has_value() || certified_ids.count(message.from()) > 0;
   if (addressed && certified) {

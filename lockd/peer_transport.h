@@ -41,6 +41,10 @@ class PeerTransport : public PeerSender {
   PeerTransport& operator=(const PeerTransport&) = delete;
 
   void Send(paxospb::Message message) override;
+  // Follows a configuration change: links to new members (or new
+  // addresses) are opened, links to removed members closed. `addresses`
+  // lists every member's peer address.
+  void SetMembers(const std::map<uint32_t, std::string>& addresses);
   // Stops every sender thread; later messages are dropped. Idempotent.
   void Stop();
 
@@ -50,7 +54,12 @@ class PeerTransport : public PeerSender {
 
  private:
   class Link;
-  std::map<uint32_t, std::unique_ptr<Link>> links_;
+  const uint32_t self_;
+  const size_t max_message_bytes_;
+  const TlsConfig* const tls_;
+  absl::Mutex mu_;
+  std::map<uint32_t, std::unique_ptr<Link>> links_ ABSL_GUARDED_BY(mu_);
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // The receiving side: the lockd.peerpb.Peer service on the peer listener,
@@ -85,6 +94,8 @@ class PeerServer {
 
   // The port bound (useful with port 0).
   int port() const { return port_; }
+  // Follows a configuration change: messages are taken from `members`.
+  void SetMembers(std::set<uint32_t> members);
   // Messages refused: not addressed to this replica, not from a member, or
   // (with TLS) from a member the stream's certificate does not name.
   uint64_t refused() const { return refused_.load(); }
@@ -101,6 +112,8 @@ class PeerServer {
                 const std::set<uint32_t>& certified_ids);
 
   const Options options_;
+  absl::Mutex members_mu_;
+  std::set<uint32_t> members_ ABSL_GUARDED_BY(members_mu_);
   const std::function<void(paxospb::Message)> deliver_;
   peerpb::Peer::AsyncService service_;
   std::unique_ptr<grpc::ServerCompletionQueue> queue_;

@@ -109,6 +109,28 @@ void ReplicaLoop::Inspect(ReadFunction read, StatusCallback done) {
   });
 }
 
+void ReplicaLoop::ChangeMembership(ReplicaNode::MembershipEdit edit,
+                                   ReplicaNode::ChangeCallback done) {
+  Post([this, edit = std::move(edit), done = std::move(done)]() mutable {
+    DeliverElapsedTicks();
+    node_->ChangeMembership(edit, std::move(done));
+  });
+}
+
+void ReplicaLoop::HandOver(uint32_t target,
+                           std::function<void(absl::StatusOr<uint32_t>)> done) {
+  Post([this, target, done = std::move(done)] {
+    DeliverElapsedTicks();
+    done(node_->HandOver(target));
+    UpdateServing();
+  });
+}
+
+void ReplicaLoop::SetMembershipObserver(
+    std::function<void(const paxospb::Membership&)> observer) {
+  node_->SetMembershipObserver(std::move(observer));
+}
+
 void ReplicaLoop::KeepAlive(std::shared_ptr<SessionListener> listener,
                             v1::KeepAliveRequest request) {
   Post([this, listener = std::move(listener), request = std::move(request)] {

@@ -74,6 +74,15 @@ class ReplicaLoop {
   void Observe(std::string name, std::shared_ptr<ElectionListener> listener);
   void RemoveElectionListener(ElectionListener* listener);
 
+  // See ReplicaNode::ChangeMembership and HandOver.
+  void ChangeMembership(ReplicaNode::MembershipEdit edit,
+                        ReplicaNode::ChangeCallback done);
+  void HandOver(uint32_t target,
+                std::function<void(absl::StatusOr<uint32_t>)> done);
+  // See ReplicaNode::SetMembershipObserver. Call before Start(); the
+  // observer then runs on the loop thread.
+  void SetMembershipObserver(
+      std::function<void(const paxospb::Membership&)> observer);
   // Called on the loop thread whenever this replica starts or stops serving.
   void SetServingCallback(std::function<void(bool)> callback);
 

@@ -9,6 +9,7 @@
 #include "glog/logging.h"
 #include "lockd/secrets.h"
 #include "paxos/ballot.h"
+#include "paxos/membership.h"
 
 namespace lockd {
 
@@ -23,7 +24,9 @@ absl::StatusOr<std::unique_ptr<ReplicaNode>> ReplicaNode::Create(
         "checkpoint_ticks and tick_command_ticks must be positive");
   }
   for (uint32_t member : options.paxos.members) {
-    if (options.addresses.count(member) == 0) {
+    if (options.addresses.count(member) == 0 &&
+        paxos::FindMember(options.paxos.initial_membership, member) ==
+            nullptr) {
       return absl::InvalidArgumentError(
           absl::StrCat("member ", member, " has no address"));
     }
@@ -74,10 +77,101 @@ void ReplicaNode::ProcessReady(int64_t now_ms) {
     if (ready.soft_state.has_value()) OnSoftState(*ready.soft_state);
     replica_->Advance();
   }
+  ReportMembership();
   MaybeCompact();
 }
 
+void ReplicaNode::ReportMembership() {
+  if (!membership_observer_ || !replica_->knows_membership()) return;
+  std::string serialized;
+  replica_->membership().SerializeToString(&serialized);
+  if (serialized == reported_membership_) return;
+  reported_membership_ = std::move(serialized);
+  membership_observer_(replica_->membership());
+}
+
+void ReplicaNode::SetMembershipObserver(
+    std::function<void(const paxospb::Membership&)> observer) {
+  membership_observer_ = std::move(observer);
+  reported_membership_.clear();
+  ReportMembership();
+}
+
+std::string ReplicaNode::ClientAddress(uint32_t id) const {
+  const paxospb::Member* member = paxos::FindMember(replica_->membership(), id);
+  if (member != nullptr && !member->client_address().empty()) {
+    return member->client_address();
+  }
+  auto it = options_.addresses.find(id);
+  return it == options_.addresses.end() ? std::string() : it->second;
+}
+
+void ReplicaNode::ChangeMembership(const MembershipEdit& edit,
+                                   ChangeCallback done) {
+  if (!Serving()) {
+    done(NotServing());
+    return;
+  }
+  if (pending_change_.has_value() || replica_->change_in_flight()) {
+    done(absl::FailedPreconditionError(
+        "another membership change is in flight; retry when it is done "
+        "(lockctl member list shows it)"));
+    return;
+  }
+  absl::StatusOr<paxospb::Membership> next = edit(*replica_);
+  if (!next.ok()) {
+    done(next.status());
+    return;
+  }
+  // A retry of a change already made (its first answer was lost).
+  if (next->SerializeAsString() == replica_->membership().SerializeAsString()) {
+    done(AppliedChange{*next, replica_->commit()});
+    return;
+  }
+  if (absl::Status proposed = replica_->ProposeMembership(*next);
+      !proposed.ok()) {
+    done(proposed);
+    return;
+  }
+  PendingChange change;
+  next->SerializeToString(&change.membership);
+  change.done = std::move(done);
+  pending_change_ = std::move(change);
+}
+
+absl::StatusOr<uint32_t> ReplicaNode::HandOver(uint32_t target) {
+  if (replica_->role() != paxos::Role::kLeader) return NotServing();
+  if (target == 0) {
+    uint64_t best = 0;
+    for (uint32_t voter : paxos::Voters(replica_->membership())) {
+      if (voter == replica_->id()) continue;
+      if (target == 0 || replica_->PeerCommit(voter) > best) {
+        target = voter;
+        best = replica_->PeerCommit(voter);
+      }
+    }
+    if (target == 0) {
+      return absl::FailedPreconditionError(
+          "there is no other voter to hand leadership to");
+    }
+  }
+  if (absl::Status status = replica_->TransferLeadership(target);
+      !status.ok()) {
+    return status;
+  }
+  return target;
+}
+
 void ReplicaNode::ApplyEntry(const paxospb::Entry& entry, int64_t now_ms) {
+  if (entry.value().has_membership() && pending_change_.has_value()) {
+    std::string applied;
+    entry.value().membership().SerializeToString(&applied);
+    if (applied == pending_change_->membership) {
+      ChangeCallback done = std::move(pending_change_->done);
+      pending_change_.reset();
+      done(AppliedChange{entry.value().membership(), entry.slot()});
+    }
+  }
   for (const std::string& bytes : entry.value().commands()) {
     statepb::Command command;
     if (!command.ParseFromString(bytes)) {
@@ -463,7 +557,7 @@ absl::Status ReplicaNode::NotServing() const {
         " was just elected and waits out the previous leader's lease; "
         "retry shortly"));
   }
-  const std::string& address = options_.addresses.at(leader);
+  const std::string address = ClientAddress(leader);
   absl::Status status = absl::UnavailableError(
       absl::StrCat("replica ", self, " is not the leader; the leader is ",
                    "replica ", leader, " at ", address));
@@ -594,6 +688,11 @@ void ReplicaNode::NotifyElection(const std::string& name) {
 }
 
 void ReplicaNode::FailAll(const absl::Status& status) {
+  if (pending_change_.has_value()) {
+    ChangeCallback done = std::move(pending_change_->done);
+    pending_change_.reset();
+    done(status);
+  }
   auto waiting = std::move(waiting_);
   waiting_.clear();
   caller_requests_.clear();

@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -54,7 +55,8 @@ class ElectionListener {
 
 struct ReplicaNodeOptions {
   paxos::Config paxos;
-  // Address of every member by id (this replica's included).
+  // Client address of every member by id (this replica's included), for
+  // members the replicated configuration gives no address.
   std::map<uint32_t, std::string> addresses;
   sessions::Limits limits;
   // Applied entries between two snapshots (the log below is compacted).
@@ -94,9 +96,19 @@ struct ReplicaNodeOptions {
 // cell_clock_slew_percent of the monotonic tick clock. So a wall-clock step
 // or an offset between replicas' clocks never makes cell time jump, and
 // leases told to clients shrink by at most that percentage.
+// A configuration change once chosen and applied.
+struct AppliedChange {
+  paxospb::Membership membership;
+  uint64_t index = 0;
+};
+
 class ReplicaNode {
  public:
   using ResultCallback = std::function<void(absl::StatusOr<statepb::Result>)>;
+  using ChangeCallback = std::function<void(absl::StatusOr<AppliedChange>)>;
+  // Computes the next configuration from the replica's state.
+  using MembershipEdit = std::function<absl::StatusOr<paxospb::Membership>(
+      const paxos::Replica& replica)>;
   using ReadFunction = std::function<absl::Status(
       const sessions::StateMachine& state, const paxos::Replica& replica)>;
 
@@ -161,6 +173,21 @@ class ReplicaNode {
                const std::shared_ptr<ElectionListener>& listener);
   void RemoveElectionListener(ElectionListener* listener);
 
+  // Leader only (Serving()): proposes the configuration `edit` returns and
+  // calls `done` once it is chosen and applied here, with `edit`'s error,
+  // or with UNAVAILABLE if this replica stops leading first.
+  void ChangeMembership(const MembershipEdit& edit, ChangeCallback done);
+  // Leader only: hands leadership to voter `target`, or with 0 to the
+  // voter that acknowledged the most (paxos::Replica::TransferLeadership).
+  // Returns the target.
+  absl::StatusOr<uint32_t> HandOver(uint32_t target);
+  // Called with the configuration when the node is built and after every
+  // change it applies (on the driver's thread; must not block).
+  void SetMembershipObserver(
+      std::function<void(const paxospb::Membership&)> observer);
+  // The client address of member `id`, "" if unknown.
+  std::string ClientAddress(uint32_t id) const;
+
   // Refuses everything from now on and fails every waiting caller and
   // stream with UNAVAILABLE (before a shutdown).
   void Drain();
@@ -218,6 +245,8 @@ class ReplicaNode {
               std::unique_ptr<paxos::Replica> replica, PeerSender* sender);
 
   void ApplyEntry(const paxospb::Entry& entry, int64_t now_ms);
+  // Tells the observer if the configuration changed since last told.
+  void ReportMembership();
   void ApplyCommand(const statepb::Command& command, int64_t now_ms);
   void MaybeCompact();
   void OnSoftState(const paxos::SoftState& soft);
@@ -283,6 +312,14 @@ class ReplicaNode {
   using ElectionKey = std::pair<std::string, uint64_t>;
   absl::flat_hash_map<ElectionListener*, ElectionKey> election_stream_keys_;
   std::map<ElectionKey, ElectionStream> election_streams_;
+  // The configuration change this leader proposed, and its caller.
+  struct PendingChange {
+    std::string membership;
+    ChangeCallback done;
+  };
+  std::optional<PendingChange> pending_change_;
+  std::function<void(const paxospb::Membership&)> membership_observer_;
+  std::string reported_membership_;
 };
 
 }  // namespace lockd

@@ -1,5 +1,6 @@
 #include "lockd/services.h"
 
+#include <algorithm>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -7,11 +8,13 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
 #include "lockd/tls.h"
+#include "paxos/membership.h"
 
 namespace lockd {
 namespace {
@@ -624,13 +627,58 @@ grpc::ServerUnaryReactor* ElectionsService::Resign(
 
 // ------------------------------------------------------------------- Cluster
 
+namespace {
+
+void FillMembers(const paxos::Replica& replica,
+                 google::protobuf::RepeatedPtrField<v1::Member>* members) {
+  for (const paxospb::Member& member : replica.membership().members()) {
+    v1::Member* out = members->Add();
+    out->set_id(member.id());
+    out->set_address(member.client_address());
+    out->set_peer_address(member.peer_address());
+    out->set_voter(member.voter());
+    if (replica.role() == paxos::Role::kLeader) {
+      out->set_commit_index(replica.PeerCommit(member.id()));
+    }
+  }
+}
+
+// Marks the refusal of a change that removes the leader itself.
+constexpr char kHandOverPayload[] = "lockd-hand-over";
+
+// The UNAVAILABLE answer after this leader handed over to `target`, naming
+// it so that the client library retries there.
+absl::Status HandedOver(uint32_t self, uint32_t target,
+                        const std::string& address) {
+  absl::Status status = absl::UnavailableError(
+      absl::StrCat("replica ", self,
+                   " leads and cannot remove itself: it handed "
+                   "leadership to replica ",
+                   target, "; retry there"));
+  if (!address.empty()) {
+    status.SetPayload(kLeaderAddressPayload, absl::Cord(address));
+    status.SetPayload(kLeaderIdPayload, absl::Cord(absl::StrCat(target)));
+  }
+  return status;
+}
+
+absl::Status CheckMemberId(uint32_t id) {
+  if (id == 0 || id > 0xffff) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("member id ", id, " must be in [1, 65535]"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* ClusterService::Status(
     grpc::CallbackServerContext* context, const v1::StatusRequest* /*request*/,
     v1::StatusResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   loop_->Inspect(
-      [this, response](const sessions::StateMachine& state,
-                       const paxos::Replica& replica) {
+      [response](const sessions::StateMachine& state,
+                 const paxos::Replica& replica) {
         response->set_id(replica.id());
         switch (replica.role()) {
           case paxos::Role::kLeader:
@@ -643,14 +691,16 @@ grpc::ServerUnaryReactor* ClusterService::Status(
             response->set_role("follower");
             break;
         }
-        for (const auto& [id, address] : addresses_) {
-          v1::Member* member = response->add_members();
-          member->set_id(id);
-          member->set_address(address);
-        }
+        FillMembers(replica, response->mutable_members());
+        *response->mutable_retired_ids() = replica.membership().retired_ids();
+        response->set_change_in_flight(replica.role() == paxos::Role::kLeader &&
+                                       replica.change_in_flight());
         const uint32_t leader = replica.LeaderHint();
         response->set_leader_id(leader);
-        if (leader != 0) response->set_leader_address(addresses_.at(leader));
+        if (const paxospb::Member* member =
+                paxos::FindMember(replica.membership(), leader)) {
+          response->set_leader_address(member->client_address());
+        }
         response->set_epoch(replica.epoch());
         response->set_commit_index(replica.commit());
         response->set_applied_index(replica.emitted());
@@ -662,6 +712,216 @@ grpc::ServerUnaryReactor* ClusterService::Status(
       [context, reactor](absl::Status status) {
         FinishCall(context, reactor, status);
       });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ClusterService::Change(
+    grpc::CallbackServerContext* context, absl::string_view what,
+    ReplicaNode::MembershipEdit edit, v1::MembershipResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status admin =
+          policy_->RequireAdmin(policy_->AccessOf(context), what);
+      !admin.ok()) {
+    FinishCall(context, reactor, admin);
+    return reactor;
+  }
+  loop_->ChangeMembership(
+      std::move(edit),
+      [context, reactor, response](absl::StatusOr<AppliedChange> applied) {
+        if (applied.ok()) {
+          for (const paxospb::Member& member : applied->membership.members()) {
+            v1::Member* out = response->add_members();
+            out->set_id(member.id());
+            out->set_address(member.client_address());
+            out->set_peer_address(member.peer_address());
+            out->set_voter(member.voter());
+          }
+          *response->mutable_retired_ids() = applied->membership.retired_ids();
+          response->set_index(applied->index);
+        }
+        FinishCall(context, reactor, applied.status());
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ClusterService::AddMember(
+    grpc::CallbackServerContext* context, const v1::AddMemberRequest* request,
+    v1::MembershipResponse* response) {
+  paxospb::Member member;
+  member.set_id(request->id());
+  member.set_client_address(request->address());
+  member.set_peer_address(request->peer_address());
+  member.set_voter(false);
+  return Change(
+      context, "changing the membership",
+      [member](const paxos::Replica& replica)
+          -> absl::StatusOr<paxospb::Membership> {
+        if (absl::Status id = CheckMemberId(member.id()); !id.ok()) return id;
+        if (member.client_address().empty() || member.peer_address().empty()) {
+          return absl::InvalidArgumentError(
+              "a new member needs a client address and a peer address "
+              "(host:port each, the peer one used only between replicas)");
+        }
+        const paxospb::Membership& current = replica.membership();
+        if (const paxospb::Member* existing =
+                paxos::FindMember(current, member.id())) {
+          if (existing->client_address() == member.client_address() &&
+              existing->peer_address() == member.peer_address()) {
+            return current;  // a retry
+          }
+          return absl::AlreadyExistsError(
+              absl::StrCat("replica ", member.id(), " is already a member (at ",
+                           existing->client_address(), "); pick a new id"));
+        }
+        for (const paxospb::Member& other : current.members()) {
+          if (other.client_address() == member.client_address() ||
+              other.peer_address() == member.peer_address() ||
+              other.client_address() == member.peer_address() ||
+              other.peer_address() == member.client_address()) {
+            return absl::AlreadyExistsError(absl::StrCat(
+                "replica ", other.id(), " already uses ",
+                other.client_address(), "/", other.peer_address()));
+          }
+        }
+        paxospb::Membership next = paxos::WithMember(current, member);
+        if (absl::Status valid = paxos::ValidateChange(current, next);
+            !valid.ok()) {
+          return valid;
+        }
+        return next;
+      },
+      response);
+}
+
+grpc::ServerUnaryReactor* ClusterService::PromoteMember(
+    grpc::CallbackServerContext* context,
+    const v1::PromoteMemberRequest* request, v1::MembershipResponse* response) {
+  const uint32_t id = request->id();
+  return Change(
+      context, "changing the membership",
+      [id](const paxos::Replica& replica)
+          -> absl::StatusOr<paxospb::Membership> {
+        const paxospb::Membership& current = replica.membership();
+        const paxospb::Member* member = paxos::FindMember(current, id);
+        if (member == nullptr) {
+          return absl::NotFoundError(
+              absl::StrCat("replica ", id,
+                           " is not a member; add it first (lockctl "
+                           "member add)"));
+        }
+        if (member->voter()) return current;  // a retry
+        const uint64_t lag = replica.commit() -
+                             std::min(replica.commit(), replica.PeerCommit(id));
+        if (lag > kMaxPromotionLag) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "replica ", id, " is ", lag, " slots behind (at ",
+              replica.PeerCommit(id), " of ", replica.commit(),
+              "); promote it once it has caught up (lockctl member list)"));
+        }
+        paxospb::Member voter = *member;
+        voter.set_voter(true);
+        return paxos::WithMember(current, voter);
+      },
+      response);
+}
+
+grpc::ServerUnaryReactor* ClusterService::RemoveMember(
+    grpc::CallbackServerContext* context,
+    const v1::RemoveMemberRequest* request, v1::MembershipResponse* response) {
+  const uint32_t id = request->id();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status admin = policy_->RequireAdmin(policy_->AccessOf(context),
+                                                 "changing the membership");
+      !admin.ok()) {
+    FinishCall(context, reactor, admin);
+    return reactor;
+  }
+  // Removing the leader itself: it hands leadership over instead, and the
+  // client retries at the new leader.
+  loop_->ChangeMembership(
+      [id](const paxos::Replica& replica)
+          -> absl::StatusOr<paxospb::Membership> {
+        const paxospb::Membership& current = replica.membership();
+        if (paxos::FindMember(current, id) == nullptr) {
+          for (uint32_t retired : current.retired_ids()) {
+            if (retired == id) return current;  // a retry
+          }
+          return absl::NotFoundError(
+              absl::StrCat("replica ", id, " is not a member"));
+        }
+        if (id == replica.id()) {
+          absl::Status hand_over = absl::FailedPreconditionError(
+              "the leader must hand leadership over before it is removed");
+          hand_over.SetPayload(kHandOverPayload, absl::Cord("1"));
+          return hand_over;
+        }
+        paxospb::Membership next = paxos::WithoutMember(current, id);
+        if (paxos::Voters(next).empty()) {
+          return absl::FailedPreconditionError(
+              "the last voter cannot be removed");
+        }
+        return next;
+      },
+      [this, id, context, reactor,
+       response](absl::StatusOr<AppliedChange> applied) {
+        if (applied.ok()) {
+          for (const paxospb::Member& member : applied->membership.members()) {
+            v1::Member* out = response->add_members();
+            out->set_id(member.id());
+            out->set_address(member.client_address());
+            out->set_peer_address(member.peer_address());
+            out->set_voter(member.voter());
+          }
+          *response->mutable_retired_ids() = applied->membership.retired_ids();
+          response->set_index(applied->index);
+          FinishCall(context, reactor, absl::OkStatus());
+          return;
+        }
+        if (!applied.status().GetPayload(kHandOverPayload).has_value()) {
+          FinishCall(context, reactor, applied.status());
+          return;
+        }
+        loop_->HandOver(
+            0, [this, id, context, reactor](absl::StatusOr<uint32_t> target) {
+              if (!target.ok()) {
+                FinishCall(context, reactor, target.status());
+                return;
+              }
+              loop_->Inspect(
+                  [id, target = *target, context, reactor](
+                      const sessions::StateMachine&,
+                      const paxos::Replica& replica) {
+                    const paxospb::Member* member =
+                        paxos::FindMember(replica.membership(), target);
+                    FinishCall(context, reactor,
+                               HandedOver(id, target,
+                                          member == nullptr
+                                              ? std::string()
+                                              : member->client_address()));
+                    return absl::OkStatus();
+                  },
+                  [](absl::Status) {});
+            });
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ClusterService::TransferLeadership(
+    grpc::CallbackServerContext* context,
+    const v1::TransferLeadershipRequest* request,
+    v1::TransferLeadershipResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status admin = policy_->RequireAdmin(policy_->AccessOf(context),
+                                                 "handing leadership over");
+      !admin.ok()) {
+    FinishCall(context, reactor, admin);
+    return reactor;
+  }
+  loop_->HandOver(request->to(), [context, reactor,
+                                  response](absl::StatusOr<uint32_t> target) {
+    if (target.ok()) response->set_to(*target);
+    FinishCall(context, reactor, target.status());
+  });
   return reactor;
 }
 

@@ -169,19 +169,43 @@ class ElectionsService : public v1::Elections::CallbackService {
   const AccessPolicy* const policy_;
 };
 
+// Cluster status (any replica) and membership changes (the leader, admins
+// only; see lockd.proto).
 class ClusterService : public v1::Cluster::CallbackService {
  public:
-  ClusterService(ReplicaLoop* loop,
-                 const std::map<uint32_t, std::string>& addresses)
-      : loop_(loop), addresses_(addresses) {}
+  ClusterService(ReplicaLoop* loop, const AccessPolicy* policy)
+      : loop_(loop), policy_(policy) {}
 
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
                                    const v1::StatusRequest* request,
                                    v1::StatusResponse* response) override;
+  grpc::ServerUnaryReactor* AddMember(
+      grpc::CallbackServerContext* context, const v1::AddMemberRequest* request,
+      v1::MembershipResponse* response) override;
+  grpc::ServerUnaryReactor* PromoteMember(
+      grpc::CallbackServerContext* context,
+      const v1::PromoteMemberRequest* request,
+      v1::MembershipResponse* response) override;
+  grpc::ServerUnaryReactor* RemoveMember(
+      grpc::CallbackServerContext* context,
+      const v1::RemoveMemberRequest* request,
+      v1::MembershipResponse* response) override;
+  grpc::ServerUnaryReactor* TransferLeadership(
+      grpc::CallbackServerContext* context,
+      const v1::TransferLeadershipRequest* request,
+      v1::TransferLeadershipResponse* response) override;
+
+  // A learner is promoted only when at most this many slots behind.
+  static constexpr uint64_t kMaxPromotionLag = 1000;
 
  private:
+  grpc::ServerUnaryReactor* Change(grpc::CallbackServerContext* context,
+                                   absl::string_view what,
+                                   ReplicaNode::MembershipEdit edit,
+                                   v1::MembershipResponse* response);
+
   ReplicaLoop* const loop_;
-  const std::map<uint32_t, std::string> addresses_;
+  const AccessPolicy* const policy_;
 };
 
 }  // namespace lockd

@@ -16,6 +16,33 @@ bool SameMember(const paxospb::Member& a, const paxospb::Member& b) {
 
 }  // namespace
 
+paxospb::Membership WithMember(const paxospb::Membership& current,
+                               const paxospb::Member& member) {
+  paxospb::Membership next = current;
+  next.clear_members();
+  bool placed = false;
+  for (const paxospb::Member& existing : current.members()) {
+    if (!placed && member.id() <= existing.id()) {
+      *next.add_members() = member;
+      placed = true;
+    }
+    if (existing.id() != member.id()) *next.add_members() = existing;
+  }
+  if (!placed) *next.add_members() = member;
+  return next;
+}
+
+paxospb::Membership WithoutMember(const paxospb::Membership& current,
+                                  uint32_t id) {
+  paxospb::Membership next = current;
+  next.clear_members();
+  for (const paxospb::Member& existing : current.members()) {
+    if (existing.id() != id) *next.add_members() = existing;
+  }
+  if (FindMember(current, id) != nullptr) next.add_retired_ids(id);
+  return next;
+}
+
 paxospb::Membership MembershipOfVoters(const std::vector<uint32_t>& ids) {
   std::vector<uint32_t> sorted = ids;
   std::sort(sorted.begin(), sorted.end());
@@ -90,6 +117,19 @@ absl::Status ValidateChange(const paxospb::Membership& current,
   }
   for (const paxospb::Member& member : current.members()) {
     if (FindMember(next, member.id()) == nullptr) ++changed;
+  }
+  for (uint32_t retired : current.retired_ids()) {
+    if (FindMember(next, retired) != nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "id ", retired,
+          " was removed from the cell and cannot return (it may have "
+          "forgotten its promises); add the replica under a new id"));
+    }
+    if (std::find(next.retired_ids().begin(), next.retired_ids().end(),
+                  retired) == next.retired_ids().end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the change forgets that id ", retired, " was retired"));
+    }
   }
   if (changed == 0) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -14,6 +14,14 @@ namespace lockd::paxos {
 // Helpers for the cell's configuration (paxospb::Membership): who votes,
 // what a quorum is, and which changes are allowed.
 
+// The configuration after one change of `current`: `id` added or updated
+// (voter or learner, with addresses) ...
+paxospb::Membership WithMember(const paxospb::Membership& current,
+                               const paxospb::Member& member);
+// ... or removed (and retired).
+paxospb::Membership WithoutMember(const paxospb::Membership& current,
+                                  uint32_t id);
+
 // A configuration of voters `ids` (no addresses, no learners).
 paxospb::Membership MembershipOfVoters(const std::vector<uint32_t>& ids);
 
@@ -45,7 +53,8 @@ absl::Status ValidateMembership(const paxospb::Membership& membership);
 
 // OK iff `next` may follow `current` as one configuration change: it is
 // well formed and differs in exactly one member (added, removed, promoted
-// to voter, demoted to learner, or given new addresses). One voter at a
+// to voter, demoted to learner, or given new addresses), keeps every
+// retired id and brings none back. One voter at a
 // time keeps every majority of `current` intersecting every majority of
 // `next` (docs/paxos.md, "Membership changes").
 absl::Status ValidateChange(const paxospb::Membership& current,

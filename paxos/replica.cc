@@ -336,7 +336,22 @@ absl::Status Replica::Propose(std::string command) {
 
 void Replica::Step(const paxospb::Message& message) {
   const uint32_t from = message.from();
-  if (message.to() != config_.id || !known_ids_.contains(from)) return;
+  if (message.to() != config_.id) return;
+  if (!known_ids_.contains(from)) {
+    // A replica this one has not heard of: a removed member (ignored), or a
+    // member added by a change this replica has not learned yet. Nothing
+    // it says is voted on or accepted; a heartbeat that reveals this
+    // replica lags makes it fetch, and the fetched chosen entries (or
+    // snapshot) teach it the configuration.
+    if (message.has_accept() && message.accept().commit() > commit_) {
+      known_leader_commit_ =
+          std::max(known_leader_commit_, message.accept().commit());
+      MaybeFetch(from, /*force=*/false);
+    } else if (message.has_fetch_reply()) {
+      HandleFetchReply(from, message.fetch_reply());
+    }
+    return;
+  }
   switch (message.body_case()) {
     case paxospb::Message::kProbe:
       HandleProbe(from, message.probe());
@@ -1183,6 +1198,10 @@ void Replica::HandleReject(uint32_t from, const paxospb::Reject& reject) {
       }
       break;
     case paxospb::Reject::BEHIND:
+    case paxospb::Reject::LEADER_ALIVE:
+      // Refused by a replica that knows more: catch up from it (this is
+      // also how a replica that missed a change learns of members it does
+      // not know, whose messages it would not take).
       if (reject.commit() > commit_) {
         known_leader_commit_ = std::max(known_leader_commit_, reject.commit());
         MaybeFetch(from, /*force=*/true);

@@ -192,6 +192,32 @@ absl::StatusOr<std::unique_ptr<Cell>> Cell::Start(CellOptions options) {
   return cell;
 }
 
+absl::StatusOr<int> Cell::AddReplica() {
+  std::set<int> used;
+  for (const Replica& r : replicas_) used.insert({r.port, r.peer_port});
+  auto pick = [&used]() -> absl::StatusOr<int> {
+    while (true) {
+      absl::StatusOr<int> picked = PickFreePort();
+      if (!picked.ok() || used.insert(*picked).second) return picked;
+    }
+  };
+  absl::StatusOr<int> port = pick();
+  if (!port.ok()) return port.status();
+  absl::StatusOr<int> peer_port = pick();
+  if (!peer_port.ok()) return peer_port.status();
+  Replica r;
+  r.id = size() + 1;
+  r.port = *port;
+  r.peer_port = *peer_port;
+  r.joiner = true;
+  r.data_dir = absl::StrCat(directory_, "/replica-", r.id);
+  r.log_path = absl::StrCat(directory_, "/replica-", r.id, ".log");
+  replicas_.push_back(r);
+  absl::MutexLock lock(&channels_mu_);
+  channels_.push_back(NewChannel(address(r.id), CaFile()));
+  return r.id;
+}
+
 absl::StatusOr<std::unique_ptr<Cell>> Cell::StartWithLeader(
     CellOptions options, absl::Duration timeout) {
   absl::StatusOr<std::unique_ptr<Cell>> cell = Start(std::move(options));
@@ -319,6 +345,7 @@ absl::Status Cell::StartReplica(int id) {
   add_flag("election_ticks", options_.election_ticks);
   add_flag("snapshot_interval", options_.snapshot_interval);
   add_flag("checkpoint_interval_ms", options_.checkpoint_interval_ms);
+  if (r.starts == 0) args.push_back(r.joiner ? "--join" : "--bootstrap");
   for (const std::string& flag : options_.extra_flags) args.push_back(flag);
   if (!options_.tls_dir.empty()) {
     const std::string certs = absl::StrCat(options_.tls_dir, "/replica-", id);

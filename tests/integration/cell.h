@@ -95,8 +95,13 @@ class Cell {
   absl::Duration election_timeout() const;
 
   // Starts replica `id` on its data directory. FAILED_PRECONDITION if it
-  // runs already.
+  // runs already. A founding replica's first start passes --bootstrap, an
+  // added one's --join; later starts neither (its data must be there).
   absl::Status StartReplica(int id);
+  // Picks ports and a data directory for a new replica with the next id
+  // (not started; the cell's membership is not changed: see lockctl member
+  // add). Returns its id. Not safe concurrently with the accessors.
+  absl::StatusOr<int> AddReplica();
   // SIGKILL and reap. OK if it was not running.
   absl::Status Kill(int id);
   // SIGTERM and wait up to `timeout` for the process to exit. OK iff it
@@ -153,6 +158,8 @@ class Cell {
     std::string data_dir;
     std::string log_path;
     int starts = 0;
+    // Added to a running cell (starts with --join).
+    bool joiner = false;
   };
 
   explicit Cell(CellOptions options);

@@ -308,8 +308,9 @@ std::pair<int, std::string> RunLockd(const std::vector<std::string>& args) {
 
 TEST(InsecureFlagTest, PlaintextBeyondLoopbackNeedsInsecure) {
   const std::string data = ::testing::TempDir() + "/insecure-data";
-  const std::vector<std::string> base = {
-      "--id=1", "--members=1@127.0.0.1:1/127.0.0.1:2", "--data_dir=" + data};
+  const std::vector<std::string> base = {"--id=1",
+                                         "--members=1@127.0.0.1:1/127.0.0.1:2",
+                                         "--data_dir=" + data, "--bootstrap"};
   std::vector<std::string> args = base;
   args.push_back("--listen=0.0.0.0:0");
   auto [code, output] = RunLockd(args);

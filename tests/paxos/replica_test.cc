@@ -2520,7 +2520,15 @@ TEST(StepTest, MessagesFromNonMembersAndMisaddressedAreIgnored) {
   // A ballot that does not belong to its sender is ignored too.
   node.replica().Step(AcceptMessage(
       1, 2, MakeBallot(9, 3), {MakeEntry(1, MakeBallot(9, 3), {"y"})}, 1));
-  EXPECT_FALSE(node.replica().HasReady());
+  // Nothing is promised or accepted. The stranger's heartbeat claims
+  // commit 1, so it may be a member added by a change this replica missed:
+  // it asks that sender for chosen entries, and nothing else.
+  ASSERT_TRUE(node.replica().HasReady());
+  const Ready ready = node.replica().GetReady();
+  ASSERT_THAT(ready.messages, SizeIs(1));
+  EXPECT_EQ(ready.messages[0].to(), 7u);
+  EXPECT_TRUE(ready.messages[0].has_fetch_request());
+  EXPECT_TRUE(ready.persist.entries.empty());
   EXPECT_EQ(B(node.replica().promised()), "0.0");
   EXPECT_THAT(node.storage().durable().entries, IsEmpty());
 }

@@ -907,6 +907,10 @@ class World {
       member->set_id(id);
       member->set_voter(voter);
     }
+    *proposed.mutable_retired_ids() = current.retired_ids();
+    for (const paxospb::Member& member : current.members()) {
+      if (next.count(member.id()) == 0) proposed.add_retired_ids(member.id());
+    }
     if (core.ProposeMembership(proposed).ok()) {
       CountFault(kind);
       HandleReady(leader);
