@@ -1,5 +1,6 @@
-// lockctl status, members, sessions and locks.
+// lockctl status, members, member, sessions and locks.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <map>
@@ -8,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -247,6 +249,151 @@ int RunMembers(Context& context) {
                              absl::UnavailableError("no replica answered"),
                              kExitUnavailable);
   }
+  return kExitOk;
+}
+
+namespace {
+
+// The leader's Cluster.Status (the leader's view of every member's commit
+// point), found through any endpoint.
+absl::StatusOr<v1::StatusResponse> LeaderStatus(Context& context) {
+  const std::vector<ReplicaStatus> answers =
+      AskAll(*context.client, context.client_options.endpoints);
+  for (const ReplicaStatus& answer : answers) {
+    if (answer.status.ok() && answer.status->role() == "leader") {
+      return answer.status;
+    }
+  }
+  for (const ReplicaStatus& answer : answers) {
+    if (answer.status.ok() && !answer.status->leader_address().empty()) {
+      absl::StatusOr<v1::StatusResponse> leader =
+          context.client->StatusOf(answer.status->leader_address());
+      if (leader.ok() && leader->role() == "leader") return leader;
+    }
+  }
+  return absl::UnavailableError("no replica leads; retry shortly");
+}
+
+void PrintConfiguration(
+    Context& context,
+    const google::protobuf::RepeatedPtrField<v1::Member>& members,
+    const google::protobuf::RepeatedField<uint32_t>& retired, uint32_t leader,
+    uint64_t leader_commit, bool with_progress) {
+  if (context.out.json()) {
+    std::vector<std::string> rows;
+    for (const v1::Member& member : members) {
+      JsonObject row;
+      row.Uint("id", member.id())
+          .String("address", member.address())
+          .String("peer_address", member.peer_address())
+          .String("role", member.voter() ? "voter" : "learner")
+          .Bool("leader", member.id() == leader);
+      if (with_progress) row.Uint("commit_index", member.commit_index());
+      rows.push_back(row.str());
+    }
+    std::vector<std::string> retired_ids;
+    for (uint32_t id : retired) retired_ids.push_back(absl::StrCat(id));
+    context.out.Json(
+        JsonObject()
+            .Raw("members", JsonArray(rows))
+            .Raw("retired_ids", "[" + absl::StrJoin(retired_ids, ",") + "]")
+            .str());
+    return;
+  }
+  Table table({"ID", "ADDRESS", "PEER ADDRESS", "ROLE", "BEHIND"});
+  for (const v1::Member& member : members) {
+    std::string role = member.voter() ? "voter" : "learner";
+    if (member.id() == leader) role = "voter (leader)";
+    std::string behind = "-";
+    if (with_progress && member.id() != leader) {
+      behind =
+          member.commit_index() == 0 && leader_commit > 0
+              ? "unknown"
+              : absl::StrCat(leader_commit -
+                             std::min(leader_commit, member.commit_index()));
+    } else if (with_progress) {
+      behind = "0";
+    }
+    table.AddRow({absl::StrCat(member.id()), member.address(),
+                  member.peer_address(), role, behind});
+  }
+  table.Print(stdout);
+  if (!retired.empty()) {
+    absl::PrintF("retired ids (never members again): %s\n",
+                 absl::StrJoin(retired, ", "));
+  }
+}
+
+absl::StatusOr<uint32_t> ParseMemberId(const std::string& text) {
+  uint32_t id = 0;
+  if (!absl::SimpleAtoi(text, &id) || id == 0 || id > 0xffff) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", text, "\" is not a member id (a number in [1, 65535])"));
+  }
+  return id;
+}
+
+}  // namespace
+
+int RunMember(Context& context) {
+  const std::vector<std::string>& args = context.args.positional;
+  const std::string& verb = args[0];
+  const size_t operands = args.size() - 1;
+  const auto wrong_count = [&](const char* form) {
+    return context.Usage(absl::StrCat("usage: lockctl member ", form));
+  };
+  if (verb == "list") {
+    if (operands != 0) return wrong_count("list");
+    absl::StatusOr<v1::StatusResponse> status = LeaderStatus(context);
+    if (!status.ok()) return context.Fail(status.status());
+    PrintConfiguration(context, status->members(), status->retired_ids(),
+                       status->id(), status->commit_index(),
+                       /*with_progress=*/true);
+    if (status->change_in_flight() && !context.out.json()) {
+      absl::PrintF("a membership change is in flight\n");
+    }
+    return kExitOk;
+  }
+  if (verb == "handover") {
+    if (operands > 1) return wrong_count("handover [ID]");
+    uint32_t to = 0;
+    if (operands == 1) {
+      absl::StatusOr<uint32_t> id = ParseMemberId(args[1]);
+      if (!id.ok()) return context.Usage(std::string(id.status().message()));
+      to = *id;
+    }
+    absl::StatusOr<v1::TransferLeadershipResponse> handed =
+        context.client->TransferLeadership(to);
+    if (!handed.ok()) return context.Fail(handed.status());
+    if (context.out.json()) {
+      context.out.Json(JsonObject().Uint("handed_to", handed->to()).str());
+    } else {
+      absl::PrintF("leadership handed to replica %d\n", handed->to());
+    }
+    return kExitOk;
+  }
+  absl::StatusOr<v1::MembershipResponse> changed;
+  if (verb == "add") {
+    if (operands != 3) return wrong_count("add ID ADDRESS PEER_ADDRESS");
+    absl::StatusOr<uint32_t> id = ParseMemberId(args[1]);
+    if (!id.ok()) return context.Usage(std::string(id.status().message()));
+    changed = context.client->AddMember(*id, args[2], args[3]);
+  } else if (verb == "promote" || verb == "remove") {
+    if (operands != 1) {
+      return wrong_count(verb == "promote" ? "promote ID" : "remove ID");
+    }
+    absl::StatusOr<uint32_t> id = ParseMemberId(args[1]);
+    if (!id.ok()) return context.Usage(std::string(id.status().message()));
+    changed = verb == "promote" ? context.client->PromoteMember(*id)
+                                : context.client->RemoveMember(*id);
+  } else {
+    return context.Usage(
+        absl::StrCat("unknown member action \"", verb,
+                     "\": use list, add, promote, remove or handover"));
+  }
+  if (!changed.ok()) return context.Fail(changed.status());
+  PrintConfiguration(context, changed->members(), changed->retired_ids(), 0, 0,
+                     /*with_progress=*/false);
   return kExitOk;
 }
 

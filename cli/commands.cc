@@ -123,6 +123,31 @@ const std::vector<Command>& Commands() {
        /*runs_command=*/false,
        /*handles_signals=*/false,
        RunMembers},
+      {"member",
+       "list | add ID ADDRESS PEER_ADDRESS | promote ID | remove ID | "
+       "handover [ID]",
+       "Change the cell's membership (admins).",
+       "`member list` shows the configuration as the leader holds it: "
+       "every voter and learner with its client and peer address and how "
+       "far behind the leader it is, and the retired ids. `member add` adds "
+       "a replica under a NEW id as a learner (start it first with `lockd "
+       "--join`); it receives the log and counts in no quorum. `member "
+       "promote` makes a learner a voter once it is at most 1000 slots "
+       "behind. `member remove` removes a voter or learner and retires its "
+       "id for good; removing the leader makes it hand leadership over "
+       "first. `member handover` moves leadership to ID or to the most "
+       "up-to-date voter. One change at a time: exit code 4 while another "
+       "is in flight. See docs/operations.md for replacing a replica.",
+       /*flags=*/{},
+       {"lockctl member list",
+        "lockctl member add 4 10.0.0.4:7001 10.0.0.4:7101",
+        "lockctl member promote 4", "lockctl member remove 2",
+        "lockctl member handover"},
+       /*min_args=*/1,
+       /*max_args=*/4,
+       /*runs_command=*/false,
+       /*handles_signals=*/false,
+       RunMember},
       {"get",
        "PATH",
        "Print a node's content.",

@@ -46,6 +46,7 @@ struct Context {
 // the command's argument count).
 int RunStatus(Context& context);
 int RunMembers(Context& context);
+int RunMember(Context& context);
 int RunGet(Context& context);
 int RunPut(Context& context);
 int RunList(Context& context);

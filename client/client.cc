@@ -293,6 +293,38 @@ absl::StatusOr<v1::StatusResponse> Client::StatusOf(
   return response;
 }
 
+absl::StatusOr<v1::MembershipResponse> Client::AddMember(
+    uint32_t id, const std::string& address, const std::string& peer_address) {
+  v1::AddMemberRequest request;
+  request.set_id(id);
+  request.set_address(address);
+  request.set_peer_address(peer_address);
+  return Call(*this, "Cluster.AddMember", &Endpoint::cluster,
+              &v1::Cluster::Stub::AddMember, request);
+}
+
+absl::StatusOr<v1::MembershipResponse> Client::PromoteMember(uint32_t id) {
+  v1::PromoteMemberRequest request;
+  request.set_id(id);
+  return Call(*this, "Cluster.PromoteMember", &Endpoint::cluster,
+              &v1::Cluster::Stub::PromoteMember, request);
+}
+
+absl::StatusOr<v1::MembershipResponse> Client::RemoveMember(uint32_t id) {
+  v1::RemoveMemberRequest request;
+  request.set_id(id);
+  return Call(*this, "Cluster.RemoveMember", &Endpoint::cluster,
+              &v1::Cluster::Stub::RemoveMember, request);
+}
+
+absl::StatusOr<v1::TransferLeadershipResponse> Client::TransferLeadership(
+    uint32_t to) {
+  v1::TransferLeadershipRequest request;
+  request.set_to(to);
+  return Call(*this, "Cluster.TransferLeadership", &Endpoint::cluster,
+              &v1::Cluster::Stub::TransferLeadership, request);
+}
+
 absl::StatusOr<v1::ListSessionsResponse> Client::ListSessions() {
   return Call(*this, "Sessions.List", &Endpoint::sessions,
               &v1::Sessions::Stub::List, v1::ListSessionsRequest());

@@ -829,6 +829,50 @@ class LockctlLostSessionTest : public LockctlTest {
   std::unique_ptr<Cell> own_cell_;
 };
 
+// Membership changes need a cell of their own.
+class LockctlMemberTest : public LockctlLostSessionTest {};
+
+TEST_F(LockctlMemberTest, ListAddPromoteRemoveAndHandOver) {
+  const RunResult list = Run({"member", "list"});
+  ASSERT_EQ(list.exit_code, 0) << Describe(list);
+  EXPECT_THAT(list.out, HasSubstr("voter (leader)"));
+  EXPECT_THAT(list.out, HasSubstr(cell().peer_address(1)));
+
+  absl::StatusOr<int> added = own_cell_->AddReplica();
+  ASSERT_TRUE(added.ok()) << added.status();
+  ASSERT_TRUE(own_cell_->StartReplica(*added).ok());
+  const std::string id = absl::StrCat(*added);
+  const RunResult add = Run({"member", "add", id, cell().address(*added),
+                             cell().peer_address(*added)});
+  ASSERT_EQ(add.exit_code, 0) << Describe(add);
+  EXPECT_THAT(add.out, HasSubstr("learner"));
+  EXPECT_THAT(Run({"-o", "json", "member", "list"}).out,
+              HasSubstr("\"id\":4,\"address\":\"" + cell().address(4) +
+                        "\",\"peer_address\":\"" + cell().peer_address(4) +
+                        "\",\"role\":\"learner\""));
+  const RunResult promote = Run({"member", "promote", id});
+  ASSERT_EQ(promote.exit_code, 0) << Describe(promote);
+  EXPECT_THAT(promote.out, Not(HasSubstr("learner")));
+
+  const RunResult handover = Run({"member", "handover"});
+  ASSERT_EQ(handover.exit_code, 0) << Describe(handover);
+  EXPECT_THAT(handover.out, HasSubstr("leadership handed to replica"));
+
+  const RunResult remove = Run({"member", "remove", id});
+  ASSERT_EQ(remove.exit_code, 0) << Describe(remove);
+  EXPECT_THAT(remove.out, HasSubstr("retired ids (never members again): 4"));
+  const RunResult back = Run({"member", "add", id, cell().address(*added),
+                              cell().peer_address(*added)});
+  EXPECT_NE(back.exit_code, 0);
+  EXPECT_THAT(back.out + back.err, HasSubstr("add the replica under a new id"));
+
+  EXPECT_EQ(Run({"member", "frob"}).exit_code, kUsage);
+  EXPECT_EQ(Run({"member", "add", "5"}).exit_code, kUsage);
+  const RunResult bad_id = Run({"member", "promote", "zero"});
+  EXPECT_EQ(bad_id.exit_code, kUsage);
+  EXPECT_THAT(bad_id.out + bad_id.err, HasSubstr("is not a member id"));
+}
+
 TEST_F(LockctlLostSessionTest, LostSessionStopsTheCommandInTime) {
   constexpr absl::Duration kTtl = absl::Seconds(3);
   constexpr absl::Duration kLockDelay = absl::Seconds(3);

@@ -100,6 +100,18 @@ class Client {
   // configured endpoints; one attempt, not retried).
   absl::StatusOr<v1::StatusResponse> StatusOf(const std::string& address);
 
+  // Membership changes at the leader (admins only; see the Cluster service
+  // in protos/lockd.proto and docs/operations.md). Each returns the
+  // configuration once the change is chosen and applied; a retry of a
+  // change already made returns the configuration unchanged.
+  absl::StatusOr<v1::MembershipResponse> AddMember(
+      uint32_t id, const std::string& address, const std::string& peer_address);
+  absl::StatusOr<v1::MembershipResponse> PromoteMember(uint32_t id);
+  absl::StatusOr<v1::MembershipResponse> RemoveMember(uint32_t id);
+  // Hands leadership to voter `to` (0: the most up-to-date one).
+  absl::StatusOr<v1::TransferLeadershipResponse> TransferLeadership(
+      uint32_t to);
+
   // Every live session of the cell with the locks it holds (read at the
   // leader). See Sessions.List in protos/lockd.proto.
   absl::StatusOr<v1::ListSessionsResponse> ListSessions();
