@@ -30,7 +30,8 @@ struct InjectedBugs {
   bool acceptor_ignores_leader_lease = false;
   // A new leader claims its lease before the slots it took over are chosen.
   bool lease_before_takeover = false;
-  // Configuration changes may replace any number of voters at once, and a
+  // Configuration changes may replace any number of voters at once, govern
+  // the leader's slots as soon as proposed (no wait until chosen), and a
   // candidate needs a majority of its committed configuration only (no
   // quorum of the configurations it finds in the promises).
   bool membership_without_joint_quorums = false;

@@ -990,7 +990,9 @@ void Replica::FlushProposals() {
   for (const auto& [slot, inflight] : inflight_) {
     change_pending = change_pending || inflight.value.has_membership();
   }
-  while (!change_pending && !pending_.empty() && has_room()) {
+  const bool drain =
+      !LOCKD_INJECTED_BUG(config_, membership_without_joint_quorums);
+  while (!(drain && change_pending) && !pending_.empty() && has_room()) {
     const uint64_t slot = next_slot_++;
     InflightSlot& inflight = inflight_[slot];
     size_t bytes = 0;
@@ -1012,7 +1014,8 @@ void Replica::FlushProposals() {
     entry->set_slot(slot);
     *entry->mutable_value() = inflight.value;
   }
-  if (!change_pending && pending_membership_.has_value() && has_room()) {
+  if (!(drain && change_pending) && pending_membership_.has_value() &&
+      has_room()) {
     const uint64_t slot = next_slot_++;
     InflightSlot& inflight = inflight_[slot];
     *inflight.value.mutable_membership() = std::move(*pending_membership_);
@@ -1169,7 +1172,16 @@ void Replica::AdvanceLeaderCommit() {
     // one: a change governs only the slots after it). The leader's own
     // acceptance is required: it proves the entry is in this replica's
     // durable log before the commit point covers it.
-    if (!IsQuorum(membership(), it->second.acks) ||
+    const paxospb::Membership* governing = &membership();
+    if (LOCKD_INJECTED_BUG(config_, membership_without_joint_quorums)) {
+      // The newest change proposed governs at once, chosen or not.
+      for (const auto& [slot, inflight] : inflight_) {
+        if (inflight.value.has_membership()) {
+          governing = &inflight.value.membership();
+        }
+      }
+    }
+    if (!IsQuorum(*governing, it->second.acks) ||
         !it->second.acks.count(config_.id)) {
       break;
     }
