@@ -81,6 +81,12 @@ bool IsRetryable(const grpc::Status& status, absl::Time attempt_deadline) {
     case grpc::StatusCode::UNAVAILABLE:
     case grpc::StatusCode::ABORTED:
       return true;
+    case grpc::StatusCode::CANCELLED:
+      // Invoke never cancels its own attempts, so this came from the
+      // server side: a replica shutting down cancels the calls it still
+      // holds (seen in a rolling restart). The retry carries the same
+      // request number, so it cannot act twice.
+      return true;
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       // Our own attempt deadline (no answer in time), not a blocking
       // acquire's wait timeout, which the server reports before it.

@@ -32,7 +32,9 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "lockd/admin_http.h"
 #include "lockd/leveldb_storage.h"
+#include "lockd/metrics.h"
 #include "lockd/peer_transport.h"
 #include "lockd/replica_loop.h"
 #include "lockd/services.h"
@@ -111,6 +113,11 @@ ABSL_FLAG(std::vector<std::string>, admin_principals, {},
           "that have every right and may list sessions and locks. ACLs are "
           "enforced only with --client_ca; without it everyone is an admin "
           "(docs/security.md).");
+ABSL_FLAG(std::string, metrics_address, "",
+          "host:port of the HTTP port for operators: Prometheus /metrics, "
+          "/healthz, /readyz and a status page at / (docs/operations.md). "
+          "Empty: off. It serves no secrets and needs no TLS; expose it to "
+          "your monitoring only.");
 ABSL_FLAG(bool, insecure, false,
           "Allow plaintext on addresses other than loopback. Without it, "
           "lockd refuses to listen beyond 127.0.0.1 without TLS.");
@@ -352,10 +359,11 @@ int Run() {
   }
   PeerTransport transport(id, members->peer, options->paxos.max_message_bytes,
                           tls_config);
+  Metrics metrics;
   const size_t max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   absl::StatusOr<std::unique_ptr<ReplicaLoop>> loop =
       ReplicaLoop::Create(*options, absl::Milliseconds(options->tick_ms),
-                          *std::move(storage), &transport);
+                          *std::move(storage), &transport, &metrics);
   if (!loop.ok()) {
     LOG(ERROR) << "cannot start replica " << id << ": " << loop.status();
     return 1;
@@ -414,6 +422,11 @@ int Run() {
   builder.RegisterService(&locks_service);
   builder.RegisterService(&elections_service);
   builder.RegisterService(&cluster_service);
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(metrics.NewInterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || bound_port == 0) {
     LOG(ERROR) << "cannot listen on " << listen
@@ -441,6 +454,22 @@ int Run() {
     peer_server->SetMembers(std::move(ids));
   });
   (*loop)->Start();
+  std::unique_ptr<AdminHttpServer> admin_http;
+  if (const std::string address = absl::GetFlag(FLAGS_metrics_address);
+      !address.empty()) {
+    absl::StatusOr<std::unique_ptr<AdminHttpServer>> started =
+        AdminHttpServer::Start(address, loop->get(), &metrics, [&transport] {
+          return transport.QueuedBytes();
+        });
+    if (!started.ok()) {
+      LOG(ERROR) << started.status().message();
+      (*loop)->Stop();
+      return 1;
+    }
+    admin_http = *std::move(started);
+    LOG(INFO) << "metrics, health and status page on " << address << " (port "
+              << admin_http->port() << ")";
+  }
   LOG(INFO) << "lockd replica " << id << " listening on " << listen
             << " for clients and " << peer_listen << " for peers ("
             << (tls_config == nullptr ? "plaintext" : "TLS") << "), data in "
@@ -450,6 +479,7 @@ int Run() {
   sigwait(&signals, &signal_number);
   LOG(INFO) << "signal " << signal_number << ": shutting down";
   HandOverBeforeExit(loop->get(), id, absl::Seconds(2));
+  admin_http.reset();
   (*loop)->Drain();
   (*peer_server)->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

@@ -78,6 +78,11 @@ class PeerTransport::Link {
 
   const std::string& address() const { return address_; }
 
+  size_t queued_bytes() {
+    absl::MutexLock lock(&mu_);
+    return queued_bytes_;
+  }
+
   void Stop() {
     {
       absl::MutexLock lock(&mu_);
@@ -219,6 +224,13 @@ void PeerTransport::SetMembers(
   }
   // Outside the lock: a closing link joins its thread.
   closed.clear();
+}
+
+size_t PeerTransport::QueuedBytes() {
+  absl::MutexLock lock(&mu_);
+  size_t bytes = 0;
+  for (auto& [id, link] : links_) bytes += link->queued_bytes();
+  return bytes;
 }
 
 void PeerTransport::Stop() {

@@ -45,6 +45,8 @@ class PeerTransport : public PeerSender {
   // addresses) are opened, links to removed members closed. `addresses`
   // lists every member's peer address.
   void SetMembers(const std::map<uint32_t, std::string>& addresses);
+  // Bytes queued for all peers, not yet sent.
+  size_t QueuedBytes();
   // Stops every sender thread; later messages are dropped. Idempotent.
   void Stop();
 

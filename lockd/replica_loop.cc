@@ -22,23 +22,54 @@ constexpr absl::Duration kSlowTurn = absl::Milliseconds(100);
 
 }  // namespace
 
+namespace {
+
+// Times every synced write of the storage it wraps.
+class TimedStorage : public paxos::Storage {
+ public:
+  TimedStorage(std::unique_ptr<paxos::Storage> storage, Metrics* metrics)
+      : storage_(std::move(storage)), metrics_(metrics) {}
+  absl::StatusOr<paxos::DurableState> Load() override {
+    return storage_->Load();
+  }
+  absl::Status Save(const paxos::PersistBatch& batch) override {
+    const absl::Time start = absl::Now();
+    absl::Status saved = storage_->Save(batch);
+    metrics_->ObserveSync(absl::Now() - start);
+    return saved;
+  }
+
+ private:
+  const std::unique_ptr<paxos::Storage> storage_;
+  Metrics* const metrics_;
+};
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<ReplicaLoop>> ReplicaLoop::Create(
     const ReplicaNodeOptions& options, absl::Duration tick,
-    std::unique_ptr<paxos::Storage> storage, PeerSender* sender) {
+    std::unique_ptr<paxos::Storage> storage, PeerSender* sender,
+    Metrics* metrics) {
   if (tick <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("the tick must be positive");
+  }
+  if (metrics != nullptr) {
+    storage = std::make_unique<TimedStorage>(std::move(storage), metrics);
   }
   absl::StatusOr<std::unique_ptr<ReplicaNode>> node =
       ReplicaNode::Create(options, storage.get(), sender);
   if (!node.ok()) return node.status();
   return std::unique_ptr<ReplicaLoop>(
-      new ReplicaLoop(tick, std::move(storage), *std::move(node)));
+      new ReplicaLoop(tick, std::move(storage), *std::move(node), metrics));
 }
 
 ReplicaLoop::ReplicaLoop(absl::Duration tick,
                          std::unique_ptr<paxos::Storage> storage,
-                         std::unique_ptr<ReplicaNode> node)
-    : tick_(tick), storage_(std::move(storage)), node_(std::move(node)) {}
+                         std::unique_ptr<ReplicaNode> node, Metrics* metrics)
+    : tick_(tick),
+      storage_(std::move(storage)),
+      node_(std::move(node)),
+      metrics_(metrics) {}
 
 ReplicaLoop::~ReplicaLoop() { Stop(); }
 
@@ -126,6 +157,13 @@ void ReplicaLoop::HandOver(uint32_t target,
   });
 }
 
+void ReplicaLoop::InspectNode(std::function<void(const ReplicaNode&)> read) {
+  Post([this, read = std::move(read)] {
+    DeliverElapsedTicks();
+    read(*node_);
+  });
+}
+
 void ReplicaLoop::SetMembershipObserver(
     std::function<void(const paxospb::Membership&)> observer) {
   node_->SetMembershipObserver(std::move(observer));
@@ -133,6 +171,7 @@ void ReplicaLoop::SetMembershipObserver(
 
 void ReplicaLoop::KeepAlive(std::shared_ptr<SessionListener> listener,
                             v1::KeepAliveRequest request) {
+  if (metrics_ != nullptr) metrics_->CountKeepAlive();
   Post([this, listener = std::move(listener), request = std::move(request)] {
     DeliverElapsedTicks();
     node_->KeepAlive(listener, request, WallNowMs());

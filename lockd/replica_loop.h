@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lockd/metrics.h"
 #include "lockd/replica_node.h"
 #include "paxos/storage.h"
 #include "protos/lockd.pb.h"
@@ -41,9 +42,12 @@ class ReplicaLoop {
   using StatusCallback = std::function<void(absl::Status)>;
 
   // Loads the durable state and builds the node; does not start the thread.
+  // With `metrics` (may be null; must outlive the loop), synced writes and
+  // keep-alives are counted there.
   static absl::StatusOr<std::unique_ptr<ReplicaLoop>> Create(
       const ReplicaNodeOptions& options, absl::Duration tick,
-      std::unique_ptr<paxos::Storage> storage, PeerSender* sender);
+      std::unique_ptr<paxos::Storage> storage, PeerSender* sender,
+      Metrics* metrics = nullptr);
   ~ReplicaLoop();
 
   void Start();
@@ -79,6 +83,9 @@ class ReplicaLoop {
                         ReplicaNode::ChangeCallback done);
   void HandOver(uint32_t target,
                 std::function<void(absl::StatusOr<uint32_t>)> done);
+  // Runs `read` on the loop thread against the node (metrics, status page;
+  // like Inspect, whether or not this replica serves).
+  void InspectNode(std::function<void(const ReplicaNode&)> read);
   // See ReplicaNode::SetMembershipObserver. Call before Start(); the
   // observer then runs on the loop thread.
   void SetMembershipObserver(
@@ -94,7 +101,7 @@ class ReplicaLoop {
   };
 
   ReplicaLoop(absl::Duration tick, std::unique_ptr<paxos::Storage> storage,
-              std::unique_ptr<ReplicaNode> node);
+              std::unique_ptr<ReplicaNode> node, Metrics* metrics);
 
   void Post(std::function<void()> task);
   void Run();
@@ -106,6 +113,7 @@ class ReplicaLoop {
   const absl::Duration tick_;
   const std::unique_ptr<paxos::Storage> storage_;
   const std::unique_ptr<ReplicaNode> node_;
+  Metrics* const metrics_;
 
   absl::Mutex mu_;
   Inbox inbox_ ABSL_GUARDED_BY(mu_);

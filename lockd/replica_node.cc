@@ -183,6 +183,8 @@ void ReplicaNode::ApplyEntry(const paxospb::Entry& entry, int64_t now_ms) {
     ApplyCommand(command, now_ms);
   }
   applied_index_ = entry.slot();
+  ++applied_entries_;
+  applied_commands_ += entry.value().commands_size();
 }
 
 void ReplicaNode::ApplyCommand(const statepb::Command& command,
@@ -255,8 +257,11 @@ void ReplicaNode::MaybeCompact() {
   if (applied_index_ - last_snapshot_index_ < options_.snapshot_interval) {
     return;
   }
+  std::string snapshot = state_.Snapshot();
+  last_snapshot_bytes_ = snapshot.size();
+  ++snapshots_taken_;
   const absl::Status compacted =
-      replica_->Compact(applied_index_, state_.Snapshot());
+      replica_->Compact(applied_index_, std::move(snapshot));
   CHECK(compacted.ok()) << compacted;
   last_snapshot_index_ = applied_index_;
   VLOG(1) << "replica " << replica_->id() << " snapshot at " << applied_index_;

@@ -202,6 +202,12 @@ class ReplicaNode {
   const sessions::StateMachine& state() const { return state_; }
   const paxos::Replica& replica() const { return *replica_; }
   uint64_t applied_index() const { return applied_index_; }
+  // For metrics: log entries and commands applied since start, snapshots
+  // taken and the size of the last one.
+  uint64_t applied_entries() const { return applied_entries_; }
+  uint64_t applied_commands() const { return applied_commands_; }
+  uint64_t snapshots_taken() const { return snapshots_taken_; }
+  uint64_t last_snapshot_bytes() const { return last_snapshot_bytes_; }
 
  private:
   // Streams and callers live in ordered maps keyed by arrival, so that the
@@ -318,6 +324,10 @@ class ReplicaNode {
     ChangeCallback done;
   };
   std::optional<PendingChange> pending_change_;
+  uint64_t applied_entries_ = 0;
+  uint64_t applied_commands_ = 0;
+  uint64_t snapshots_taken_ = 0;
+  uint64_t last_snapshot_bytes_ = 0;
   std::function<void(const paxospb::Membership&)> membership_observer_;
   std::string reported_membership_;
 };

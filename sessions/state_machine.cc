@@ -275,6 +275,10 @@ std::vector<uint64_t> StateMachine::SessionIds() const {
 
 size_t StateMachine::session_count() const { return impl_->session_count(); }
 
+StateMachine::LockCounts StateMachine::lock_counts() const {
+  return impl_->lock_counts();
+}
+
 std::vector<v1::Event> StateMachine::PendingEvents(
     uint64_t session_id, uint64_t after_sequence) const {
   return impl_->PendingEvents(session_id, after_sequence);

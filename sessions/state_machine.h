@@ -173,6 +173,15 @@ class StateMachine {
   // Every live session id, ascending.
   std::vector<uint64_t> SessionIds() const;
   size_t session_count() const;
+  // Locks in use, for metrics: holders (a shared lock counts each holder),
+  // parked waiters, and locks in lock-delay. Costs time in proportion to
+  // the sessions.
+  struct LockCounts {
+    size_t holders = 0;
+    size_t waiters = 0;
+    size_t in_lock_delay = 0;
+  };
+  LockCounts lock_counts() const;
   // Events of `session_id` with sequence > after_sequence, oldest first, and
   // how many were dropped because the buffer overflowed.
   std::vector<v1::Event> PendingEvents(uint64_t session_id,

@@ -220,6 +220,15 @@ class StateMachine::Impl {
                            absl::string_view secret_digest) const;
   std::vector<uint64_t> SessionIds() const;
   size_t session_count() const { return sessions_.size(); }
+  StateMachine::LockCounts lock_counts() const {
+    StateMachine::LockCounts counts;
+    for (const auto& [id, session] : sessions_) {
+      counts.holders += session.held_locks.size();
+      counts.waiters += session.parked.size();
+    }
+    counts.in_lock_delay = lock_delay_ends_.size();
+    return counts;
+  }
   std::vector<v1::Event> PendingEvents(uint64_t session_id,
                                        uint64_t after_sequence) const;
   uint64_t EventsLost(uint64_t session_id) const;

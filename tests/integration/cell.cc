@@ -175,6 +175,11 @@ absl::StatusOr<std::unique_ptr<Cell>> Cell::Start(CellOptions options) {
     r.id = id;
     r.port = *port;
     r.peer_port = *peer_port;
+    if (cell->options_.metrics) {
+      absl::StatusOr<int> metrics_port = pick();
+      if (!metrics_port.ok()) return metrics_port.status();
+      r.metrics_port = *metrics_port;
+    }
     r.data_dir = absl::StrCat(cell->directory_, "/replica-", id);
     r.log_path = absl::StrCat(cell->directory_, "/replica-", id, ".log");
     cell->replicas_.push_back(r);
@@ -209,6 +214,11 @@ absl::StatusOr<int> Cell::AddReplica() {
   r.id = size() + 1;
   r.port = *port;
   r.peer_port = *peer_port;
+  if (options_.metrics) {
+    absl::StatusOr<int> metrics_port = pick();
+    if (!metrics_port.ok()) return metrics_port.status();
+    r.metrics_port = *metrics_port;
+  }
   r.joiner = true;
   r.data_dir = absl::StrCat(directory_, "/replica-", r.id);
   r.log_path = absl::StrCat(directory_, "/replica-", r.id, ".log");
@@ -282,6 +292,10 @@ std::string Cell::address(int id) const {
   return absl::StrCat("127.0.0.1:", replica(id).port);
 }
 
+std::string Cell::metrics_address(int id) const {
+  return absl::StrCat("127.0.0.1:", replica(id).metrics_port);
+}
+
 std::string Cell::peer_address(int id) const {
   return absl::StrCat("127.0.0.1:", replica(id).peer_port);
 }
@@ -345,6 +359,10 @@ absl::Status Cell::StartReplica(int id) {
   add_flag("election_ticks", options_.election_ticks);
   add_flag("snapshot_interval", options_.snapshot_interval);
   add_flag("checkpoint_interval_ms", options_.checkpoint_interval_ms);
+  if (r.metrics_port > 0) {
+    args.push_back(
+        absl::StrCat("--metrics_address=127.0.0.1:", r.metrics_port));
+  }
   if (r.starts == 0) args.push_back(r.joiner ? "--join" : "--bootstrap");
   for (const std::string& flag : options_.extra_flags) args.push_back(flag);
   if (!options_.tls_dir.empty()) {

@@ -37,6 +37,9 @@ struct CellOptions {
   // them and accept client certificates of the same CA, and the harness's
   // own channels verify them. Empty: plaintext.
   std::string tls_dir;
+  // Give every replica an HTTP port for metrics, health and the status
+  // page (--metrics_address).
+  bool metrics = false;
   // Where data directories and logs go. Empty: a fresh directory under
   // $TEST_TMPDIR, $TMPDIR or /tmp, removed by the destructor unless
   // KeepDirectory() was called.
@@ -80,6 +83,8 @@ class Cell {
   std::string address(int id) const;
   // Where replica `id` listens for the other replicas (Paxos).
   std::string peer_address(int id) const;
+  // Its HTTP port (CellOptions::metrics).
+  std::string metrics_address(int id) const;
   // Every replica's address, in id order.
   std::vector<std::string> addresses() const;
   // The CA file of a TLS cell ("" for plaintext).
@@ -154,6 +159,7 @@ class Cell {
     int id = 0;
     int port = 0;
     int peer_port = 0;
+    int metrics_port = 0;
     pid_t pid = -1;
     std::string data_dir;
     std::string log_path;

@@ -48,8 +48,9 @@ struct ClientOptions {
   // client follows the leader address a follower names and otherwise tries
   // the next endpoint.
   std::vector<std::string> endpoints;
-  // How long one call keeps retrying UNAVAILABLE and ABORTED before it gives
-  // up (a blocking acquire gets its wait on top).
+  // How long one call keeps retrying UNAVAILABLE, ABORTED and CANCELLED (a
+  // replica shutting down cancels the calls it holds) before it gives up (a
+  // blocking acquire gets its wait on top).
   absl::Duration call_timeout = absl::Seconds(30);
   // Deadline of one attempt; an attempt that runs into it is retried at the
   // next endpoint (the replica may be paused or cut off).
@@ -136,7 +137,8 @@ class Client {
   // One attempt of a call on `endpoint` with `context` (deadline set).
   using Attempt = std::function<grpc::Status(Endpoint&, grpc::ClientContext*)>;
   // Runs `attempt` at the replica calls currently go to, following the
-  // leader and retrying UNAVAILABLE, ABORTED and attempts that ran into
+  // leader and retrying UNAVAILABLE, ABORTED, CANCELLED and attempts that
+  // ran into
   // attempt_timeout, until it succeeds, fails with a status that is not
   // retried, or call_timeout (+ server_wait) passes. A failure is the last
   // attempt's status, its message prefixed with `method` and the address.
