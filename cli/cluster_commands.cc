@@ -1,8 +1,11 @@
 // lockctl status, members, member, sessions and locks.
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <string>
@@ -14,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cli/context.h"
+#include "lockd/crc32c.h"
 
 namespace lockd::cli {
 namespace {
@@ -394,6 +398,75 @@ int RunMember(Context& context) {
   if (!changed.ok()) return context.Fail(changed.status());
   PrintConfiguration(context, changed->members(), changed->retired_ids(), 0, 0,
                      /*with_progress=*/false);
+  return kExitOk;
+}
+
+int RunSnapshot(Context& context) {
+  const std::vector<std::string>& args = context.args.positional;
+  if (args[0] != "save") {
+    return context.Usage(absl::StrCat("unknown snapshot action \"", args[0],
+                                      "\": use `snapshot save FILE`"));
+  }
+  const std::string& file = args[1];
+  absl::StatusOr<v1::SaveSnapshotResponse> chunk =
+      context.client->SaveSnapshotChunk(0, 0);
+  if (!chunk.ok()) return context.Fail(chunk.status());
+  v1::Backup backup;
+  backup.set_format("lockd-backup-1");
+  *backup.mutable_header() = chunk->header();
+  std::string* state = backup.mutable_state();
+  *state = chunk->data();
+  const uint64_t size = backup.header().size_bytes();
+  while (state->size() < size) {
+    chunk = context.client->SaveSnapshotChunk(backup.header().index(),
+                                              state->size());
+    if (!chunk.ok()) return context.Fail(chunk.status());
+    if (chunk->data().empty()) break;
+    state->append(chunk->data());
+  }
+  const uint32_t crc = crc32c::Value(state->data(), state->size());
+  if (state->size() != size || crc != backup.header().crc32c()) {
+    return context.out.Error(
+        "snapshot save",
+        absl::DataLossError(absl::StrFormat(
+            "received %d of %d bytes with CRC32C %08x, the leader said %08x; "
+            "nothing written, run it again",
+            state->size(), size, crc, backup.header().crc32c())),
+        kExitCasMismatch);
+  }
+  const std::string temporary = file + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    if (!out || !backup.SerializeToOstream(&out) || !out.flush()) {
+      std::remove(temporary.c_str());
+      return context.out.Error(
+          "snapshot save",
+          absl::PermissionDeniedError(absl::StrCat("cannot write ", temporary,
+                                                   ": ", std::strerror(errno))),
+          kExitError);
+    }
+  }
+  if (std::rename(temporary.c_str(), file.c_str()) != 0) {
+    return context.out.Error("snapshot save",
+                             absl::PermissionDeniedError(absl::StrCat(
+                                 "cannot rename ", temporary, " to ", file,
+                                 ": ", std::strerror(errno))),
+                             kExitError);
+  }
+  if (context.out.json()) {
+    context.out.Json(
+        JsonObject()
+            .String("file", file)
+            .Uint("index", backup.header().index())
+            .Uint("size_bytes", size)
+            .String("crc32c", absl::StrFormat("%08x", backup.header().crc32c()))
+            .str());
+  } else {
+    absl::PrintF(
+        "saved the state at log index %d (%d bytes, CRC32C %08x) "
+        "to %s\n",
+        backup.header().index(), size, backup.header().crc32c(), file);
+  }
   return kExitOk;
 }
 

@@ -148,6 +148,24 @@ const std::vector<Command>& Commands() {
        /*runs_command=*/false,
        /*handles_signals=*/false,
        RunMember},
+      {"snapshot",
+       "save FILE",
+       "Save a consistent backup of the cell's state (admins).",
+       "Asks the leader for a snapshot of its applied state (taken under "
+       "its lease, so it holds every acknowledged write), fetches it in "
+       "1 MiB chunks, checks its CRC32C and writes FILE (through a "
+       "temporary file renamed into place): the log index it reflects, the "
+       "cell's identity and configuration, and the state. `lockd "
+       "--restore=FILE` founds a new cell from it (docs/operations.md, "
+       "\"Backup and restore\"). Exit code 7 if no leader serves, 4 if the "
+       "leader changed during the transfer (run it again).",
+       /*flags=*/{},
+       {"lockctl snapshot save /backups/lockd-$(date +%F).snap"},
+       /*min_args=*/2,
+       /*max_args=*/2,
+       /*runs_command=*/false,
+       /*handles_signals=*/false,
+       RunSnapshot},
       {"get",
        "PATH",
        "Print a node's content.",

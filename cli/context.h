@@ -47,6 +47,7 @@ struct Context {
 int RunStatus(Context& context);
 int RunMembers(Context& context);
 int RunMember(Context& context);
+int RunSnapshot(Context& context);
 int RunGet(Context& context);
 int RunPut(Context& context);
 int RunList(Context& context);

@@ -323,6 +323,15 @@ absl::StatusOr<v1::MembershipResponse> Client::RemoveMember(uint32_t id) {
               &v1::Cluster::Stub::RemoveMember, request);
 }
 
+absl::StatusOr<v1::SaveSnapshotResponse> Client::SaveSnapshotChunk(
+    uint64_t index, uint64_t offset) {
+  v1::SaveSnapshotRequest request;
+  request.set_index(index);
+  request.set_offset(offset);
+  return Call(*this, "Cluster.SaveSnapshot", &Endpoint::cluster,
+              &v1::Cluster::Stub::SaveSnapshot, request);
+}
+
 absl::StatusOr<v1::TransferLeadershipResponse> Client::TransferLeadership(
     uint32_t to) {
   v1::TransferLeadershipRequest request;

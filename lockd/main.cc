@@ -1,10 +1,13 @@
 // lockd: one replica of a lockd cell. See README.md and docs/server.md.
 
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -23,6 +26,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -33,12 +37,14 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "lockd/admin_http.h"
+#include "lockd/crc32c.h"
 #include "lockd/leveldb_storage.h"
 #include "lockd/metrics.h"
 #include "lockd/peer_transport.h"
 #include "lockd/replica_loop.h"
 #include "lockd/services.h"
 #include "lockd/tls.h"
+#include "paxos/ballot.h"
 #include "paxos/membership.h"
 
 ABSL_FLAG(uint32_t, id, 0, "This replica's id (one of --members).");
@@ -59,6 +65,14 @@ ABSL_FLAG(bool, bootstrap, false,
           "of a new cell; ignored once the data directory holds state. "
           "Never give it to a replica whose data was lost: it would come back "
           "with forgotten promises (docs/operations.md).");
+ABSL_FLAG(std::string, restore, "",
+          "Found a NEW cell from a backup made by `lockctl snapshot save`: "
+          "with an empty --data_dir, this replica starts from the backup's "
+          "state as a member of the cell --members describes. Give every "
+          "replica of the new cell the same file and --members. The new cell "
+          "gets an identity of its own, so its replicas never take messages "
+          "from the cell the backup came from. Ignored once the data "
+          "directory holds state.");
 ABSL_FLAG(bool, join, false,
           "Join a running cell under a new id, with an empty --data_dir: "
           "--members lists the cell's replicas and this one (for its own "
@@ -179,6 +193,23 @@ absl::StatusOr<Members> ParseMembers(const std::string& text) {
   return members;
 }
 
+// A stable 64-bit identity derived from `seed` (CRC32C twice, salted).
+uint64_t CellIdOf(absl::string_view seed) {
+  const std::string salted = absl::StrCat("lockd cell ", seed);
+  return (uint64_t{crc32c::Value(seed.data(), seed.size())} << 32) |
+         crc32c::Value(salted.data(), salted.size());
+}
+
+// The members in id order, whatever order --members listed them in: the
+// seed of a new cell's identity, the same on every founding replica.
+std::string CanonicalMembers(const Members& members) {
+  std::string canonical;
+  for (const auto& [id, client] : members.client) {
+    absl::StrAppend(&canonical, id, "@", client, "/", members.peer.at(id), ",");
+  }
+  return canonical;
+}
+
 absl::StatusOr<ReplicaNodeOptions> OptionsFromFlags(const Members& members) {
   ReplicaNodeOptions options;
   options.addresses = members.client;
@@ -190,6 +221,7 @@ absl::StatusOr<ReplicaNodeOptions> OptionsFromFlags(const Members& members) {
                      absl::GetFlag(FLAGS_members), ")"));
   }
   config.join = absl::GetFlag(FLAGS_join);
+  config.initial_membership.set_cell_id(CellIdOf(CanonicalMembers(members)));
   for (const auto& [id, address] : options.addresses) {
     if (config.join && id == config.id) continue;
     config.members.push_back(id);
@@ -229,6 +261,59 @@ absl::StatusOr<ReplicaNodeOptions> OptionsFromFlags(const Members& members) {
         options.limits.min_ttl_ms, " ms)"));
   }
   return options;
+}
+
+// Writes the durable state of a replica of a new cell founded from the
+// backup in `file`: the backup's state as a snapshot at its index, the
+// configuration from `config` under a new cell identity, and a promise
+// floor above the backup's epoch (the state machine refuses commands of
+// older epochs).
+absl::Status RestoreBackup(const std::string& file,
+                           const std::string& members_text,
+                           paxos::Config& config, const std::string& data_dir) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read it: ", std::strerror(errno)));
+  }
+  v1::Backup backup;
+  if (!backup.ParseFromIstream(&in) || backup.format() != "lockd-backup-1") {
+    return absl::InvalidArgumentError(
+        "not a lockd backup (made by `lockctl snapshot save`)");
+  }
+  const v1::BackupHeader& header = backup.header();
+  const uint32_t crc =
+      crc32c::Value(backup.state().data(), backup.state().size());
+  if (backup.state().size() != header.size_bytes() || crc != header.crc32c()) {
+    return absl::DataLossError(absl::StrFormat(
+        "the state is damaged: %d bytes with CRC32C %08x, the header says %d "
+        "bytes with %08x",
+        backup.state().size(), crc, header.size_bytes(), header.crc32c()));
+  }
+  paxospb::Membership membership = config.InitialMembership();
+  membership.set_cell_id(
+      CellIdOf(absl::StrCat(members_text, " restored from ", header.cell_id(),
+                            " at ", header.index(), " crc ", header.crc32c())));
+  config.initial_membership = membership;
+  absl::StatusOr<std::unique_ptr<LevelDbStorage>> storage =
+      LevelDbStorage::Open(data_dir + "/paxos");
+  if (!storage.ok()) return storage.status();
+  paxos::PersistBatch batch;
+  paxospb::HardState hard_state;
+  *hard_state.mutable_promised() = paxos::MakeBallot(header.epoch() / 65536, 0);
+  hard_state.set_commit(header.index());
+  *hard_state.mutable_initial_membership() = membership;
+  batch.hard_state = std::move(hard_state);
+  paxospb::Snapshot snapshot;
+  snapshot.set_index(header.index());
+  snapshot.set_data(backup.state());
+  *snapshot.mutable_membership() = membership;
+  batch.snapshot = std::move(snapshot);
+  if (absl::Status saved = (*storage)->Save(batch); !saved.ok()) return saved;
+  LOG(INFO) << "restored " << file << ": the state at log index "
+            << header.index() << " of cell " << header.cell_id()
+            << ", as new cell " << membership.cell_id();
+  return absl::OkStatus();
 }
 
 // A leader asked to stop hands leadership to the most up-to-date voter and
@@ -297,8 +382,9 @@ int Run() {
   const uint32_t id = options->paxos.id;
   const bool has_state =
       std::filesystem::exists(data_dir + "/paxos/CURRENT", error);
+  const std::string restore = absl::GetFlag(FLAGS_restore);
   if (!has_state && !absl::GetFlag(FLAGS_bootstrap) &&
-      !absl::GetFlag(FLAGS_join)) {
+      !absl::GetFlag(FLAGS_join) && restore.empty()) {
     std::cerr
         << "lockd: " << data_dir
         << " holds no replica state. If this is a new cell, start each of "
@@ -311,10 +397,22 @@ int Run() {
            "(lockctl member add); see docs/operations.md\n";
     return 2;
   }
-  if (absl::GetFlag(FLAGS_bootstrap) && absl::GetFlag(FLAGS_join)) {
-    std::cerr << "lockd: --bootstrap starts a new cell and --join enters a "
-                 "running one; give one of them\n";
+  if (absl::GetFlag(FLAGS_join) &&
+      (absl::GetFlag(FLAGS_bootstrap) || !restore.empty())) {
+    std::cerr << "lockd: --bootstrap and --restore start a new cell and "
+                 "--join enters a running one; give one of them\n";
     return 2;
+  }
+  if (!restore.empty() && !has_state) {
+    if (absl::Status restored = RestoreBackup(
+            restore, CanonicalMembers(*members), options->paxos, data_dir);
+        !restored.ok()) {
+      std::cerr << "lockd: --restore=" << restore << ": " << restored.message()
+                << "\n";
+      return 2;
+    }
+  } else if (!restore.empty()) {
+    LOG(WARNING) << "--restore ignored: " << data_dir << " holds state already";
   }
   std::string listen = absl::GetFlag(FLAGS_listen);
   if (listen.empty()) listen = options->addresses.at(id);

@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
+#include "lockd/crc32c.h"
 #include "lockd/tls.h"
 #include "paxos/membership.h"
 
@@ -629,18 +630,35 @@ grpc::ServerUnaryReactor* ElectionsService::Resign(
 
 namespace {
 
+v1::Member PublicMember(const paxospb::Member& member) {
+  v1::Member out;
+  out.set_id(member.id());
+  out.set_address(member.client_address());
+  out.set_peer_address(member.peer_address());
+  out.set_voter(member.voter());
+  return out;
+}
+
+// The configuration as this replica holds it; the leader adds how far
+// each member has acknowledged.
 void FillMembers(const paxos::Replica& replica,
                  google::protobuf::RepeatedPtrField<v1::Member>* members) {
   for (const paxospb::Member& member : replica.membership().members()) {
     v1::Member* out = members->Add();
-    out->set_id(member.id());
-    out->set_address(member.client_address());
-    out->set_peer_address(member.peer_address());
-    out->set_voter(member.voter());
+    *out = PublicMember(member);
     if (replica.role() == paxos::Role::kLeader) {
       out->set_commit_index(replica.PeerCommit(member.id()));
     }
   }
+}
+
+void FillChange(const AppliedChange& applied,
+                v1::MembershipResponse* response) {
+  for (const paxospb::Member& member : applied.membership.members()) {
+    *response->add_members() = PublicMember(member);
+  }
+  *response->mutable_retired_ids() = applied.membership.retired_ids();
+  response->set_index(applied.index);
 }
 
 // Marks the refusal of a change that removes the leader itself.
@@ -729,15 +747,7 @@ grpc::ServerUnaryReactor* ClusterService::Change(
       std::move(edit),
       [context, reactor, response](absl::StatusOr<AppliedChange> applied) {
         if (applied.ok()) {
-          for (const paxospb::Member& member : applied->membership.members()) {
-            v1::Member* out = response->add_members();
-            out->set_id(member.id());
-            out->set_address(member.client_address());
-            out->set_peer_address(member.peer_address());
-            out->set_voter(member.voter());
-          }
-          *response->mutable_retired_ids() = applied->membership.retired_ids();
-          response->set_index(applied->index);
+          FillChange(*applied, response);
         }
         FinishCall(context, reactor, applied.status());
       });
@@ -865,15 +875,7 @@ grpc::ServerUnaryReactor* ClusterService::RemoveMember(
       [this, id, context, reactor,
        response](absl::StatusOr<AppliedChange> applied) {
         if (applied.ok()) {
-          for (const paxospb::Member& member : applied->membership.members()) {
-            v1::Member* out = response->add_members();
-            out->set_id(member.id());
-            out->set_address(member.client_address());
-            out->set_peer_address(member.peer_address());
-            out->set_voter(member.voter());
-          }
-          *response->mutable_retired_ids() = applied->membership.retired_ids();
-          response->set_index(applied->index);
+          FillChange(*applied, response);
           FinishCall(context, reactor, absl::OkStatus());
           return;
         }
@@ -902,6 +904,75 @@ grpc::ServerUnaryReactor* ClusterService::RemoveMember(
                   },
                   [](absl::Status) {});
             });
+      });
+  return reactor;
+}
+
+absl::Status ClusterService::AnswerChunk(const v1::SaveSnapshotRequest& request,
+                                         v1::SaveSnapshotResponse* response) {
+  absl::MutexLock lock(&snapshot_mu_);
+  if (snapshot_state_.empty() && snapshot_header_.index() == 0) {
+    return absl::FailedPreconditionError(
+        "this replica holds no snapshot; start again with index 0");
+  }
+  if (request.index() != 0 && request.index() != snapshot_header_.index()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this replica holds the snapshot at index ", snapshot_header_.index(),
+        ", not ", request.index(),
+        " (another save started, or the leader changed); start again"));
+  }
+  if (request.offset() > snapshot_state_.size()) {
+    return absl::OutOfRangeError(
+        absl::StrCat("offset ", request.offset(), " is beyond the snapshot's ",
+                     snapshot_state_.size(), " bytes"));
+  }
+  *response->mutable_header() = snapshot_header_;
+  response->set_offset(request.offset());
+  response->set_data(
+      snapshot_state_.substr(request.offset(), kSnapshotChunkBytes));
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* ClusterService::SaveSnapshot(
+    grpc::CallbackServerContext* context,
+    const v1::SaveSnapshotRequest* request,
+    v1::SaveSnapshotResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status admin = policy_->RequireAdmin(policy_->AccessOf(context),
+                                                 "saving a snapshot");
+      !admin.ok()) {
+    FinishCall(context, reactor, admin);
+    return reactor;
+  }
+  if (request->index() != 0) {
+    FinishCall(context, reactor, AnswerChunk(*request, response));
+    return reactor;
+  }
+  loop_->InspectNode(
+      [this, response, context, reactor](const ReplicaNode& node) {
+        if (!node.Serving()) {
+          FinishCall(context, reactor, node.NotServing());
+          return;
+        }
+        std::string state = node.state().Snapshot();
+        v1::BackupHeader header;
+        header.set_index(node.applied_index());
+        header.set_size_bytes(state.size());
+        header.set_crc32c(crc32c::Value(state.data(), state.size()));
+        header.set_cell_id(node.replica().membership().cell_id());
+        for (const paxospb::Member& member :
+             node.replica().membership().members()) {
+          *header.add_members() = PublicMember(member);
+        }
+        header.set_cell_time_ms(node.state().now_ms());
+        header.set_epoch(node.state().epoch());
+        {
+          absl::MutexLock lock(&snapshot_mu_);
+          snapshot_header_ = std::move(header);
+          snapshot_state_ = std::move(state);
+        }
+        v1::SaveSnapshotRequest first;
+        FinishCall(context, reactor, AnswerChunk(first, response));
       });
   return reactor;
 }

@@ -194,6 +194,13 @@ class ClusterService : public v1::Cluster::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::TransferLeadershipRequest* request,
       v1::TransferLeadershipResponse* response) override;
+  grpc::ServerUnaryReactor* SaveSnapshot(
+      grpc::CallbackServerContext* context,
+      const v1::SaveSnapshotRequest* request,
+      v1::SaveSnapshotResponse* response) override;
+
+  // Bytes of state per SaveSnapshot answer.
+  static constexpr size_t kSnapshotChunkBytes = 1 << 20;
 
   // A learner is promoted only when at most this many slots behind.
   static constexpr uint64_t kMaxPromotionLag = 1000;
@@ -204,8 +211,17 @@ class ClusterService : public v1::Cluster::CallbackService {
                                    ReplicaNode::MembershipEdit edit,
                                    v1::MembershipResponse* response);
 
+  // Answers one chunk of the held snapshot; FAILED_PRECONDITION if it is
+  // not the one asked for.
+  absl::Status AnswerChunk(const v1::SaveSnapshotRequest& request,
+                           v1::SaveSnapshotResponse* response);
+
   ReplicaLoop* const loop_;
   const AccessPolicy* const policy_;
+  // The snapshot of the last SaveSnapshot with index 0 (one at a time).
+  absl::Mutex snapshot_mu_;
+  v1::BackupHeader snapshot_header_ ABSL_GUARDED_BY(snapshot_mu_);
+  std::string snapshot_state_ ABSL_GUARDED_BY(snapshot_mu_);
 };
 
 }  // namespace lockd

@@ -118,6 +118,10 @@ absl::Status ValidateChange(const paxospb::Membership& current,
   for (const paxospb::Member& member : current.members()) {
     if (FindMember(next, member.id()) == nullptr) ++changed;
   }
+  if (next.cell_id() != current.cell_id()) {
+    return absl::InvalidArgumentError(
+        "a configuration change cannot change the cell's identity");
+  }
   for (uint32_t retired : current.retired_ids()) {
     if (FindMember(next, retired) != nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -247,6 +247,7 @@ void Replica::ObserveBallot(const paxospb::Ballot& ballot) {
 void Replica::Send(uint32_t to, paxospb::Message message) {
   message.set_from(config_.id);
   message.set_to(to);
+  if (knows_membership()) message.set_cell_id(membership().cell_id());
   if (to == config_.id) {
     self_outbox_.push_back(std::move(message));
   } else {
@@ -337,6 +338,12 @@ absl::Status Replica::Propose(std::string command) {
 void Replica::Step(const paxospb::Message& message) {
   const uint32_t from = message.from();
   if (message.to() != config_.id) return;
+  // A replica of another cell (say, the cell a backup was taken from).
+  if (message.cell_id() != 0 && knows_membership() &&
+      membership().cell_id() != 0 &&
+      message.cell_id() != membership().cell_id()) {
+    return;
+  }
   if (!known_ids_.contains(from)) {
     // A replica this one has not heard of: a removed member (ignored), or a
     // member added by a change this replica has not learned yet. Nothing

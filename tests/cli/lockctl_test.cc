@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -21,6 +22,7 @@
 #include "gtest/gtest.h"
 #include "tests/cli/lockctl_runner.h"
 #include "tests/integration/cell.h"
+#include "tests/integration/process.h"
 #include "tests/integration/test_client.h"
 
 #ifndef LOCKD_BINARY
@@ -828,6 +830,107 @@ class LockctlLostSessionTest : public LockctlTest {
   Cell& cell() override { return *own_cell_; }
   std::unique_ptr<Cell> own_cell_;
 };
+
+// A backup taken under load and restored into a new cell.
+class LockctlBackupTest : public LockctlLostSessionTest {};
+
+TEST_F(LockctlBackupTest, SaveUnderLoadAndRestoreIntoANewCell) {
+  integration::ClientOptions options;
+  options.endpoints = cell().addresses();
+  absl::StatusOr<std::unique_ptr<integration::TestClient>> client =
+      integration::TestClient::Connect(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(
+        (*client)
+            ->Create(absl::StrCat("/keep-", i), absl::StrCat("value ", i))
+            .ok());
+  }
+  ASSERT_TRUE((*client)->Create("/queue").ok());
+  absl::StatusOr<v1::CreateNodeResponse> item =
+      (*client)->Create("/queue/item-", "", false, /*sequential=*/true);
+  ASSERT_TRUE(item.ok()) << item.status();
+  ASSERT_TRUE((*client)->Create("/locked").ok());
+  absl::StatusOr<v1::AcquireResponse> held =
+      (*client)->Acquire("/locked", v1::EXCLUSIVE);
+  ASSERT_TRUE(held.ok()) << held.status();
+  ASSERT_TRUE((*client)->Create("/busy", "0").ok());
+
+  // Writes go on while the snapshot is taken and fetched.
+  std::atomic<bool> stop{false};
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    for (int i = 1; !stop.load(); ++i) {
+      if ((*client)->Set("/busy", absl::StrCat(i)).ok()) written.store(i);
+    }
+  });
+  const RunResult save = Run({"snapshot", "save", File("cell.snap")});
+  stop.store(true);
+  writer.join();
+  ASSERT_EQ(save.exit_code, 0) << Describe(save);
+  EXPECT_THAT(save.out, HasSubstr("saved the state at log index"));
+  EXPECT_GT(written.load(), 0);
+  EXPECT_EQ(Run({"snapshot", "load", File("cell.snap")}).exit_code, kUsage);
+
+  // A new cell from the backup, on new ports.
+  CellOptions restored_options;
+  restored_options.lockd_binary = LOCKD_BINARY;
+  restored_options.extra_flags = {"--restore=" + File("cell.snap")};
+  absl::StatusOr<std::unique_ptr<Cell>> restored =
+      Cell::StartWithLeader(restored_options);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  options.endpoints = (*restored)->addresses();
+  absl::StatusOr<std::unique_ptr<integration::TestClient>> reader =
+      integration::TestClient::Connect(options);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  for (int i = 0; i < 100; ++i) {
+    absl::StatusOr<v1::GetNodeResponse> got =
+        (*reader)->Get(absl::StrCat("/keep-", i));
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->content(), absl::StrCat("value ", i));
+  }
+  // The lock generation and the holder's session come along (the session
+  // expires after its TTL unless its client finds the new cell) ...
+  absl::StatusOr<v1::StatNodeResponse> locked = (*reader)->Stat("/locked");
+  ASSERT_TRUE(locked.ok()) << locked.status();
+  EXPECT_EQ(locked->meta().lock_generation(),
+            held->sequencer().lock_generation());
+  const RunResult locks = RunLockctl(LOCKCTL_BINARY, (*restored)->endpoints(),
+                                     dir_, {"locks"}, absl::Seconds(30));
+  EXPECT_THAT(locks.out, HasSubstr("/locked"));
+  // ... and so do sequence numbers: the next item follows the saved one.
+  absl::StatusOr<v1::CreateNodeResponse> next =
+      (*reader)->Create("/queue/item-", "", false, /*sequential=*/true);
+  ASSERT_TRUE(next.ok()) << next.status();
+  uint64_t before = 0;
+  uint64_t after = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(item->path().substr(12), &before));
+  ASSERT_TRUE(absl::SimpleAtoi(next->path().substr(12), &after));
+  EXPECT_EQ(after, before + 1);
+  // The busy node holds one of the values written during the save.
+  absl::StatusOr<v1::GetNodeResponse> busy = (*reader)->Get("/busy");
+  ASSERT_TRUE(busy.ok()) << busy.status();
+  int value = -1;
+  ASSERT_TRUE(absl::SimpleAtoi(busy->content(), &value));
+  EXPECT_LE(value, written.load());
+
+  // A damaged backup is refused with the reason.
+  std::string bytes = ReadFile(File("cell.snap"));
+  bytes[bytes.size() - 10] ^= 0x55;
+  {
+    std::ofstream out(File("damaged.snap"), std::ios::binary);
+    out << bytes;
+  }
+  integration::ProcessOptions process;
+  process.argv = {LOCKD_BINARY, "--id=1", "--members=1@127.0.0.1:1/127.0.0.1:2",
+                  "--data_dir=" + File("damaged-data"),
+                  "--restore=" + File("damaged.snap")};
+  process.output_path = File("damaged.out");
+  const integration::ProcessResult refused =
+      integration::RunToExit(process, absl::Seconds(20));
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_THAT(refused.output, HasSubstr("the state is damaged"));
+}
 
 // Membership changes need a cell of their own.
 class LockctlMemberTest : public LockctlLostSessionTest {};

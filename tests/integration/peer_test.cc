@@ -115,7 +115,8 @@ TEST(LockdFlagsTest, HelpListsEveryFlag) {
        {"--members", "--peer_listen", "--data_dir", "--election_ticks",
         "--max_keepalive_streams", "--max_request_bytes", "--tls_ca",
         "--tls_cert", "--tls_key", "--client_ca", "--admin_principals",
-        "--insecure", "--bootstrap", "--join"}) {
+        "--insecure", "--bootstrap", "--join", "--restore",
+        "--metrics_address"}) {
     EXPECT_TRUE(absl::StrContains(output, flag)) << flag << "\n" << output;
   }
   EXPECT_FALSE(absl::StrContains(output, "No flags matched")) << output;

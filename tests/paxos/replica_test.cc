@@ -2948,6 +2948,26 @@ TEST(MembershipTest, TheConfigurationSurvivesRestartsAndSnapshots) {
             MembershipString(four));
 }
 
+TEST(MembershipTest, MessagesOfAnotherCellAreIgnored) {
+  Config config = TestConfig(2, Members(3));
+  config.initial_membership = MembershipOfVoters(Members(3));
+  config.initial_membership.set_cell_id(7);
+  Node node(config);
+  node.TickN(kLeaseTicks);
+  paxospb::Message foreign = PrepareMessage(1, 2, MakeBallot(5, 1), 1);
+  foreign.set_cell_id(9);
+  node.replica().Step(foreign);
+  EXPECT_EQ(B(node.replica().promised()), "0.0");
+  paxospb::Message own = PrepareMessage(1, 2, MakeBallot(5, 1), 1);
+  own.set_cell_id(7);
+  node.replica().Step(own);
+  EXPECT_EQ(B(node.replica().promised()), "5.1");
+  // Its own messages carry the cell's identity.
+  const Ready ready = node.replica().GetReady();
+  ASSERT_FALSE(ready.messages.empty());
+  EXPECT_EQ(ready.messages[0].cell_id(), 7u);
+}
+
 TEST(HandoverTest, TheTargetLeadsAtOnceAndTheOldLeaderStopsServing) {
   Cluster cluster(3);
   const uint32_t leader = cluster.ElectLeader();

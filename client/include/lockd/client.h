@@ -109,6 +109,10 @@ class Client {
       uint32_t id, const std::string& address, const std::string& peer_address);
   absl::StatusOr<v1::MembershipResponse> PromoteMember(uint32_t id);
   absl::StatusOr<v1::MembershipResponse> RemoveMember(uint32_t id);
+  // One chunk of a backup snapshot at the leader (Cluster.SaveSnapshot):
+  // index 0 takes a new snapshot, else continue that one from `offset`.
+  absl::StatusOr<v1::SaveSnapshotResponse> SaveSnapshotChunk(uint64_t index,
+                                                             uint64_t offset);
   // Hands leadership to voter `to` (0: the most up-to-date one).
   absl::StatusOr<v1::TransferLeadershipResponse> TransferLeadership(
       uint32_t to);
