@@ -32,6 +32,8 @@ ABSL_FLAG(std::string, bug, "none",
           "Enable a deliberately wrong client or checker input: none, "
           "client_ignores_lease, view_double_grant, "
           "view_generation_rollback.");
+ABSL_FLAG(bool, membership, true,
+          "Let seeds change the membership among their faults.");
 ABSL_FLAG(bool, verbose, false, "Print every violation and per-seed totals.");
 ABSL_FLAG(bool, trace, false,
           "Print leaders, faults and client actions as they happen.");
@@ -86,6 +88,7 @@ int main(int argc, char** argv) {
     options.clients = clients;
     options.steps = steps;
     options.bug = *bug;
+    options.membership = absl::GetFlag(FLAGS_membership);
     options.trace = absl::GetFlag(FLAGS_trace);
     const lockd::sim::Result result = lockd::sim::Run(options);
     totals.steps += result.steps;

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "lockd/replica_node.h"
+#include "paxos/membership.h"
 #include "paxos/memory_storage.h"
 #include "paxos/random.h"
 #include "protos/lockd.pb.h"
@@ -70,6 +71,8 @@ constexpr int64_t kTickUs = 10000;
 // +-kMaxSkewMs (NTP-synchronized machines); in some seeds they also step.
 constexpr int64_t kWallBaseMs = 1000000000;
 constexpr int64_t kMaxSkewMs = 50;
+// Machines beyond the founding replicas that membership changes may add.
+constexpr int kSpareMachines = 2;
 // Replica tick rates differ from nominal by at most this fraction: within
 // the drift lockd's default lease allows ((30 - 3) * (1 + r) <= (30 - 1) *
 // (1 - r), i.e. r <= 3.5 %; see docs/paxos.md).
@@ -136,6 +139,8 @@ struct FaultMix {
   bool client_faults = false;
   // Replica wall clocks step (NTP, an operator) to a new offset.
   bool clock_steps = false;
+  // Configuration changes and handovers among the faults.
+  bool membership = false;
   // Probability that a replica crashes in the middle of a Save (before or
   // after the batch is durable).
   double crash_mid_turn = 0;
@@ -285,6 +290,10 @@ struct Machine {
   uint64_t viewed_index = 0;
   std::map<std::string, LockView> locks;
   std::set<uint64_t> sessions;
+  // A spare machine: not a founding member; started (with --join) when a
+  // change adds it.
+  bool spare = false;
+  bool joined = false;
 };
 
 // A lock a client was granted, as the client sees it.
@@ -385,6 +394,9 @@ struct SessionInfo {
   int64_t base_us = 0;
   int64_t base_cell_ms = 0;
   int64_t base_leaderless_us = 0;
+  // Leaderships that served by then: each later one grants the session a
+  // fresh TTL (it cannot know the previous leader's keep-alive times).
+  size_t base_leaderships = 0;
   bool close_requested = false;
   // Some replica's applied state no longer has the session.
   bool ended = false;
@@ -425,17 +437,19 @@ class World {
   explicit World(const Options& options)
       : options_(options),
         random_(options.seed * 0x9e3779b97f4a7c15ULL + 11),
-        replicas_(options.replicas) {
+        replicas_(options.replicas +
+                  (options.membership ? kSpareMachines : 0)) {
     DrawFaultMix();
     snapshot_interval_ = static_cast<uint64_t>(random_.Range(20, 400));
     std::vector<uint32_t> members;
-    for (int i = 0; i < replicas_; ++i) {
+    for (int i = 0; i < options.replicas; ++i) {
       members.push_back(static_cast<uint32_t>(i + 1));
     }
+    initial_membership_ = paxos::MembershipOfVoters(members);
     machines_.resize(replicas_);
     for (int i = 0; i < replicas_; ++i) {
       Machine& m = machines_[i];
-      m.id = members[i];
+      m.id = static_cast<uint32_t>(i + 1);
       m.skew_ms = random_.Range(-kMaxSkewMs, kMaxSkewMs);
       ReplicaNodeOptions& o = m.options;
       o.paxos.id = m.id;
@@ -445,8 +459,8 @@ class World {
       o.paxos.election_ticks = 30;
       o.paxos.lease_ticks = 30;
       o.paxos.max_drift_ticks = 3;
-      for (uint32_t member : members) {
-        o.addresses[member] = absl::StrCat("replica-", member);
+      for (int other = 1; other <= replicas_; ++other) {
+        o.addresses[other] = absl::StrCat("replica-", other);
       }
       o.snapshot_interval = snapshot_interval_;
       o.tick_ms = kTickUs / 1000;
@@ -455,7 +469,8 @@ class World {
       o.cell_clock_slew_percent = static_cast<int>(kCellClockSlew * 100);
       m.storage = std::make_unique<SimStorage>(this, i);
       m.sender = std::make_unique<SimSender>(this, i);
-      StartMachine(i);
+      m.spare = i >= options.replicas;
+      if (!m.spare) StartMachine(i);
     }
     clients_.resize(options_.clients);
     for (int c = 0; c < options_.clients; ++c) {
@@ -466,7 +481,7 @@ class World {
       client.rate =
           (static_cast<double>(random_.Uniform(2001)) / 1000.0 - 1.0) *
           kMaxClientDrift;
-      client.target = static_cast<int>(random_.Uniform(replicas_));
+      client.target = static_cast<int>(random_.Uniform(options.replicas));
       ScheduleClientTimer(client, kOperationTimer, random_.Range(0, 200000));
     }
     ScheduleFault();
@@ -573,6 +588,7 @@ class World {
         SessionInfo& info = sessions_[session_id];
         info.base_us = now_us_;
         info.base_leaderless_us = leaderless_us_;
+        info.base_leaderships = serving_epochs_.size();
         info.base_cell_ms = std::max(
             info.base_cell_ms, *expires_at - answer->lease_remaining_ms());
         CheckLeaseTold(m, session_id, *expires_at,
@@ -633,6 +649,7 @@ class World {
     mix_.group_commit_us =
         random_.Bernoulli(0.3) ? random_.Range(100, 2000) : 0;
     mix_.max_tick_drift = random_.Bernoulli(0.8) ? kMaxTickDrift : 0;
+    mix_.membership = options_.membership && random_.Bernoulli(0.5);
   }
 
   // ------------------------------------------------------------- events
@@ -1069,7 +1086,7 @@ class World {
       cancel->kind = ClientRequest::Kind::kCancel;
       cancel->caller = c.op->attempt_caller;
       SendToReplica(c, c.op->attempt_replica, std::move(cancel));
-      c.target = (c.target + 1) % replicas_;
+      c.target = NextTarget(c.target);
     }
     SendOperation(c);
   }
@@ -1290,7 +1307,7 @@ class World {
         id >= 1 && id <= replicas_) {
       return id - 1;
     }
-    return (c.target + 1) % replicas_;
+    return NextTarget(c.target);
   }
 
   void ClientReceive(Client& c, ClientReply& reply) {
@@ -1555,7 +1572,7 @@ class World {
     if (!c.has_session) return;
     if (c.keepalive_waiting) {
       // No answer in time: try another replica.
-      c.target = (c.target + 1) % replicas_;
+      c.target = NextTarget(c.target);
     }
     auto request = std::make_unique<ClientRequest>();
     request->kind = ClientRequest::Kind::kKeepAlive;
@@ -1653,7 +1670,7 @@ class World {
     c.dead = false;
     c.has_session = false;
     c.created.clear();
-    c.target = static_cast<int>(random_.Uniform(replicas_));
+    c.target = static_cast<int>(random_.Uniform(options_.replicas));
     c.granted_since_heal = false;
     ScheduleClientTimer(c, kOperationTimer, random_.Range(0, 200000));
   }
@@ -1661,8 +1678,9 @@ class World {
   // ------------------------------------------------------------- faults
 
   void ScheduleFault() {
-    if (healed_ || (!mix_.crashes && !mix_.partitions && !mix_.stalls &&
-                    !mix_.client_faults && !mix_.clock_steps)) {
+    if (healed_ ||
+        (!mix_.crashes && !mix_.partitions && !mix_.stalls &&
+         !mix_.client_faults && !mix_.clock_steps && !mix_.membership)) {
       return;
     }
     Event event;
@@ -1686,6 +1704,103 @@ class World {
     return -1;
   }
 
+  // The replica a client tries after `target`: spares only once added
+  // (clients know the founding endpoints and whatever redirects name).
+  int NextTarget(int target) const {
+    for (int step = 1; step <= replicas_; ++step) {
+      const int next = (target + step) % replicas_;
+      if (!machines_[next].spare || machines_[next].joined) return next;
+    }
+    return target;
+  }
+
+  // The configuration of the longest chosen log among running replicas.
+  const paxospb::Membership& LatestMembership() const {
+    const paxospb::Membership* latest = &initial_membership_;
+    uint64_t commit = 0;
+    for (const Machine& m : machines_) {
+      if (m.node == nullptr || !m.node->replica().knows_membership()) continue;
+      if (m.node->replica().commit() >= commit) {
+        commit = m.node->replica().commit();
+        latest = &m.node->replica().membership();
+      }
+    }
+    return *latest;
+  }
+
+  bool IsMember(const Machine& m) const {
+    return paxos::FindMember(LatestMembership(), m.id) != nullptr;
+  }
+
+  // One change at the serving leader: add a spare as a learner (started
+  // with --join), promote a learner that caught up, remove a voter (the
+  // leader hands over instead of removing itself) or a learner.
+  void ChangeMembership() {
+    const int leader = ServingLeader();
+    if (leader < 0 || !machines_[leader].node->Serving()) return;
+    ReplicaNode& node = *machines_[leader].node;
+    const paxos::Replica& replica = node.replica();
+    if (replica.change_in_flight()) return;
+    const paxospb::Membership current = replica.membership();
+    const std::vector<uint32_t> voters = paxos::Voters(current);
+    std::vector<uint32_t> learners;
+    for (const paxospb::Member& member : current.members()) {
+      if (!member.voter()) learners.push_back(member.id());
+    }
+    const uint64_t roll = random_.Uniform(100);
+    paxospb::Membership next;
+    std::string kind;
+    if (!learners.empty() && roll < 40) {
+      const uint32_t learner = learners[random_.Uniform(learners.size())];
+      if (replica.PeerCommit(learner) + 8 < replica.commit()) return;
+      paxospb::Member voter = *paxos::FindMember(current, learner);
+      voter.set_voter(true);
+      next = paxos::WithMember(current, voter);
+      kind = "member_promote";
+    } else if (!learners.empty() && roll < 50) {
+      next = paxos::WithoutMember(current,
+                                  learners[random_.Uniform(learners.size())]);
+      kind = "member_remove_learner";
+    } else if (voters.size() > 2 && roll < 75) {
+      const uint32_t victim = voters[random_.Uniform(voters.size())];
+      if (victim == replica.id()) {
+        if (node.HandOver(0).ok()) {
+          CountFault("handover");
+          InputArrived(leader);
+        }
+        return;
+      }
+      next = paxos::WithoutMember(current, victim);
+      kind = "member_remove_voter";
+    } else {
+      int spare = -1;
+      for (int i = 0; i < replicas_; ++i) {
+        if (machines_[i].spare && !machines_[i].joined) spare = i;
+      }
+      if (spare < 0 || voters.size() >= 5) return;
+      Machine& m = machines_[spare];
+      m.joined = true;
+      m.options.paxos.join = true;
+      m.options.paxos.members = voters;
+      StartMachine(spare);
+      paxospb::Member member;
+      member.set_id(m.id);
+      member.set_client_address(absl::StrCat("replica-", m.id));
+      member.set_peer_address(absl::StrCat("replica-", m.id));
+      member.set_voter(false);
+      next = paxos::WithMember(current, member);
+      kind = "member_add_learner";
+    }
+    node.ChangeMembership(
+        [next](const paxos::Replica&) -> absl::StatusOr<paxospb::Membership> {
+          return next;
+        },
+        [](absl::StatusOr<AppliedChange>) {});
+    CountFault(kind);
+    Trace(absl::StrCat("fault: ", kind, " -> ", paxos::MembershipString(next)));
+    InputArrived(leader);
+  }
+
   void InjectFault() {
     std::vector<std::string> kinds;
     if (mix_.crashes) {
@@ -1702,10 +1817,23 @@ class World {
       kinds.insert(kinds.end(),
                    {"client_death", "client_pause", "isolate_client"});
     }
+    if (mix_.membership) {
+      kinds.insert(kinds.end(),
+                   {"membership_change", "membership_change", "handover"});
+    }
     const std::string kind = kinds[random_.Uniform(kinds.size())];
     Trace(absl::StrCat("fault: ", kind));
     const int n = replicas_;
-    if (kind == "crash" || kind == "crash_leader") {
+    if (kind == "membership_change") {
+      ChangeMembership();
+    } else if (kind == "handover") {
+      const int leader = ServingLeader();
+      if (leader < 0 || !machines_[leader].node->Serving()) return;
+      if (machines_[leader].node->HandOver(0).ok()) {
+        CountFault("handover");
+        InputArrived(leader);
+      }
+    } else if (kind == "crash" || kind == "crash_leader") {
       const int victim = kind == "crash" ? static_cast<int>(random_.Uniform(n))
                                          : ServingLeader();
       if (victim < 0 || machines_[victim].node == nullptr) return;
@@ -1810,6 +1938,7 @@ class World {
     for (Client& c : clients_) c.isolated_until_us = 0;
     for (int i = 0; i < replicas_; ++i) {
       Machine& m = machines_[i];
+      if (!IsMember(m)) continue;
       if (m.node == nullptr) {
         ++m.generation;
         StartMachine(i);
@@ -2030,6 +2159,7 @@ class World {
       if (info.base_us == 0) {
         info.base_us = now_us_;
         info.base_leaderless_us = leaderless_us_;
+        info.base_leaderships = serving_epochs_.size();
       }
       info.base_cell_ms = std::max(info.base_cell_ms, state.now_ms());
     }
@@ -2174,10 +2304,16 @@ class World {
 
   // When an abandoned session must be gone, in true time: the bound in
   // cell time, stretched by the slowest cell clock, plus the time without a
-  // serving leader since its last sign of life.
+  // serving leader since its last sign of life, plus a TTL for every
+  // leadership after the first that began since (handovers begin them
+  // without any leaderless time).
   int64_t DeadlineUs(const SessionInfo& info) const {
+    const size_t leaderships = serving_epochs_.size() - info.base_leaderships;
+    const int64_t extra_ttls =
+        leaderships > 1 ? static_cast<int64_t>(leaderships - 1) : 0;
     const double bound_ms =
-        static_cast<double>(kCheckpointMs + 2 * info.ttl_ms + kExpirySlackMs) /
+        static_cast<double>(kCheckpointMs + (2 + extra_ttls) * info.ttl_ms +
+                            kExpirySlackMs) /
             kMinCellRate +
         kExpiryRealTimeSlackMs;
     return info.base_us + static_cast<int64_t>(bound_ms * 1000) +
@@ -2189,7 +2325,8 @@ class World {
   // replica's).
   void CheckDeadlines() {
     for (const Machine& m : machines_) {
-      if (m.node == nullptr) continue;
+      // A removed member keeps its last state; nobody updates it.
+      if (m.node == nullptr || !IsMember(m)) continue;
       const bool serving = now_us_ >= m.stalled_until_us && m.node->Serving();
       if (!serving && (!healed_ || now_us_ < heal_start_us_ + kHealCatchUpUs)) {
         continue;
@@ -2218,6 +2355,8 @@ class World {
       if (!c.dead && !c.granted_since_heal) return false;
     }
     for (const Machine& m : machines_) {
+      // Removed members (and spares never added) stay behind.
+      if (!IsMember(m)) continue;
       if (m.node == nullptr) return false;
       for (uint64_t id : m.sessions) {
         if (Abandoned(id)) return false;
@@ -2257,6 +2396,7 @@ class World {
   paxos::Random random_;
   const int replicas_;
   FaultMix mix_;
+  paxospb::Membership initial_membership_;
   uint64_t snapshot_interval_ = 100;
   std::vector<Machine> machines_;
   std::vector<Client> clients_;

@@ -45,6 +45,10 @@ struct Options {
   // Events processed before the healing phase.
   int steps = 20000;
   Bug bug = Bug::kNone;
+  // Let seeds change the membership among their faults: two spare machines
+  // join as learners and are promoted, voters are removed (the leader hands
+  // over instead), leadership is handed over.
+  bool membership = true;
   // Print the simulation's notable events (leaders, faults, client actions)
   // as they happen, to follow a failing seed.
   bool trace = false;
